@@ -1,0 +1,42 @@
+//! # eslab-core
+//!
+//! The kernel of eslab, an event-sourcing and CQRS toolkit. It does no I/O:
+//! it defines what an aggregate, an event and a store are, and supplies the
+//! typed layer (JSON codec, upcasting, [`Repository`]) once for every backend.
+//!
+//! - [`Aggregate`]: a decider with pure [`decide`](Aggregate::decide) and
+//!   [`evolve`](Aggregate::evolve).
+//! - [`DomainEvent`]: a serde enum with stable type names and schema versions.
+//! - [`StreamId`] (`<kind>-<id>`), [`Version`] (from 1), [`ExpectedVersion`],
+//!   [`Position`] and [`Checkpoint`] (a resumable place in the global feed).
+//! - [`NewEvent`] / [`RecordedEvent`] with [`Metadata`] (correlation,
+//!   causation, actor, occurred-at, free map).
+//! - Backends implement [`EventAppender`] and [`EventReader`] over serialized
+//!   rows; [`EventStore`] wraps one and applies [`Upcasters`] on every read.
+//! - [`Repository`]: load, decide, append with the loaded version, retry on conflict.
+//!
+//! Stores live in their own crates (`eslab-memory`, ...); `eslab-testing` holds
+//! the conformance suite every store passes.
+
+mod aggregate;
+mod codec;
+mod error;
+mod event;
+mod repository;
+mod store;
+mod stream;
+mod upcast;
+mod version;
+
+pub use aggregate::Aggregate;
+pub use codec::{Codec, JsonCodec};
+pub use error::{BoxError, Error, Result};
+pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
+pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
+pub use store::{
+    AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore,
+    FeedFilter, StreamAppend,
+};
+pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
+pub use upcast::Upcasters;
+pub use version::{Checkpoint, ExpectedVersion, Position, Version};

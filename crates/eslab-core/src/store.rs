@@ -1,0 +1,259 @@
+//! The store interface: what every backend implements over serialized rows, and
+//! the [`EventStore`] layer that adds upcasting and streaming on top, once for all.
+//!
+//! Reads and writes are separate traits ([`EventReader`], [`EventAppender`]); a
+//! type implementing both is an [`EventStorage`] by blanket impl.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_core::Stream;
+use futures_util::{TryStreamExt, stream};
+
+use crate::codec::{Codec, JsonCodec};
+use crate::error::Result;
+use crate::event::{DomainEvent, NewEvent, RecordedEvent};
+use crate::stream::{InvalidStreamId, StreamId, validate_kind};
+use crate::upcast::Upcasters;
+use crate::version::{Checkpoint, ExpectedVersion, Version};
+
+/// The default page size of the streaming helpers.
+pub const DEFAULT_PAGE_SIZE: usize = 512;
+
+/// One stream's part of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    /// The stream to append to.
+    pub stream_id: StreamId,
+    /// What the stream's version must be.
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// Bundles one stream's append.
+    pub fn new(stream_id: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        StreamAppend { stream_id, expected, events }
+    }
+}
+
+/// What an append wrote to one stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendResult {
+    /// The stream appended to.
+    pub stream_id: StreamId,
+    /// The stream's version after the append.
+    pub version: Version,
+    /// The events as recorded (versions, positions, recorded-at filled in).
+    pub events: Vec<RecordedEvent>,
+}
+
+/// Which events a feed carries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum FeedFilter {
+    /// Every event of the store.
+    All,
+    /// Only events of streams of this category (the `<kind>` of `<kind>-<id>`).
+    Category(String),
+}
+
+impl FeedFilter {
+    /// A category filter, validated like a stream kind.
+    pub fn category(category: &str) -> std::result::Result<Self, InvalidStreamId> {
+        validate_kind(category)?;
+        Ok(FeedFilter::Category(category.to_owned()))
+    }
+
+    /// Whether an event of `stream` passes the filter.
+    pub fn matches(&self, stream: &StreamId) -> bool {
+        match self {
+            FeedFilter::All => true,
+            FeedFilter::Category(c) => stream.category() == c,
+        }
+    }
+}
+
+/// Appending events. Implemented by every backend.
+///
+/// # Contract (checked by `eslab-testing`'s conformance suite)
+/// - An append is atomic: all its events are written, or none.
+/// - The expectation is checked against the stream's current version in the
+///   same atomic step; on mismatch the append fails with
+///   [`Error::Conflict`](crate::Error::Conflict) carrying the actual version.
+/// - An event id already stored fails the whole append with
+///   [`Error::DuplicateEventId`](crate::Error::DuplicateEventId).
+/// - **The empty append** (no events) checks the expectation, writes nothing
+///   and returns the current version with no events.
+pub trait EventAppender: Send + Sync {
+    /// Appends `events` to one stream if it is at the `expected` version.
+    fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> impl Future<Output = Result<AppendResult>> + Send;
+
+    /// Appends to several streams in one atomic step: if any stream's
+    /// expectation fails, nothing is written. A stream may appear once.
+    /// Results come back in the order of `appends`.
+    fn append_streams(&self, appends: Vec<StreamAppend>) -> impl Future<Output = Result<Vec<AppendResult>>> + Send;
+}
+
+/// Reading events. Implemented by every backend.
+///
+/// # Contract
+/// - `read_stream` returns the stream's events with version `>= from`, in
+///   version order, at most `limit` of them.
+/// - `read_feed` returns events strictly after `after` in feed order
+///   (`(transaction, position)`), at most `limit`. It never returns an event
+///   and later a different event that sorts before it: a reader that resumes
+///   from the last event's [`checkpoint`](RecordedEvent::checkpoint) sees every
+///   committed event exactly once.
+pub trait EventReader: Send + Sync {
+    /// A page of one stream, from version `from` (inclusive).
+    fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// A page of the global (or per-category) feed after `after`.
+    fn read_feed(
+        &self,
+        filter: &FeedFilter,
+        after: Checkpoint,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
+
+    /// The stream's current version ([`Version::NONE`] if it has no events).
+    fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<Version>> + Send;
+}
+
+/// A complete backend: reader and appender.
+pub trait EventStorage: EventReader + EventAppender {}
+
+impl<T: EventReader + EventAppender> EventStorage for T {}
+
+/// Streams over any [`EventReader`], paging under the hood so that replaying a
+/// long stream or feed never buffers it whole.
+pub trait EventReaderExt: EventReader {
+    /// Every event of `stream` from version `from`, page by page.
+    fn stream_events<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from: Version,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        stream::try_unfold(Some(from), move |next| async move {
+            let Some(from) = next else { return Ok::<_, crate::Error>(None) };
+            let page = self.read_stream(stream, from, DEFAULT_PAGE_SIZE).await?;
+            let next = match page.last() {
+                Some(last) if page.len() == DEFAULT_PAGE_SIZE => last.stream_version.next(),
+                _ => None,
+            };
+            Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
+        })
+        .try_flatten()
+    }
+
+    /// The feed after `after`, up to the events committed now (the stream
+    /// ends when the reader has caught up; call again to follow).
+    fn feed<'a>(
+        &'a self,
+        filter: &'a FeedFilter,
+        after: Checkpoint,
+    ) -> impl Stream<Item = Result<RecordedEvent>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        stream::try_unfold(Some(after), move |next| async move {
+            let Some(after) = next else { return Ok::<_, crate::Error>(None) };
+            let page = self.read_feed(filter, after, DEFAULT_PAGE_SIZE).await?;
+            let next = match page.last() {
+                Some(last) if page.len() == DEFAULT_PAGE_SIZE => Some(last.checkpoint()),
+                _ => None,
+            };
+            Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
+        })
+        .try_flatten()
+    }
+}
+
+impl<T: EventReader> EventReaderExt for T {}
+
+/// The typed layer over a backend: applies [`Upcasters`] on every read path and
+/// decodes typed events. Cheap to clone when the backend is.
+///
+/// `EventStore<S>` is itself an [`EventReader`] and [`EventAppender`], so
+/// anything that takes a backend also takes the upcasting store.
+#[derive(Debug, Clone)]
+pub struct EventStore<S> {
+    backend: S,
+    upcasters: Arc<Upcasters>,
+}
+
+impl<S> EventStore<S> {
+    /// Wraps a backend, with no upcasters.
+    pub fn new(backend: S) -> Self {
+        EventStore { backend, upcasters: Arc::new(Upcasters::new()) }
+    }
+
+    /// Sets the upcaster chain applied on every read.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = Arc::new(upcasters);
+        self
+    }
+
+    /// The wrapped backend.
+    pub fn backend(&self) -> &S {
+        &self.backend
+    }
+
+    /// The upcaster chain.
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
+    }
+
+    /// Decodes a recorded (already upcast) event into a typed one, with the JSON codec.
+    pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
+        JsonCodec.decode(event)
+    }
+
+    fn upcast_all(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        for event in &mut events {
+            self.upcasters.upcast(event)?;
+        }
+        Ok(events)
+    }
+}
+
+impl<S: EventReader> EventReader for EventStore<S> {
+    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let page = self.backend.read_stream(stream, from, limit).await?;
+        self.upcast_all(page)
+    }
+
+    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let page = self.backend.read_feed(filter, after, limit).await?;
+        self.upcast_all(page)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        self.backend.stream_version(stream).await
+    }
+}
+
+impl<S: EventAppender> EventAppender for EventStore<S> {
+    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        self.backend.append(stream, expected, events).await
+    }
+
+    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.backend.append_streams(appends).await
+    }
+}

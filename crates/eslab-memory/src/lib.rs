@@ -1,0 +1,177 @@
+//! # eslab-memory
+//!
+//! A thread-safe in-memory event store: the reference semantics every other
+//! backend is held to by the conformance suite. Appends run under one write
+//! lock, so the global feed is the append order and commits are never seen out
+//! of order. Clones share the same store.
+//!
+//! ```
+//! use eslab_core::{EventAppender, EventReader, ExpectedVersion, FeedFilter, Checkpoint, Metadata, NewEvent, StreamId, Version};
+//! use eslab_memory::MemoryStore;
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let store = MemoryStore::new();
+//! let stream: StreamId = "account-1".parse().unwrap();
+//! let event = NewEvent::new("Opened", 1, serde_json::json!({}), Metadata::now());
+//! let done = store.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+//! assert_eq!(done.version, Version::FIRST);
+//! let feed = store.read_feed(&FeedFilter::All, Checkpoint::START, 10).await.unwrap();
+//! assert_eq!(feed.len(), 1);
+//! # });
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use eslab_core::{
+    AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter, NewEvent,
+    Position, RecordedEvent, Result, StreamAppend, StreamId, Version,
+};
+use time::OffsetDateTime;
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every event, in feed order; `events[i]` has position `i + 1`.
+    events: Vec<RecordedEvent>,
+    /// Indexes into `events`, per stream, in version order.
+    streams: HashMap<StreamId, Vec<usize>>,
+    ids: HashSet<EventId>,
+    /// Commit counter: one per successful append call.
+    transaction: u64,
+}
+
+impl Inner {
+    fn version(&self, stream: &StreamId) -> Version {
+        self.streams.get(stream).map_or(Version::NONE, |ix| Version::new(ix.len() as u64))
+    }
+
+    /// Checks every expectation and id before anything is written.
+    fn check(&self, appends: &[StreamAppend]) -> Result<()> {
+        let mut seen_streams = HashSet::new();
+        let mut seen_ids = HashSet::new();
+        for append in appends {
+            if !seen_streams.insert(&append.stream_id) {
+                return Err(Error::InvalidRequest(format!("stream {} appears twice in one append", append.stream_id)));
+            }
+            let actual = self.version(&append.stream_id);
+            if !append.expected.accepts(actual) {
+                return Err(Error::Conflict { stream: append.stream_id.clone(), expected: append.expected, actual });
+            }
+            actual.advance(append.events.len()).ok_or_else(|| Error::OutOfRange("stream version".into()))?;
+            for event in &append.events {
+                if self.ids.contains(&event.event_id) || !seen_ids.insert(event.event_id) {
+                    return Err(Error::DuplicateEventId(event.event_id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, appends: Vec<StreamAppend>) -> Vec<AppendResult> {
+        let wrote_any = appends.iter().any(|a| !a.events.is_empty());
+        if wrote_any {
+            self.transaction += 1;
+        }
+        let recorded_at = OffsetDateTime::now_utc();
+        let mut results = Vec::with_capacity(appends.len());
+        for StreamAppend { stream_id, events, .. } in appends {
+            let mut version = self.version(&stream_id);
+            let mut recorded = Vec::with_capacity(events.len());
+            for NewEvent { event_id, event_type, schema_version, payload, metadata } in events {
+                version = Version::new(version.get() + 1);
+                let index = self.events.len();
+                let event = RecordedEvent {
+                    event_id,
+                    stream_id: stream_id.clone(),
+                    stream_version: version,
+                    position: Position::new(index as u64 + 1),
+                    transaction: self.transaction,
+                    event_type,
+                    schema_version,
+                    payload,
+                    metadata,
+                    recorded_at,
+                };
+                self.ids.insert(event_id);
+                self.events.push(event.clone());
+                self.streams.entry(stream_id.clone()).or_default().push(index);
+                recorded.push(event);
+            }
+            results.push(AppendResult { stream_id, version, events: recorded });
+        }
+        results
+    }
+}
+
+/// The in-memory event store. Clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// How many events the store holds.
+    pub fn len(&self) -> usize {
+        self.read().events.len()
+    }
+
+    /// Whether the store holds no events.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A panic while holding the lock cannot leave `Inner` half-written (writes
+    // happen only after every check passed), so a poisoned lock is safe to use.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let mut inner = self.write();
+        inner.check(&appends)?;
+        Ok(inner.write(appends))
+    }
+}
+
+fn to_index(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+impl EventAppender for MemoryStore {
+    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+        let mut results = self.append_all(vec![StreamAppend::new(stream.clone(), expected, events)])?;
+        results.pop().ok_or_else(|| Error::InvalidRequest("append produced no result".into()))
+    }
+
+    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.append_all(appends)
+    }
+}
+
+impl EventReader for MemoryStore {
+    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let inner = self.read();
+        let Some(indexes) = inner.streams.get(stream) else { return Ok(Vec::new()) };
+        let skip = to_index(from.get().saturating_sub(1));
+        Ok(indexes.iter().skip(skip).take(limit).map(|&i| inner.events[i].clone()).collect())
+    }
+
+    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        let inner = self.read();
+        // Transactions and positions grow together here, so the position alone orders the feed.
+        let start = to_index(after.position.get()).min(inner.events.len());
+        Ok(inner.events[start..].iter().filter(|e| filter.matches(&e.stream_id)).take(limit).cloned().collect())
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        Ok(self.read().version(stream))
+    }
+}

@@ -1,0 +1,9 @@
+//! The memory store against the store conformance suite.
+
+use eslab_memory::MemoryStore;
+
+async fn new_store() -> MemoryStore {
+    MemoryStore::new()
+}
+
+eslab_testing::store_conformance_tests!(new_store);

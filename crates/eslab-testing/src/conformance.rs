@@ -1,0 +1,528 @@
+//! The store conformance suite: one set of tests every event store must pass.
+//!
+//! Each test is a public async function taking a factory that returns a
+//! *fresh, empty* store (its own schema, database or instance), so tests run
+//! in parallel and in any order. [`store_conformance_tests!`](crate::store_conformance_tests)
+//! turns the whole suite into `#[test]` functions:
+//!
+//! ```
+//! async fn new_store() -> eslab_memory::MemoryStore {
+//!     eslab_memory::MemoryStore::new()
+//! }
+//! eslab_testing::store_conformance_tests!(new_store);
+//! # fn main() {}
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use eslab_core::{
+    Checkpoint, Error, EventAppender, EventReader, EventReaderExt, EventStore, ExpectedVersion, FeedFilter, Metadata,
+    NewEvent, RecordedEvent, StreamAppend, StreamId, Upcasters, Version,
+};
+use futures_util::TryStreamExt;
+use serde_json::json;
+use uuid::Uuid;
+
+/// What the suite needs of a store: a cloneable backend shared across tasks.
+pub trait TestStore: EventReader + EventAppender + Clone + 'static {}
+impl<T: EventReader + EventAppender + Clone + 'static> TestStore for T {}
+
+/// Expands to one `#[test]` per conformance test, in a module named
+/// `store_conformance`, each calling `$factory().await` for a fresh store.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:path) => {
+        $crate::store_conformance_tests!(@tests $factory;
+            expected_any_appends_anywhere,
+            expected_no_stream,
+            expected_stream_exists,
+            expected_exact_and_conflict_reports_actual,
+            multi_event_append_is_all_or_nothing,
+            multi_stream_append_is_all_or_nothing,
+            multi_stream_append_writes_every_stream,
+            same_stream_twice_in_one_append_is_refused,
+            concurrent_exact_appenders_one_winner_per_version,
+            read_stream_from_version,
+            feed_every_event_once_in_order_resumable,
+            feed_by_category,
+            feed_while_writers_append_concurrently,
+            duplicate_event_id_rejected,
+            empty_append_checks_and_writes_nothing,
+            unicode_and_large_payloads_round_trip,
+            metadata_round_trips,
+            upcasting_applies_on_stream_and_feed_reads,
+            long_stream_streams_in_pages
+        );
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        #[allow(missing_docs)]
+        mod store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    $crate::block_on($crate::conformance::$name(|| $factory()));
+                }
+            )*
+        }
+    };
+}
+
+fn stream(name: &str) -> StreamId {
+    StreamId::new("test", name).expect("valid stream id")
+}
+
+/// A small event with a fresh id: `{"n": n}` of type `Counted`.
+pub fn event(n: u64) -> NewEvent {
+    NewEvent::new("Counted", 1, json!({ "n": n }), Metadata::now())
+}
+
+fn events(range: std::ops::Range<u64>) -> Vec<NewEvent> {
+    range.map(event).collect()
+}
+
+fn ns(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.payload["n"].as_u64().expect("payload has n")).collect()
+}
+
+fn versions(events: &[RecordedEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.stream_version.get()).collect()
+}
+
+async fn all<S: EventReader>(store: &S, s: &StreamId) -> Vec<RecordedEvent> {
+    store.read_stream(s, Version::FIRST, usize::MAX).await.expect("read stream")
+}
+
+async fn feed_all<S: EventReader>(store: &S, filter: &FeedFilter) -> Vec<RecordedEvent> {
+    store.feed(filter, Checkpoint::START).try_collect().await.expect("read feed")
+}
+
+fn assert_conflict(result: eslab_core::Result<impl std::fmt::Debug>, s: &StreamId, actual: u64) {
+    match result {
+        Err(Error::Conflict { stream, actual: a, .. }) => {
+            assert_eq!(&stream, s, "conflict names the stream");
+            assert_eq!(a, Version::new(actual), "conflict reports the actual version");
+        }
+        other => panic!("expected a conflict at actual version {actual}, got {other:?}"),
+    }
+}
+
+/// `Any` appends to a new stream and to an existing one.
+pub async fn expected_any_appends_anywhere<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("any");
+    let r = store.append(&s, ExpectedVersion::Any, events(0..2)).await.expect("first append");
+    assert_eq!(r.version, Version::new(2));
+    assert_eq!(versions(&r.events), [1, 2]);
+    let r = store.append(&s, ExpectedVersion::Any, events(2..3)).await.expect("second append");
+    assert_eq!(r.version, Version::new(3));
+    assert_eq!(versions(&all(&store, &s).await), [1, 2, 3]);
+    assert_eq!(store.stream_version(&s).await.expect("version"), Version::new(3));
+}
+
+/// `NoStream` succeeds once, then conflicts with the actual version.
+pub async fn expected_no_stream<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("nostream");
+    store.append(&s, ExpectedVersion::NoStream, events(0..2)).await.expect("create");
+    assert_conflict(store.append(&s, ExpectedVersion::NoStream, events(2..3)).await, &s, 2);
+    assert_eq!(all(&store, &s).await.len(), 2);
+}
+
+/// `StreamExists` fails on an absent stream and succeeds on a present one.
+pub async fn expected_stream_exists<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("exists");
+    assert_conflict(store.append(&s, ExpectedVersion::StreamExists, events(0..1)).await, &s, 0);
+    assert_eq!(store.stream_version(&s).await.expect("version"), Version::NONE);
+    store.append(&s, ExpectedVersion::Any, events(0..1)).await.expect("create");
+    let r = store.append(&s, ExpectedVersion::StreamExists, events(1..2)).await.expect("append");
+    assert_eq!(r.version, Version::new(2));
+}
+
+/// `Exact(v)` succeeds at `v`, conflicts elsewhere, and the conflict carries the actual version.
+pub async fn expected_exact_and_conflict_reports_actual<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("exact");
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(Version::new(1)), events(0..1)).await, &s, 0);
+    store.append(&s, ExpectedVersion::Exact(Version::NONE), events(0..3)).await.expect("at 0");
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(Version::new(2)), events(3..4)).await, &s, 3);
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(Version::new(4)), events(3..4)).await, &s, 3);
+    let r = store.append(&s, ExpectedVersion::Exact(Version::new(3)), events(3..4)).await.expect("at 3");
+    assert_eq!(r.version, Version::new(4));
+    assert_eq!(ns(&all(&store, &s).await), [0, 1, 2, 3]);
+}
+
+/// A multi-event append that fails (a duplicate id in its middle) writes none of its events.
+pub async fn multi_event_append_is_all_or_nothing<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("atomic");
+    let taken = event(99);
+    let taken_id = taken.event_id;
+    store.append(&stream("other"), ExpectedVersion::Any, vec![taken]).await.expect("seed");
+    let batch = vec![event(0), event(1).with_id(taken_id), event(2)];
+    match store.append(&s, ExpectedVersion::Any, batch).await {
+        Err(Error::DuplicateEventId(id)) => assert_eq!(id, taken_id),
+        other => panic!("expected a duplicate event id, got {other:?}"),
+    }
+    assert!(all(&store, &s).await.is_empty(), "no event of a failed append is stored");
+    assert_eq!(store.stream_version(&s).await.expect("version"), Version::NONE);
+    assert_eq!(feed_all(&store, &FeedFilter::All).await.len(), 1);
+}
+
+/// A multi-stream append writes nothing if any stream's expectation fails.
+pub async fn multi_stream_append_is_all_or_nothing<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let (a, b) = (stream("ms-a"), stream("ms-b"));
+    store.append(&b, ExpectedVersion::Any, events(0..1)).await.expect("seed b");
+    let result = store
+        .append_streams(vec![
+            StreamAppend::new(a.clone(), ExpectedVersion::NoStream, events(10..12)),
+            StreamAppend::new(b.clone(), ExpectedVersion::NoStream, events(20..21)),
+        ])
+        .await;
+    assert_conflict(result, &b, 1);
+    assert!(all(&store, &a).await.is_empty(), "stream a untouched");
+    assert_eq!(all(&store, &b).await.len(), 1, "stream b untouched");
+    assert_eq!(feed_all(&store, &FeedFilter::All).await.len(), 1);
+}
+
+/// A successful multi-stream append writes every stream, results in request order.
+pub async fn multi_stream_append_writes_every_stream<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let (a, b) = (stream("msw-a"), stream("msw-b"));
+    store.append(&b, ExpectedVersion::Any, events(0..1)).await.expect("seed b");
+    let results = store
+        .append_streams(vec![
+            StreamAppend::new(a.clone(), ExpectedVersion::NoStream, events(10..12)),
+            StreamAppend::new(b.clone(), ExpectedVersion::Exact(Version::new(1)), events(20..21)),
+        ])
+        .await
+        .expect("multi-stream append");
+    assert_eq!(results.len(), 2);
+    assert_eq!((&results[0].stream_id, results[0].version), (&a, Version::new(2)));
+    assert_eq!((&results[1].stream_id, results[1].version), (&b, Version::new(2)));
+    assert_eq!(ns(&all(&store, &a).await), [10, 11]);
+    assert_eq!(ns(&all(&store, &b).await), [0, 20]);
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(ns(&feed), [0, 10, 11, 20]);
+}
+
+/// Naming one stream twice in a multi-stream append is an invalid request.
+pub async fn same_stream_twice_in_one_append_is_refused<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let a = stream("twice");
+    let result = store
+        .append_streams(vec![
+            StreamAppend::new(a.clone(), ExpectedVersion::Any, events(0..1)),
+            StreamAppend::new(a.clone(), ExpectedVersion::Any, events(1..2)),
+        ])
+        .await;
+    assert!(matches!(result, Err(Error::InvalidRequest(_))), "got {result:?}");
+    assert!(all(&store, &a).await.is_empty());
+}
+
+/// N tasks race to append at each version with `Exact(v)`: exactly one wins
+/// per version; the stream ends with no gaps and no duplicates.
+pub async fn concurrent_exact_appenders_one_winner_per_version<S: TestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    const TASKS: u64 = 8;
+    const ROUNDS: u64 = 10;
+    let store = new().await;
+    let s = stream("race");
+    for round in 0..ROUNDS {
+        let expected = ExpectedVersion::Exact(Version::new(round));
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|task| {
+                let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.append(&s, expected, vec![event(round * 100 + task)]).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for task in tasks {
+            match task.await.expect("task panicked") {
+                Ok(r) => {
+                    winners += 1;
+                    assert_eq!(r.version, Version::new(round + 1));
+                }
+                Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Version::new(round + 1)),
+                Err(e) => panic!("unexpected error {e:?}"),
+            }
+        }
+        assert_eq!(winners, 1, "round {round}: exactly one appender wins");
+    }
+    let stored = all(&store, &s).await;
+    assert_eq!(versions(&stored), (1..=ROUNDS).collect::<Vec<_>>());
+    for (round, n) in ns(&stored).into_iter().enumerate() {
+        assert_eq!(n / 100, round as u64, "each version holds the winner of its round");
+    }
+}
+
+/// Reading a stream from a version returns that version onward; `limit` caps a page.
+pub async fn read_stream_from_version<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("read");
+    store.append(&s, ExpectedVersion::Any, events(0..10)).await.expect("append");
+    store.append(&stream("noise"), ExpectedVersion::Any, events(50..55)).await.expect("noise");
+    let page = store.read_stream(&s, Version::new(4), 3).await.expect("read");
+    assert_eq!(versions(&page), [4, 5, 6]);
+    assert_eq!(ns(&page), [3, 4, 5]);
+    assert_eq!(versions(&store.read_stream(&s, Version::new(9), 100).await.expect("read")), [9, 10]);
+    assert!(store.read_stream(&s, Version::new(11), 100).await.expect("read").is_empty());
+    assert!(store.read_stream(&stream("absent"), Version::FIRST, 100).await.expect("read").is_empty());
+    let page = store.read_stream(&s, Version::NONE, 2).await.expect("from 0 is from the start");
+    assert_eq!(versions(&page), [1, 2]);
+}
+
+/// The feed yields every event exactly once, in order, and resumes from any checkpoint.
+pub async fn feed_every_event_once_in_order_resumable<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let mut appended = Vec::new();
+    for i in 0..20u64 {
+        let s = stream(&format!("feed-{}", i % 3));
+        let r = store.append(&s, ExpectedVersion::Any, events(i * 10..i * 10 + 1 + i % 2)).await.expect("append");
+        appended.extend(r.events.into_iter().map(|e| e.event_id));
+    }
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(feed.iter().map(|e| e.event_id).collect::<Vec<_>>(), appended, "feed order is commit order");
+    for pair in feed.windows(2) {
+        assert!(pair[0].checkpoint() < pair[1].checkpoint(), "checkpoints strictly increase");
+    }
+    for (i, event) in feed.iter().enumerate() {
+        let rest: Vec<_> = store.feed(&FeedFilter::All, event.checkpoint()).try_collect().await.expect("resume");
+        assert_eq!(rest.len(), feed.len() - i - 1, "resume after event {i}");
+        assert_eq!(rest.first().map(|e| e.event_id), feed.get(i + 1).map(|e| e.event_id));
+    }
+    let mut paged = Vec::new();
+    let mut at = Checkpoint::START;
+    loop {
+        let page = store.read_feed(&FeedFilter::All, at, 4).await.expect("page");
+        let Some(last) = page.last() else { break };
+        at = last.checkpoint();
+        assert!(page.len() <= 4);
+        paged.extend(page);
+    }
+    assert_eq!(paged, feed, "paging yields the same feed");
+}
+
+/// The per-category feed carries only that category's events, in feed order.
+pub async fn feed_by_category<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let a = StreamId::new("alpha", "1").expect("id");
+    let b = StreamId::new("beta", "1").expect("id");
+    let a2 = StreamId::new("alpha", "2").expect("id");
+    store.append(&a, ExpectedVersion::Any, events(0..2)).await.expect("a");
+    store.append(&b, ExpectedVersion::Any, events(2..4)).await.expect("b");
+    store.append(&a2, ExpectedVersion::Any, events(4..5)).await.expect("a2");
+    let alpha = FeedFilter::category("alpha").expect("category");
+    let feed = feed_all(&store, &alpha).await;
+    assert_eq!(ns(&feed), [0, 1, 4]);
+    let rest: Vec<_> = store.feed(&alpha, feed[1].checkpoint()).try_collect().await.expect("resume");
+    assert_eq!(ns(&rest), [4]);
+    assert!(feed_all(&store, &FeedFilter::category("gamma").expect("category")).await.is_empty());
+}
+
+/// While 8 writers append, a reader following the feed from its checkpoint
+/// receives every committed event exactly once.
+pub async fn feed_while_writers_append_concurrently<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 25;
+    let store = new().await;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..APPENDS {
+                    let s = stream(&format!("conc-{}", (w + i) % 5));
+                    let r = store.append(&s, ExpectedVersion::Any, events(i..i + 1 + i % 3)).await.expect("append");
+                    ids.extend(r.events.into_iter().map(|e| e.event_id));
+                    if i % 5 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    let writers_done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, writers_done) = (store.clone(), writers_done.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut at = Checkpoint::START;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                // Read the flag before the page: if the writers were done then,
+                // an empty page means the feed is drained.
+                let done = writers_done.load(Ordering::Acquire);
+                let page = store.read_feed(&FeedFilter::All, at, 17).await.expect("feed page");
+                if let Some(last) = page.last() {
+                    assert!(last.checkpoint() > at, "the feed moves forward");
+                    at = last.checkpoint();
+                }
+                if page.is_empty() {
+                    if done {
+                        return seen;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                seen.extend(page.into_iter().map(|e| e.event_id));
+                assert!(tokio::time::Instant::now() < deadline, "reader did not finish in time");
+            }
+        })
+    };
+    let mut written = Vec::new();
+    for w in writers {
+        written.extend(w.await.expect("writer"));
+    }
+    writers_done.store(true, Ordering::Release);
+    let seen = reader.await.expect("reader");
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no event delivered twice");
+    let written_set: HashSet<_> = written.iter().collect();
+    assert_eq!(unique, written_set, "every committed event delivered");
+}
+
+/// An event id that is already stored fails the append.
+pub async fn duplicate_event_id_rejected<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let first = event(1);
+    let id = first.event_id;
+    store.append(&stream("dup-a"), ExpectedVersion::Any, vec![first]).await.expect("first");
+    let again = event(2).with_id(id);
+    match store.append(&stream("dup-b"), ExpectedVersion::Any, vec![again.clone()]).await {
+        Err(Error::DuplicateEventId(d)) => assert_eq!(d, id),
+        other => panic!("expected a duplicate event id, got {other:?}"),
+    }
+    match store.append(&stream("dup-c"), ExpectedVersion::Any, vec![event(3).with_id(Uuid::nil()), event(4).with_id(Uuid::nil())]).await {
+        Err(Error::DuplicateEventId(d)) => assert_eq!(d, Uuid::nil()),
+        other => panic!("expected a duplicate id within one append, got {other:?}"),
+    }
+    assert_eq!(feed_all(&store, &FeedFilter::All).await.len(), 1);
+}
+
+/// The empty append checks the expectation, writes nothing and returns the current version.
+pub async fn empty_append_checks_and_writes_nothing<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("empty");
+    let r = store.append(&s, ExpectedVersion::NoStream, vec![]).await.expect("empty append on a new stream");
+    assert_eq!((r.version, r.events.len()), (Version::NONE, 0));
+    assert_eq!(store.stream_version(&s).await.expect("version"), Version::NONE);
+    store.append(&s, ExpectedVersion::Any, events(0..2)).await.expect("append");
+    let r = store.append(&s, ExpectedVersion::Exact(Version::new(2)), vec![]).await.expect("empty at 2");
+    assert_eq!((r.version, r.events.len()), (Version::new(2), 0));
+    assert_conflict(store.append(&s, ExpectedVersion::Exact(Version::new(1)), vec![]).await, &s, 2);
+    assert_eq!(feed_all(&store, &FeedFilter::All).await.len(), 2);
+}
+
+/// Unicode (including NUL-free astral characters) and 1 MiB payloads round-trip exactly.
+pub async fn unicode_and_large_payloads_round_trip<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = StreamId::new("test", "ünïcødé-流-🦀").expect("unicode stream id");
+    let text = "héllo wörld — 日本語 — emoji 🦀🚀 — \u{200b}zero-width — \"quotes\" \\ back\\slash\ttab\nnewline";
+    let big = "x".repeat(1024 * 1024);
+    let payloads = [
+        json!({ "text": text, "nested": { "arr": [1, 2.5, -3, null, true, "🦀"] } }),
+        json!({ "big": big }),
+        json!(null),
+        json!([]),
+    ];
+    let batch: Vec<_> = payloads.iter().map(|p| NewEvent::new("Ünïcode", 1, p.clone(), Metadata::now())).collect();
+    store.append(&s, ExpectedVersion::Any, batch).await.expect("append");
+    let read = all(&store, &s).await;
+    assert_eq!(read.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), payloads);
+    assert!(read.iter().all(|e| e.event_type == "Ünïcode" && e.stream_id == s));
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(feed[1].payload["big"].as_str().map(str::len), Some(1024 * 1024));
+}
+
+/// Metadata (correlation, causation, actor, occurred-at, extra) and schema versions round-trip.
+pub async fn metadata_round_trips<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("meta");
+    let metadata = Metadata::now()
+        .with_correlation_id(Uuid::now_v7())
+        .with_causation_id(Uuid::now_v7())
+        .with_actor("alice")
+        .with_extra("ip", json!("127.0.0.1"))
+        .with_extra("n", json!(7));
+    let new_event = NewEvent::new("Meta", 3, json!({}), metadata.clone());
+    let id = new_event.event_id;
+    let r = store.append(&s, ExpectedVersion::Any, vec![new_event]).await.expect("append");
+    let read = all(&store, &s).await;
+    assert_eq!(read, r.events, "the append's result equals what is read back");
+    let e = &read[0];
+    assert_eq!((e.event_id, e.schema_version), (id, 3));
+    assert_eq!(e.metadata.correlation_id, metadata.correlation_id);
+    assert_eq!(e.metadata.causation_id, metadata.causation_id);
+    assert_eq!(e.metadata.actor.as_deref(), Some("alice"));
+    assert_eq!(e.metadata.extra, metadata.extra);
+    let skew = (e.metadata.occurred_at - metadata.occurred_at).abs();
+    assert!(skew < time_ms(1), "occurred-at kept to the millisecond, off by {skew}");
+}
+
+fn time_ms(ms: i64) -> time::Duration {
+    time::Duration::milliseconds(ms)
+}
+
+/// Upcasters registered on the [`EventStore`] apply to stream reads and feed reads alike.
+pub async fn upcasting_applies_on_stream_and_feed_reads<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let backend = new().await;
+    let s = stream("upcast");
+    let v1 = NewEvent::new("Renamed", 1, json!({ "name": "Ada" }), Metadata::now());
+    let v2 = NewEvent::new("Renamed", 2, json!({ "name": { "first": "Grace" } }), Metadata::now());
+    backend.append(&s, ExpectedVersion::Any, vec![v1, v2]).await.expect("append");
+    let upcasters = Upcasters::new()
+        .register("Renamed", 1, 2, |mut p| {
+            let name = p.get("name").cloned().ok_or("no name")?;
+            p["name"] = json!({ "first": name });
+            Ok(p)
+        })
+        .expect("register");
+    let store = EventStore::new(backend.clone()).with_upcasters(upcasters);
+    let expected = [json!({ "name": { "first": "Ada" } }), json!({ "name": { "first": "Grace" } })];
+    let read = all(&store, &s).await;
+    assert_eq!(read.iter().map(|e| (e.schema_version, e.payload.clone())).collect::<Vec<_>>(), [(2, expected[0].clone()), (2, expected[1].clone())]);
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(feed.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), expected);
+    let streamed: Vec<_> = store.stream_events(&s, Version::FIRST).try_collect().await.expect("stream");
+    assert_eq!(streamed, read);
+    // The stored rows themselves are untouched.
+    let raw = all(&backend, &s).await;
+    assert_eq!(raw[0].schema_version, 1);
+    assert_eq!(raw[0].payload, json!({ "name": "Ada" }));
+}
+
+/// A stream longer than one page streams completely, in order.
+pub async fn long_stream_streams_in_pages<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("long");
+    let total = eslab_core::DEFAULT_PAGE_SIZE as u64 * 2 + 7;
+    for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
+        let batch = chunk.iter().map(|&n| event(n)).collect();
+        store.append(&s, ExpectedVersion::Any, batch).await.expect("append");
+    }
+    let streamed: Vec<_> = store.stream_events(&s, Version::FIRST).try_collect().await.expect("stream");
+    assert_eq!(ns(&streamed), (0..total).collect::<Vec<_>>());
+    let from_mid: Vec<_> = store.stream_events(&s, Version::new(600)).try_collect().await.expect("stream");
+    assert_eq!(from_mid.len() as u64, total - 599);
+    let mut per_stream: HashMap<StreamId, u64> = HashMap::new();
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    for e in &feed {
+        let last = per_stream.entry(e.stream_id.clone()).or_default();
+        assert_eq!(e.stream_version.get(), *last + 1, "feed keeps stream order");
+        *last += 1;
+    }
+    assert_eq!(feed.len() as u64, total);
+}

@@ -1,0 +1,30 @@
+//! # eslab-testing
+//!
+//! What eslab's own tests use, published for yours:
+//! - [`Scenario`]: given/when/then tests for aggregates;
+//! - [`conformance`] and [`store_conformance_tests!`]: the suite every event
+//!   store must pass, instantiated unchanged for memory, SQLite and Postgres;
+//! - [`strategies`]: proptest strategies for events and command sequences.
+//!
+//! This crate is for tests: its assertions panic with a message on failure.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod conformance;
+mod scenario;
+pub mod strategies;
+
+pub use scenario::Scenario;
+
+/// Runs a future to completion on a fresh multi-threaded Tokio runtime (used
+/// by [`store_conformance_tests!`] so that callers need no Tokio macros).
+///
+/// # Panics
+/// If the runtime cannot be built.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime")
+        .block_on(future)
+}
