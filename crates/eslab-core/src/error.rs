@@ -53,7 +53,9 @@ pub enum Error {
         event_type: String,
     },
     /// A stored event has a newer schema version than the reading code knows.
-    #[error("event {event_type} at {stream} version {version} has schema version {found}, newer than the {supported} this code knows")]
+    #[error(
+        "event {event_type} at {stream} version {version} has schema version {found}, newer than the {supported} this code knows"
+    )]
     UnsupportedSchemaVersion {
         /// Stream of the event.
         stream: StreamId,

@@ -151,7 +151,12 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// A new event with a fresh UUID v7 id.
-    pub fn new(event_type: impl Into<String>, schema_version: u32, payload: serde_json::Value, metadata: Metadata) -> Self {
+    pub fn new(
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: serde_json::Value,
+        metadata: Metadata,
+    ) -> Self {
         NewEvent { event_id: Uuid::now_v7(), event_type: event_type.into(), schema_version, payload, metadata }
     }
 

@@ -19,23 +19,27 @@
 //! the conformance suite every store passes.
 
 mod aggregate;
+mod checkpoint;
 mod codec;
 mod error;
 mod event;
 mod repository;
+mod snapshot;
 mod store;
 mod stream;
 mod upcast;
 mod version;
 
 pub use aggregate::Aggregate;
+pub use checkpoint::CheckpointStore;
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
+pub use snapshot::{Snapshot, SnapshotStore};
 pub use store::{
-    AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore,
-    FeedFilter, StreamAppend,
+    AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
+    StreamAppend,
 };
 pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
 pub use upcast::Upcasters;

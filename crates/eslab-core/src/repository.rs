@@ -194,13 +194,13 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
             if let Some(expected) = expected
                 && expected != version
             {
-                return Err(Error::Conflict { stream, expected: ExpectedVersion::Exact(expected), actual: version }.into());
+                return Err(
+                    Error::Conflict { stream, expected: ExpectedVersion::Exact(expected), actual: version }.into()
+                );
             }
             let events = state.decide(command).map_err(CommandError::Rejected)?;
-            let new_events = events
-                .iter()
-                .map(|e| JsonCodec.encode(e, metadata.clone()))
-                .collect::<Result<Vec<_>>>()?;
+            let new_events =
+                events.iter().map(|e| JsonCodec.encode(e, metadata.clone())).collect::<Result<Vec<_>>>()?;
             match self.store.append(&stream, ExpectedVersion::Exact(version), new_events).await {
                 Ok(result) => {
                     for event in &events {

@@ -249,7 +249,12 @@ impl<S: EventReader> EventReader for EventStore<S> {
 }
 
 impl<S: EventAppender> EventAppender for EventStore<S> {
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
         self.backend.append(stream, expected, events).await
     }
 

@@ -44,7 +44,8 @@ pub struct Upcasters {
 
 impl fmt::Debug for Upcasters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut keys: Vec<_> = self.steps.iter().map(|((t, from), s)| format!("{t} v{from}->v{}", s.to_version)).collect();
+        let mut keys: Vec<_> =
+            self.steps.iter().map(|((t, from), s)| format!("{t} v{from}->v{}", s.to_version)).collect();
         keys.sort();
         f.debug_struct("Upcasters").field("steps", &keys).finish()
     }
@@ -70,7 +71,9 @@ impl Upcasters {
         }
         let key = (event_type.to_owned(), from_version);
         if self.steps.contains_key(&key) {
-            return Err(Error::InvalidRequest(format!("an upcaster for {event_type} v{from_version} is already registered")));
+            return Err(Error::InvalidRequest(format!(
+                "an upcaster for {event_type} v{from_version} is already registered"
+            )));
         }
         self.steps.insert(key, Arc::new(Step { to_version, transform: Arc::new(transform) }));
         Ok(self)

@@ -20,11 +20,12 @@
 //! ```
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter, NewEvent,
-    Position, RecordedEvent, Result, StreamAppend, StreamId, Version,
+    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter,
+    NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
 };
 use time::OffsetDateTime;
 
@@ -102,10 +103,19 @@ impl Inner {
     }
 }
 
-/// The in-memory event store. Clones share state.
+#[derive(Debug, Default)]
+struct Side {
+    snapshots: HashMap<StreamId, Snapshot>,
+    checkpoints: HashMap<String, Checkpoint>,
+    leases: HashMap<String, (String, Instant)>,
+}
+
+/// The in-memory event store, which is also a snapshot and checkpoint store.
+/// Clones share state.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<RwLock<Inner>>,
+    side: Arc<Mutex<Side>>,
 }
 
 impl MemoryStore {
@@ -134,6 +144,10 @@ impl MemoryStore {
         self.inner.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn side(&self) -> std::sync::MutexGuard<'_, Side> {
+        self.side.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let mut inner = self.write();
         inner.check(&appends)?;
@@ -146,7 +160,12 @@ fn to_index(v: u64) -> usize {
 }
 
 impl EventAppender for MemoryStore {
-    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Result<AppendResult> {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
         let mut results = self.append_all(vec![StreamAppend::new(stream.clone(), expected, events)])?;
         results.pop().ok_or_else(|| Error::InvalidRequest("append produced no result".into()))
     }
@@ -173,5 +192,54 @@ impl EventReader for MemoryStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         Ok(self.read().version(stream))
+    }
+}
+
+impl SnapshotStore for MemoryStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        Ok(self.side().snapshots.get(stream).cloned())
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        let mut side = self.side();
+        match side.snapshots.get(&snapshot.stream_id) {
+            Some(existing) if existing.version >= snapshot.version => {}
+            _ => {
+                side.snapshots.insert(snapshot.stream_id.clone(), snapshot);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CheckpointStore for MemoryStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Checkpoint> {
+        Ok(self.side().checkpoints.get(name).copied().unwrap_or(Checkpoint::START))
+    }
+
+    async fn save_checkpoint(&self, name: &str, checkpoint: Checkpoint) -> Result<()> {
+        self.side().checkpoints.insert(name.to_owned(), checkpoint);
+        Ok(())
+    }
+
+    async fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        let mut side = self.side();
+        let now = Instant::now();
+        if let Some((holder, until)) = side.leases.get(name)
+            && holder != owner
+            && *until > now
+        {
+            return Ok(false);
+        }
+        side.leases.insert(name.to_owned(), (owner.to_owned(), now + ttl));
+        Ok(true)
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        let mut side = self.side();
+        if side.leases.get(name).is_some_and(|(holder, _)| holder == owner) {
+            side.leases.remove(name);
+        }
+        Ok(())
     }
 }

@@ -238,7 +238,7 @@ pub async fn concurrent_exact_appenders_one_winner_per_version<S: TestStore, F: 
     let s = stream("race");
     for round in 0..ROUNDS {
         let expected = ExpectedVersion::Exact(Version::new(round));
-        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
+        let barrier = Arc::new(tokio::sync::Barrier::new(TASKS.try_into().expect("few tasks")));
         let tasks: Vec<_> = (0..TASKS)
             .map(|task| {
                 let (store, s, barrier) = (store.clone(), s.clone(), barrier.clone());
@@ -405,7 +405,14 @@ pub async fn duplicate_event_id_rejected<S: TestStore, F: Future<Output = S>>(ne
         Err(Error::DuplicateEventId(d)) => assert_eq!(d, id),
         other => panic!("expected a duplicate event id, got {other:?}"),
     }
-    match store.append(&stream("dup-c"), ExpectedVersion::Any, vec![event(3).with_id(Uuid::nil()), event(4).with_id(Uuid::nil())]).await {
+    match store
+        .append(
+            &stream("dup-c"),
+            ExpectedVersion::Any,
+            vec![event(3).with_id(Uuid::nil()), event(4).with_id(Uuid::nil())],
+        )
+        .await
+    {
         Err(Error::DuplicateEventId(d)) => assert_eq!(d, Uuid::nil()),
         other => panic!("expected a duplicate id within one append, got {other:?}"),
     }
@@ -493,7 +500,10 @@ pub async fn upcasting_applies_on_stream_and_feed_reads<S: TestStore, F: Future<
     let store = EventStore::new(backend.clone()).with_upcasters(upcasters);
     let expected = [json!({ "name": { "first": "Ada" } }), json!({ "name": { "first": "Grace" } })];
     let read = all(&store, &s).await;
-    assert_eq!(read.iter().map(|e| (e.schema_version, e.payload.clone())).collect::<Vec<_>>(), [(2, expected[0].clone()), (2, expected[1].clone())]);
+    assert_eq!(
+        read.iter().map(|e| (e.schema_version, e.payload.clone())).collect::<Vec<_>>(),
+        [(2, expected[0].clone()), (2, expected[1].clone())]
+    );
     let feed = feed_all(&store, &FeedFilter::All).await;
     assert_eq!(feed.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), expected);
     let streamed: Vec<_> = store.stream_events(&s, Version::FIRST).try_collect().await.expect("stream");
@@ -525,4 +535,83 @@ pub async fn long_stream_streams_in_pages<S: TestStore, F: Future<Output = S>>(n
         *last += 1;
     }
     assert_eq!(feed.len() as u64, total);
+}
+
+/// Expands to `#[test]`s checking a [`SnapshotStore`](eslab_core::SnapshotStore)
+/// and a [`CheckpointStore`](eslab_core::CheckpointStore), in a module named
+/// `side_store_conformance`; `$factory().await` returns a fresh store
+/// implementing both.
+#[macro_export]
+macro_rules! side_store_conformance_tests {
+    ($factory:path) => {
+        #[allow(missing_docs)]
+        mod side_store_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn snapshots_keep_the_latest() {
+                $crate::block_on($crate::conformance::snapshots_keep_the_latest(|| $factory()));
+            }
+            #[test]
+            fn checkpoints_and_leases() {
+                $crate::block_on($crate::conformance::checkpoints_and_leases(|| $factory()));
+            }
+        }
+    };
+}
+
+/// A snapshot store returns the latest snapshot and never moves backwards.
+pub async fn snapshots_keep_the_latest<S, F>(new: impl Fn() -> F)
+where
+    S: eslab_core::SnapshotStore,
+    F: Future<Output = S>,
+{
+    use eslab_core::Snapshot;
+    let store = new().await;
+    let s = stream("snap");
+    assert!(store.load_snapshot(&s).await.expect("load").is_none());
+    let snap = |v: u64, state: serde_json::Value| Snapshot {
+        stream_id: s.clone(),
+        version: Version::new(v),
+        state_schema_version: 2,
+        state,
+        taken_at: time::OffsetDateTime::now_utc(),
+    };
+    store.save_snapshot(snap(5, json!({ "balance": 5, "név": "ünï" }))).await.expect("save 5");
+    store.save_snapshot(snap(9, json!({ "balance": 9 }))).await.expect("save 9");
+    store.save_snapshot(snap(7, json!({ "balance": 7 }))).await.expect("save 7 (ignored)");
+    let got = store.load_snapshot(&s).await.expect("load").expect("a snapshot");
+    assert_eq!((got.version, got.state_schema_version, got.state), (Version::new(9), 2, json!({ "balance": 9 })));
+    assert!(store.load_snapshot(&stream("other")).await.expect("load").is_none());
+}
+
+/// Checkpoints persist per name; a lease excludes other owners until released or expired.
+pub async fn checkpoints_and_leases<S, F>(new: impl Fn() -> F)
+where
+    S: eslab_core::CheckpointStore,
+    F: Future<Output = S>,
+{
+    use eslab_core::Position;
+    let store = new().await;
+    assert_eq!(store.load_checkpoint("p1").await.expect("load"), Checkpoint::START);
+    let at = Checkpoint::new(12, Position::new(34));
+    store.save_checkpoint("p1", at).await.expect("save");
+    store.save_checkpoint("p2", Checkpoint::new(1, Position::new(1))).await.expect("save");
+    assert_eq!(store.load_checkpoint("p1").await.expect("load"), at);
+    let later = Checkpoint::new(13, Position::new(30));
+    store.save_checkpoint("p1", later).await.expect("save");
+    assert_eq!(store.load_checkpoint("p1").await.expect("load"), later);
+
+    let ttl = Duration::from_secs(30);
+    assert!(store.acquire_lease("p1", "a", ttl).await.expect("lease"));
+    assert!(store.acquire_lease("p1", "a", ttl).await.expect("renew"), "the owner renews");
+    assert!(!store.acquire_lease("p1", "b", ttl).await.expect("lease"), "another owner is refused");
+    assert!(store.acquire_lease("p2", "b", ttl).await.expect("lease"), "leases are per name");
+    store.release_lease("p1", "b").await.expect("release by non-owner is a no-op");
+    assert!(!store.acquire_lease("p1", "b", ttl).await.expect("lease"));
+    store.release_lease("p1", "a").await.expect("release");
+    assert!(store.acquire_lease("p1", "b", ttl).await.expect("lease"), "free after release");
+    assert!(store.acquire_lease("p3", "a", Duration::from_millis(50)).await.expect("short lease"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(store.acquire_lease("p3", "b", ttl).await.expect("lease"), "free after expiry");
 }
