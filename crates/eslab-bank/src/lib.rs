@@ -1,0 +1,33 @@
+//! # eslab-bank
+//!
+//! The example domain of eslab: bank accounts whose money is integer minor
+//! units with checked arithmetic.
+//!
+//! ```
+//! use eslab_bank::{Account, AccountCommand, AccountEvent, Amount, OverdraftLimit};
+//! use eslab_core::Aggregate;
+//!
+//! let eur = "EUR".parse().unwrap();
+//! let open = AccountCommand::Open { owner: "Ada".into(), currency: eur, overdraft_limit: OverdraftLimit::NONE };
+//! let mut account = Account::default();
+//! for event in account.decide(&open).unwrap() {
+//!     account.evolve(&event);
+//! }
+//! let deposit = AccountCommand::Deposit { amount: Amount::new(1_000).unwrap(), currency: eur };
+//! let events = account.decide(&deposit).unwrap();
+//! assert!(matches!(events[0], AccountEvent::MoneyDeposited { .. }));
+//! ```
+
+mod account;
+mod money;
+
+pub use account::{
+    ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, Owner,
+    V1_DEFAULT_CURRENCY, upcasters,
+};
+pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
+
+// The README's example is compiled and run as a doctest here.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
