@@ -43,4 +43,4 @@ pub use store::{
 };
 pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
 pub use upcast::Upcasters;
-pub use version::{Checkpoint, ExpectedVersion, Position, Version};
+pub use version::{Checkpoint, ExpectedVersion, InvalidCheckpoint, Position, Version};

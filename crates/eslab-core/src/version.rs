@@ -172,3 +172,27 @@ impl fmt::Display for ExpectedVersion {
         }
     }
 }
+
+/// Why a string is not a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("checkpoint {0:?} must look like <transaction>:<position> (two unsigned integers), e.g. 0:42")]
+pub struct InvalidCheckpoint(String);
+
+impl std::str::FromStr for Checkpoint {
+    type Err = InvalidCheckpoint;
+
+    /// Parses the [`Display`](fmt::Display) form, `<transaction>:<position>`.
+    ///
+    /// ```
+    /// use eslab_core::{Checkpoint, Position};
+    /// assert_eq!("7:42".parse::<Checkpoint>().unwrap(), Checkpoint::new(7, Position::new(42)));
+    /// assert!("42".parse::<Checkpoint>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidCheckpoint(s.to_owned());
+        let (t, p) = s.split_once(':').ok_or_else(bad)?;
+        let transaction = t.parse().map_err(|_| bad())?;
+        let position = p.parse().map_err(|_| bad())?;
+        Ok(Checkpoint::new(transaction, Position::new(position)))
+    }
+}

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use eslab_bank::{Account, AccountEvent, AccountStatus, Balance, OverdraftLimit, Owner, upcasters};
 use eslab_core::{
-    Checkpoint, Error, EventAppender, EventReaderExt, EventStore, ExpectedVersion, FeedFilter, Metadata, NewEvent,
-    Repository, StreamId,
+    Checkpoint, Error, EventAppender, EventReaderExt, EventStorage, EventStore, ExpectedVersion, FeedFilter, Metadata,
+    NewEvent, Repository, StreamId,
 };
 use eslab_memory::MemoryStore;
 use futures_util::TryStreamExt;
@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::helpers::eur;
 
 /// Appends the v1 fixture lines as stored, stream by stream.
-async fn import_fixtures(store: &MemoryStore) {
+async fn import_fixtures<S: EventStorage>(store: &S) {
     let text = include_str!("../../fixtures/account-v1.jsonl");
     let mut streams: BTreeMap<StreamId, Vec<NewEvent>> = BTreeMap::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -34,9 +34,18 @@ async fn import_fixtures(store: &MemoryStore) {
     }
 }
 
+/// Runs the schema-evolution checks that must hold on every store.
+pub(crate) async fn fixtures_on<S: EventStorage + Clone>(backend: S) {
+    v1_fixtures_load_through_the_repository(backend.clone()).await;
+    v1_fixtures_read_through_the_feed(backend).await;
+}
+
 #[tokio::test]
-async fn v1_fixtures_load_through_the_repository() {
-    let backend = MemoryStore::new();
+async fn fixtures_on_memory() {
+    fixtures_on(MemoryStore::new()).await;
+}
+
+async fn v1_fixtures_load_through_the_repository<S: EventStorage + Clone>(backend: S) {
     import_fixtures(&backend).await;
     let repo: Repository<Account, _> = Repository::new(EventStore::new(backend).with_upcasters(upcasters()));
     let loaded = repo.load("legacy-1").await.unwrap();
@@ -56,10 +65,7 @@ async fn v1_fixtures_load_through_the_repository() {
     assert_eq!(done.state.balance, Balance::ZERO);
 }
 
-#[tokio::test]
-async fn v1_fixtures_read_through_the_feed() {
-    let backend = MemoryStore::new();
-    import_fixtures(&backend).await;
+async fn v1_fixtures_read_through_the_feed<S: EventStorage + Clone>(backend: S) {
     let store = EventStore::new(backend).with_upcasters(upcasters());
     let feed: Vec<_> = store.feed(&FeedFilter::All, Checkpoint::START).try_collect().await.unwrap();
     assert_eq!(feed.len(), 5);
