@@ -1,0 +1,99 @@
+//! What a read-model backend and a projection implement.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, StreamId};
+use time::OffsetDateTime;
+
+use crate::{HandlerError, Result};
+
+/// An event waiting in the parked table because its handler (or an earlier
+/// event of its stream) failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParkedEvent {
+    /// The projection it is parked for.
+    pub projection: String,
+    /// The event, as read from the feed.
+    pub event: RecordedEvent,
+    /// Why it is parked (the handler's message, or "stream parked").
+    pub reason: String,
+    /// When it was parked.
+    pub parked_at: OffsetDateTime,
+}
+
+/// A transactional home for read models, checkpoints, parked events and leases.
+pub trait Backend: Send + Sync + 'static {
+    /// An open transaction. Dropping it without [`commit`](Backend::commit) rolls it back.
+    type Tx: Send;
+
+    /// Opens a transaction.
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx>> + Send;
+
+    /// Commits a transaction.
+    fn commit(&self, tx: Self::Tx) -> impl Future<Output = Result<()>> + Send;
+
+    /// The committed checkpoint of `name` ([`Checkpoint::START`] if none).
+    fn checkpoint(&self, name: &str) -> impl Future<Output = Result<Checkpoint>> + Send;
+
+    /// Sets the checkpoint of `name` inside `tx`.
+    fn save_checkpoint(&self, tx: &mut Self::Tx, name: &str, at: Checkpoint)
+    -> impl Future<Output = Result<()>> + Send;
+
+    /// The streams with parked events for `projection`.
+    fn parked_streams(&self, projection: &str) -> impl Future<Output = Result<HashSet<StreamId>>> + Send;
+
+    /// Parks `event` for `projection` inside `tx`.
+    fn park(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        event: &RecordedEvent,
+        reason: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// The parked events of `projection`, per stream in order (all streams if `stream` is `None`).
+    fn parked(
+        &self,
+        projection: &str,
+        stream: Option<&StreamId>,
+    ) -> impl Future<Output = Result<Vec<ParkedEvent>>> + Send;
+
+    /// Removes one parked event inside `tx`.
+    fn unpark(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Takes or renews the lease of `name` for `owner`; `false` while another owner holds it.
+    fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives up `owner`'s lease of `name`.
+    fn release_lease(&self, name: &str, owner: &str) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// A named handler of recorded events that writes a read model through the
+/// backend's transaction.
+///
+/// `apply` must be deterministic given the event and the read model: after a
+/// handler error the runner rolls the batch back and applies it again, parking
+/// the failing stream.
+pub trait Projection<B: Backend>: Send + Sync + 'static {
+    /// The stable name: the key of its checkpoint, lease and parked events.
+    fn name(&self) -> &str;
+
+    /// Which events it wants (all by default).
+    fn filter(&self) -> FeedFilter {
+        FeedFilter::All
+    }
+
+    /// Applies one event inside the batch's transaction.
+    fn apply(
+        &self,
+        tx: &mut B::Tx,
+        event: &RecordedEvent,
+    ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send;
+}

@@ -1,0 +1,71 @@
+//! # eslab-projection
+//!
+//! The query side of eslab: a [`Runner`] reads the event feed after a
+//! projection's checkpoint, in batches, and for each batch, in **one
+//! transaction** of the read-model backend, applies the events and advances the
+//! checkpoint. A crash at any point therefore never loses an event and never
+//! applies one twice.
+//!
+//! - [`Projection`]: a named handler of recorded events, generic over the
+//!   backend's transaction type.
+//! - [`Backend`]: where read models, checkpoints and parked events live
+//!   (SQLite and Postgres backends live with their stores; [`memory::MemoryBackend`]
+//!   is the in-memory equivalent).
+//! - [`Runner::run_once`] processes one batch and says what it did
+//!   ([`Outcome`]), so tests drain work deterministically; [`Runner::run`] loops,
+//!   waking on a [`Wakeup`] signal with a polling fallback.
+//! - Parked events: a handler error parks the event's stream (that event and
+//!   the rest of the stream wait, in order) while other streams go on;
+//!   [`Runner::retry`] and [`Runner::skip`] let an operator resume it.
+//! - One active runner per projection, by lease.
+//! - [`Runner::partitioned`]: events of one stream always in order, different
+//!   streams in parallel by a stable hash of the stream id; each partition keeps
+//!   its own checkpoint in its own transaction, and the projection's position is
+//!   the lowest of them, so it only advances past what every partition finished.
+
+mod backend;
+pub mod memory;
+mod runner;
+
+pub use backend::{Backend, ParkedEvent, Projection};
+pub use runner::{Outcome, Runner, RunnerOptions, Wakeup, partition_of};
+
+/// Errors of the projection runner.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event store failed.
+    #[error(transparent)]
+    Store(#[from] eslab_core::Error),
+    /// The read-model backend failed.
+    #[error("read-model backend error: {0}")]
+    Backend(#[source] eslab_core::BoxError),
+    /// A parked event could not be retried: its handler failed again.
+    #[error("retrying parked event {event_id} of {stream} failed: {reason}")]
+    RetryFailed {
+        /// The stream that stays parked.
+        stream: eslab_core::StreamId,
+        /// The event whose handler failed again.
+        event_id: eslab_core::EventId,
+        /// The handler's message.
+        reason: String,
+    },
+    /// Another runner holds the projection's lease.
+    #[error("projection {0} is run by another owner (lease held)")]
+    NotLeader(String),
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handler's refusal of an event: the event's stream is parked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+impl HandlerError {
+    /// A handler error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        HandlerError(message.into())
+    }
+}
