@@ -20,12 +20,14 @@
 
 mod account;
 mod money;
+mod transfer;
 
 pub use account::{
     ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, Owner,
     V1_DEFAULT_CURRENCY, upcasters,
 };
 pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
+pub use transfer::{Transfer, TransferCommand, TransferError, TransferEvent, TransferRequest, TransferStatus};
 
 // The README's example is compiled and run as a doctest here.
 #[doc = include_str!("../../../README.md")]

@@ -5,3 +5,4 @@ mod helpers;
 mod properties;
 mod scenarios;
 mod schema;
+mod transfers;

@@ -35,14 +35,19 @@ async fn import_fixtures<S: EventStorage>(store: &S) {
 }
 
 /// Runs the schema-evolution checks that must hold on every store.
-pub(crate) async fn fixtures_on<S: EventStorage + Clone>(backend: S) {
-    v1_fixtures_load_through_the_repository(backend.clone()).await;
-    v1_fixtures_read_through_the_feed(backend).await;
+/// Each check gets a fresh, empty store from `new`.
+pub(crate) async fn fixtures_on<S, F>(new: impl Fn() -> F)
+where
+    S: EventStorage + Clone,
+    F: std::future::Future<Output = S>,
+{
+    v1_fixtures_load_through_the_repository(new().await).await;
+    v1_fixtures_read_through_the_feed(new().await).await;
 }
 
 #[tokio::test]
 async fn fixtures_on_memory() {
-    fixtures_on(MemoryStore::new()).await;
+    fixtures_on(|| async { MemoryStore::new() }).await;
 }
 
 async fn v1_fixtures_load_through_the_repository<S: EventStorage + Clone>(backend: S) {
@@ -66,6 +71,7 @@ async fn v1_fixtures_load_through_the_repository<S: EventStorage + Clone>(backen
 }
 
 async fn v1_fixtures_read_through_the_feed<S: EventStorage + Clone>(backend: S) {
+    import_fixtures(&backend).await;
     let store = EventStore::new(backend).with_upcasters(upcasters());
     let feed: Vec<_> = store.feed(&FeedFilter::All, Checkpoint::START).try_collect().await.unwrap();
     assert_eq!(feed.len(), 5);
