@@ -8,3 +8,4 @@ async fn new_store() -> MemoryStore {
 
 eslab_testing::store_conformance_tests!(new_store);
 eslab_testing::side_store_conformance_tests!(new_store);
+eslab_testing::repository_conformance_tests!(new_store);

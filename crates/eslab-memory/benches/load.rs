@@ -1,0 +1,2 @@
+//! Load latency benches (placeholder; filled in next).
+fn main() {}
