@@ -666,15 +666,26 @@ pub async fn unknown_or_newer_events_are_typed_errors<S: RepositoryTestStore, F:
 // ---------------------------------------------------------------------------
 // Property
 
+/// One step of a [`RepositoryCase`]: a command through one of two writers.
 #[derive(Debug, Clone)]
-enum Step {
-    /// A command through the repository with snapshots and cache.
+pub enum Step {
+    /// Through the repository with snapshots and a cache.
     Cached(TallyCommand),
-    /// A command through a plain repository (another writer).
+    /// Through a plain repository (another writer, behind the cache's back).
     Other(TallyCommand),
 }
 
-fn tally_command() -> impl Strategy<Value = TallyCommand> {
+/// A random scenario: snapshots every `k` events, then these steps.
+#[derive(Debug, Clone)]
+pub struct RepositoryCase {
+    /// The snapshot interval.
+    pub k: u64,
+    /// The commands, in order.
+    pub steps: Vec<Step>,
+}
+
+/// Random [`TallyCommand`]s, mostly adds, sometimes a close.
+pub fn tally_command() -> impl Strategy<Value = TallyCommand> {
     prop_oneof![
         12 => (-1_000i64..1_000).prop_map(TallyCommand::Add),
         4 => prop::collection::vec(-1_000i64..1_000, 0..5).prop_map(TallyCommand::AddMany),
@@ -682,59 +693,67 @@ fn tally_command() -> impl Strategy<Value = TallyCommand> {
     ]
 }
 
-fn case() -> impl Strategy<Value = (u64, Vec<Step>)> {
+/// Random [`RepositoryCase`]s: `k` in 1..8, up to 40 steps, one in five by the other writer.
+pub fn repository_case() -> impl Strategy<Value = RepositoryCase> {
     let step = prop_oneof![
         4 => tally_command().prop_map(Step::Cached),
         1 => tally_command().prop_map(Step::Other),
     ];
-    (1u64..8, prop::collection::vec(step, 0..40))
+    (1u64..8, prop::collection::vec(step, 0..40)).prop_map(|(k, steps)| RepositoryCase { k, steps })
 }
 
-/// For random command sequences from two writers (one with snapshots every
-/// random `k` and a cache, one plain), every way of loading agrees with the
-/// fold of all stored events, and a cached state is always the fold of the
-/// events up to its version. Cases come from a fixed seed (reproducible);
-/// a failure prints the case.
+/// Runs `case` on stream `id` of `store` and checks that every way of loading
+/// agrees with the fold of all stored events: each command's resulting state,
+/// a fresh load with snapshots every `k`, a full replay, and the cached
+/// repository's load (the fold up to its version, current if it wrote last).
+///
+/// # Panics
+/// On any disagreement, naming the case.
+pub async fn check_repository_case<S: RepositoryTestStore>(store: S, id: &str, case: &RepositoryCase) {
+    let store = CountingStore::new(store);
+    let RepositoryCase { k, steps } = case;
+    let cached = snapshotting(&store, SnapshotPolicy::EveryNEvents(*k)).with_cache(4);
+    let other = plain(&store);
+    for step in steps {
+        let (repo, command) = match step {
+            Step::Cached(c) => (&cached, c),
+            Step::Other(c) => (&other, c),
+        };
+        match repo.execute(id, command, Metadata::now()).await {
+            Ok(done) => {
+                assert_eq!(done.state, fold_stored(&store, id, Some(done.version)).await, "{case:?}");
+            }
+            Err(eslab_core::CommandError::Rejected(_)) => {}
+            Err(e) => panic!("{e} in {case:?}"),
+        }
+    }
+    let truth = fold_stored(&store, id, None).await;
+    let fresh = snapshotting(&store, SnapshotPolicy::EveryNEvents(*k)).load(id).await.expect("load");
+    assert_eq!(fresh.state, truth, "snapshot load, {case:?}");
+    let replayed = plain(&store).load(id).await.expect("load");
+    assert_eq!((replayed.state, replayed.version), (truth, fresh.version), "full replay, {case:?}");
+    let from_cache = cached.load(id).await.expect("load");
+    assert_eq!(
+        from_cache.state,
+        fold_stored(&store, id, Some(from_cache.version)).await,
+        "a cached state is the fold up to its version, {case:?}"
+    );
+    if !matches!(steps.last(), Some(Step::Other(_))) {
+        assert_eq!(from_cache.version, fresh.version, "the cache is current when it wrote last, {case:?}");
+    }
+}
+
+/// [`check_repository_case`] on 24 random cases from a fixed seed
+/// (reproducible; no shrinking here, see `eslab-memory`'s proptest for that).
 pub async fn random_commands_snapshots_and_cache_agree_with_replay<S: RepositoryTestStore, F: Future<Output = S>>(
     new: impl Fn() -> F,
 ) {
     const CASES: usize = 24;
-    let mut runner =
-        TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(Config::default().rng_algorithm));
-    let store = CountingStore::new(new().await);
+    let config = Config::default();
+    let mut runner = TestRunner::new_with_rng(config.clone(), TestRng::deterministic_rng(config.rng_algorithm));
+    let store = new().await;
     for case_no in 0..CASES {
-        let (k, steps) = case().new_tree(&mut runner).expect("generate a case").current();
-        let id = format!("prop{case_no}");
-        let cached = snapshotting(&store, SnapshotPolicy::EveryNEvents(k)).with_cache(4);
-        let other = plain(&store);
-        for step in &steps {
-            let (repo, command) = match step {
-                Step::Cached(c) => (&cached, c),
-                Step::Other(c) => (&other, c),
-            };
-            match repo.execute(&id, command, Metadata::now()).await {
-                Ok(done) => assert_eq!(
-                    done.state,
-                    fold_stored(&store, &id, Some(done.version)).await,
-                    "case {case_no} k={k} {steps:?}"
-                ),
-                Err(eslab_core::CommandError::Rejected(_)) => {}
-                Err(e) => panic!("case {case_no} k={k}: {e} in {steps:?}"),
-            }
-        }
-        let truth = fold_stored(&store, &id, None).await;
-        let fresh = snapshotting(&store, SnapshotPolicy::EveryNEvents(k)).load(&id).await.expect("load");
-        assert_eq!(fresh.state, truth, "snapshot load, case {case_no} k={k} {steps:?}");
-        let replayed = plain(&store).load(&id).await.expect("load");
-        assert_eq!(replayed.state, truth, "full replay, case {case_no}");
-        let from_cache = cached.load(&id).await.expect("load");
-        assert_eq!(
-            from_cache.state,
-            fold_stored(&store, &id, Some(from_cache.version)).await,
-            "cached state is the fold up to its version, case {case_no} k={k} {steps:?}"
-        );
-        if matches!(steps.last(), Some(Step::Cached(_))) || steps.iter().all(|s| matches!(s, Step::Cached(_))) {
-            assert_eq!(from_cache.version, fresh.version, "the cache is current when it wrote last, case {case_no}");
-        }
+        let case = repository_case().new_tree(&mut runner).expect("generate a case").current();
+        check_repository_case(store.clone(), &format!("prop{case_no}"), &case).await;
     }
 }
