@@ -359,7 +359,13 @@ fn bogus_state() -> serde_json::Value {
 pub async fn snapshots_every_n<S: RepositoryTestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
     let store = CountingStore::new(new().await);
     let repo = snapshotting(&store, SnapshotPolicy::EveryNEvents(5));
-    add_each(&repo, "n", 1..=4).await;
+    // Handlers run on multi-threaded runtimes (axum): the futures must be Send.
+    fn send<T: Send>(future: T) -> T {
+        future
+    }
+    send(repo.execute("n", &TallyCommand::Add(1), Metadata::now())).await.expect("add");
+    send(repo.load("n")).await.expect("load");
+    add_each(&repo, "n", 2..=4).await;
     assert!(snapshot_of(&store, "n").await.is_none(), "no snapshot before version 5");
     add_each(&repo, "n", 5..=5).await;
     let snap = snapshot_of(&store, "n").await.expect("snapshot at 5");
