@@ -112,3 +112,27 @@ impl SnapshotPolicy {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_n_fires_once_per_crossed_multiple() {
+        let v = Version::new;
+        let every = |n| SnapshotPolicy::EveryNEvents(n);
+        // One event at a time: exactly at the multiples.
+        let fired: Vec<u64> = (1..=30).filter(|&i| every(10).should_snapshot(v(i - 1), v(i))).collect();
+        assert_eq!(fired, [10, 20, 30]);
+        // A multi-event command crossing a multiple fires at its end version; one that does not, does not.
+        assert!(every(10).should_snapshot(v(8), v(12)));
+        assert!(!every(10).should_snapshot(v(10), v(19)));
+        // Crossing several multiples at once still fires (once).
+        assert!(every(10).should_snapshot(v(5), v(35)));
+        assert!(every(1).should_snapshot(v(0), v(1)));
+        // An empty command (no events) never fires.
+        assert!(!every(1).should_snapshot(v(7), v(7)));
+        assert!(!every(0).should_snapshot(v(0), v(100)), "0 behaves like Never");
+        assert!(!SnapshotPolicy::default().should_snapshot(v(0), v(100)));
+    }
+}
