@@ -2,20 +2,23 @@
 //! reading the raw rows (baseline, no decoding), a full replay, a load from a
 //! snapshot taken every 100 events (right at the snapshot, and 99 events past
 //! it, the policy's worst case), and a cache hit. Read the results as ratios.
+//! Then the command path on a 10 000-event stream: one `execute` with a full
+//! replay, from a snapshot (every 100), and on a cached stream, against a raw
+//! one-event append.
 //!
 //! `cargo bench -p eslab-memory --bench load`
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench aborts on setup failure
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_main};
+use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_main};
 use eslab_core::{
     Aggregate, Codec, EventAppender, EventReader, EventReaderExt, EventStore, ExpectedVersion, JsonCodec, Metadata,
     Repository, SnapshotPolicy, StreamId, Version,
 };
 use eslab_memory::MemoryStore;
-use eslab_testing::repository::{Tally, TallyEvent};
+use eslab_testing::repository::{Tally, TallyCommand, TallyEvent};
 use futures_util::TryStreamExt;
 
 const SIZES: [u64; 4] = [10, 100, 1_000, 10_000];
@@ -93,9 +96,60 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
+/// One command on a stream of 10 000 events. Each measurement gets a fresh
+/// store and stream (the stream grows by one event per iteration).
+fn execute(c: &mut Criterion) {
+    const LEN: u64 = 10_000;
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let mut group = c.benchmark_group("execute_on_10000");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for variant in ["raw_append", "replay", "snapshot100", "cache_hit"] {
+        group.bench_function(variant, |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let store = MemoryStore::new();
+                    seed(&store, "e", LEN).await;
+                    let plain: Repository<Tally, _> = Repository::new(EventStore::new(store.clone()));
+                    let repo = match variant {
+                        "snapshot100" => {
+                            let repo = plain.with_snapshots(store.clone(), SnapshotPolicy::EveryNEvents(100));
+                            repo.snapshot("e").await.unwrap();
+                            repo
+                        }
+                        "cache_hit" => {
+                            let repo = plain.with_cache(1_000);
+                            repo.load("e").await.unwrap();
+                            repo
+                        }
+                        _ => plain,
+                    };
+                    let stream = Tally::stream_id("e").unwrap();
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        if variant == "raw_append" {
+                            let n = i64::try_from(i).unwrap();
+                            let event = JsonCodec.encode(&TallyEvent::Added { n }, Metadata::now()).unwrap();
+                            black_box(store.append(&stream, ExpectedVersion::Any, vec![event]).await.unwrap());
+                        } else {
+                            let done = repo.execute("e", &TallyCommand::Add(1), Metadata::now()).await.unwrap();
+                            black_box(done.version);
+                        }
+                    }
+                    start.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
 // criterion's macros generate undocumented items.
 #[allow(missing_docs)]
 mod entry {
-    criterion::criterion_group!(benches, super::load);
+    criterion::criterion_group!(benches, super::load, super::execute);
 }
 criterion_main!(entry::benches);
