@@ -95,6 +95,15 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// An aggregate state could not be serialized into a snapshot.
+    #[error("cannot encode the state of {stream} for a snapshot: {source}")]
+    EncodeState {
+        /// The stream whose state it is.
+        stream: StreamId,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A number does not fit the store's representation (e.g. a version above `i64::MAX`).
     #[error("value out of range: {0}")]
     OutOfRange(String),

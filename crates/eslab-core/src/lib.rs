@@ -13,12 +13,16 @@
 //!   causation, actor, occurred-at, free map).
 //! - Backends implement [`EventAppender`] and [`EventReader`] over serialized
 //!   rows; [`EventStore`] wraps one and applies [`Upcasters`] on every read.
-//! - [`Repository`]: load, decide, append with the loaded version, retry on conflict.
+//! - [`Repository`]: load, decide, append with the loaded version, retry on
+//!   conflict; optionally from [`Snapshot`]s ([`Snapshotting`] aggregates, a
+//!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`).
 //!
 //! Stores live in their own crates (`eslab-memory`, ...); `eslab-testing` holds
 //! the conformance suite every store passes.
 
 mod aggregate;
+#[cfg(feature = "cache")]
+mod cache;
 mod checkpoint;
 mod codec;
 mod error;
@@ -36,7 +40,7 @@ pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
-pub use snapshot::{Snapshot, SnapshotStore};
+pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 pub use store::{
     AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
     StreamAppend,

@@ -1,15 +1,20 @@
-//! The command side's workhorse: load an aggregate, decide, append with the
-//! loaded version, retry on conflict.
+//! The command side's workhorse: load an aggregate (snapshot + later events,
+//! or a cached state), decide, append with the loaded version, retry on conflict.
 
+use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
 
 use crate::aggregate::Aggregate;
 use crate::codec::{Codec, JsonCodec};
 use crate::error::{Error, Result};
 use crate::event::{Metadata, RecordedEvent};
+use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 use crate::store::{EventAppender, EventReaderExt, EventStorage, EventStore};
+use crate::stream::StreamId;
 use crate::version::{ExpectedVersion, Version};
 
 /// How often `execute` retries after an optimistic-concurrency conflict.
@@ -85,6 +90,17 @@ impl<E: std::error::Error + 'static> CommandError<E> {
 
 /// Loads and changes aggregates of type `A` stored in `S`.
 ///
+/// Two optional speed-ups keep loads cheap however long a stream grows:
+/// - **snapshots** ([`with_snapshots`](Self::with_snapshots)): a load starts
+///   from the latest valid snapshot and replays only the events after it;
+/// - **a state cache** (`with_cache`, cargo feature
+///   `cache`): a command on a cached stream skips the load entirely; the
+///   append's `Exact(version)` check catches a stale entry, which is evicted
+///   and the command retried on a fresh load.
+///
+/// Neither changes what a command decides or what a load returns (the state
+/// folded from every event), only how much is read.
+///
 /// ```
 /// # use eslab_core::{Aggregate, DomainEvent};
 /// # #[derive(Debug, Default, Clone, PartialEq)]
@@ -118,17 +134,135 @@ impl<E: std::error::Error + 'static> CommandError<E> {
 /// assert_eq!((loaded.state.value, loaded.version), (7, Version::new(2)));
 /// # }) }
 /// ```
-#[derive(Debug, Clone)]
 pub struct Repository<A, S> {
     store: EventStore<S>,
     retry: RetryPolicy,
+    snapshots: Option<Arc<dyn SnapshotHook<A>>>,
+    #[cfg(feature = "cache")]
+    pub(crate) cache: Option<crate::cache::StateCache<A>>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
+impl<A, S: Clone> Clone for Repository<A, S> {
+    fn clone(&self) -> Self {
+        Repository {
+            store: self.store.clone(),
+            retry: self.retry,
+            snapshots: self.snapshots.clone(),
+            #[cfg(feature = "cache")]
+            cache: self.cache.clone(),
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Repository");
+        d.field("store", &self.store)
+            .field("retry", &self.retry)
+            .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy()));
+        #[cfg(feature = "cache")]
+        d.field("cache", &self.cache);
+        d.finish()
+    }
+}
+
+/// The snapshot side of a repository, type-erased so that `Repository<A, S>`
+/// keeps one shape whether or not `A` snapshots (and whatever store keeps the
+/// snapshots). One boxed future per load is noise next to a store round trip.
+trait SnapshotHook<A>: Send + Sync {
+    fn policy(&self) -> SnapshotPolicy;
+
+    /// The latest usable snapshot at or before `until`, if any. Never fails:
+    /// an unusable snapshot only costs a full replay.
+    fn load<'a>(&'a self, stream: &'a StreamId, until: Option<Version>) -> BoxFuture<'a, Option<Loaded<A>>>;
+
+    fn save<'a>(&'a self, stream: &'a StreamId, state: &'a A, version: Version) -> BoxFuture<'a, Result<()>>;
+}
+
+struct SnapshotsIn<SS> {
+    store: SS,
+    policy: SnapshotPolicy,
+}
+
+impl<A: Snapshotting, SS: SnapshotStore> SnapshotHook<A> for SnapshotsIn<SS> {
+    fn policy(&self) -> SnapshotPolicy {
+        self.policy
+    }
+
+    fn load<'a>(&'a self, stream: &'a StreamId, until: Option<Version>) -> BoxFuture<'a, Option<Loaded<A>>> {
+        Box::pin(async move {
+            let snapshot = match self.store.load_snapshot(stream).await {
+                Ok(Some(snapshot)) => snapshot,
+                Ok(None) => return None,
+                Err(error) => {
+                    tracing::warn!(%stream, %error, "cannot read the snapshot; replaying every event");
+                    return None;
+                }
+            };
+            if until.is_some_and(|until| snapshot.version > until) {
+                return None;
+            }
+            if snapshot.stream_id != *stream {
+                tracing::warn!(%stream, found = %snapshot.stream_id, "snapshot of another stream ignored; replaying every event");
+                return None;
+            }
+            if snapshot.state_schema_version != A::STATE_SCHEMA_VERSION {
+                tracing::warn!(
+                    %stream,
+                    version = %snapshot.version,
+                    found = snapshot.state_schema_version,
+                    current = A::STATE_SCHEMA_VERSION,
+                    "outdated snapshot ignored; replaying every event"
+                );
+                return None;
+            }
+            match serde_json::from_value::<A>(snapshot.state) {
+                Ok(state) => Some(Loaded { state, version: snapshot.version }),
+                Err(error) => {
+                    tracing::warn!(%stream, version = %snapshot.version, %error, "undecodable snapshot ignored; replaying every event");
+                    None
+                }
+            }
+        })
+    }
+
+    fn save<'a>(&'a self, stream: &'a StreamId, state: &'a A, version: Version) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let state =
+                serde_json::to_value(state).map_err(|source| Error::EncodeState { stream: stream.clone(), source })?;
+            let snapshot = Snapshot {
+                stream_id: stream.clone(),
+                version,
+                state_schema_version: A::STATE_SCHEMA_VERSION,
+                state,
+                taken_at: time::OffsetDateTime::now_utc(),
+            };
+            self.store.save_snapshot(snapshot).await
+        })
+    }
+}
+
+/// Where a command's starting state came from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Store,
+    #[cfg(feature = "cache")]
+    Cache,
+}
+
 impl<A: Aggregate, S: EventStorage> Repository<A, S> {
-    /// A repository over `store` with the default retry policy.
+    /// A repository over `store` with the default retry policy, no snapshots and no cache.
     pub fn new(store: EventStore<S>) -> Self {
-        Repository { store, retry: RetryPolicy::default(), _aggregate: PhantomData }
+        Repository {
+            store,
+            retry: RetryPolicy::default(),
+            snapshots: None,
+            #[cfg(feature = "cache")]
+            cache: None,
+            _aggregate: PhantomData,
+        }
     }
 
     /// Sets the retry policy.
@@ -138,30 +272,180 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         self
     }
 
+    /// Keeps snapshots of `A` in `snapshots` (often the event store's backend
+    /// itself), taken per `policy` after each command and on demand with
+    /// [`snapshot`](Self::snapshot).
+    ///
+    /// Loads then start from the latest snapshot whose
+    /// [`state_schema_version`](Snapshot::state_schema_version) is
+    /// [`A::STATE_SCHEMA_VERSION`](Snapshotting::STATE_SCHEMA_VERSION) and
+    /// that decodes; any other snapshot is ignored with a warning and the state
+    /// is replayed from the first event (and, with
+    /// [`EveryNEvents(n)`](SnapshotPolicy::EveryNEvents), re-snapshotted by
+    /// that load if it replayed at least `n` events). A snapshot that cannot be
+    /// saved is logged and never fails the command.
+    ///
+    /// ```
+    /// # use eslab_core::{Aggregate, DomainEvent};
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # enum CounterEvent { Incremented { by: u32 } }
+    /// # impl DomainEvent for CounterEvent {
+    /// #     const EVENT_TYPES: &'static [&'static str] = &["Incremented"];
+    /// #     fn event_type(&self) -> &'static str { "Incremented" }
+    /// # }
+    /// # #[derive(Debug, thiserror::Error)] #[error("overflow")] struct Overflow;
+    /// # #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// # struct Counter { value: u32 }
+    /// # impl Aggregate for Counter {
+    /// #     const KIND: &'static str = "counter";
+    /// #     type Command = u32; type Event = CounterEvent; type Error = Overflow;
+    /// #     fn decide(&self, by: &u32) -> Result<Vec<CounterEvent>, Overflow> { Ok(vec![CounterEvent::Incremented { by: *by }]) }
+    /// #     fn evolve(&mut self, e: &CounterEvent) { let CounterEvent::Incremented { by } = e; self.value += by; }
+    /// # }
+    /// # impl eslab_core::Snapshotting for Counter { const STATE_SCHEMA_VERSION: u32 = 1; }
+    /// use eslab_core::{EventStore, Metadata, Repository, SnapshotPolicy, SnapshotStore, StreamId, Version};
+    /// use eslab_memory::MemoryStore;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let backend = MemoryStore::new();
+    /// let repo: Repository<Counter, _> = Repository::new(EventStore::new(backend.clone()))
+    ///     .with_snapshots(backend.clone(), SnapshotPolicy::EveryNEvents(2));
+    /// for _ in 0..3 {
+    ///     repo.execute("c1", &1, Metadata::now()).await.unwrap();
+    /// }
+    /// let stream: StreamId = "counter-c1".parse().unwrap();
+    /// let snapshot = backend.load_snapshot(&stream).await.unwrap().unwrap();
+    /// assert_eq!(snapshot.version, Version::new(2));
+    /// assert_eq!(repo.load("c1").await.unwrap().state.value, 3);
+    /// # });
+    /// ```
+    #[must_use]
+    pub fn with_snapshots<SS>(mut self, snapshots: SS, policy: SnapshotPolicy) -> Self
+    where
+        A: Snapshotting,
+        SS: SnapshotStore + 'static,
+    {
+        self.snapshots = Some(Arc::new(SnapshotsIn { store: snapshots, policy }));
+        self
+    }
+
     /// The store it reads and writes.
     pub fn store(&self) -> &EventStore<S> {
         &self.store
     }
 
-    /// Loads the aggregate `id` by replaying its stream (upcast and decoded).
+    /// Loads the aggregate `id`: from the cache if it holds the stream, else
+    /// from the latest valid snapshot (if any) plus the events after it.
+    ///
+    /// With a cache, the state may lag writes made behind this repository's
+    /// back (by another process); commands never act on such a lag unchecked.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
-        self.load_until(id, None).await
+        let stream = A::stream_id(id)?;
+        #[cfg(feature = "cache")]
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&stream)) {
+            return Ok(hit);
+        }
+        let loaded = self.load_from_store(&stream, None).await?;
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.cache {
+            cache.offer(&stream, &loaded.state, loaded.version);
+        }
+        Ok(loaded)
     }
 
     /// Loads the aggregate as it was at `version` (or now, with `None`).
+    ///
+    /// A snapshot taken after `version` is not used, and neither is the
+    /// cache: the state is the fold of exactly the events up to `version`.
     pub async fn load_until(&self, id: &str, version: Option<Version>) -> Result<Loaded<A>> {
-        let stream = A::stream_id(id)?;
-        let mut loaded = Loaded { state: A::default(), version: Version::NONE };
-        let mut events = std::pin::pin!(self.store.stream_events(&stream, Version::FIRST));
+        match version {
+            None => self.load(id).await,
+            Some(_) => self.load_from_store(&A::stream_id(id)?, version).await,
+        }
+    }
+
+    /// Latest usable snapshot, then the events after it, up to `until`.
+    async fn load_from_store(&self, stream: &StreamId, until: Option<Version>) -> Result<Loaded<A>> {
+        let snapshot = match &self.snapshots {
+            Some(hook) => hook.load(stream, until).await,
+            None => None,
+        };
+        let from_snapshot = snapshot.is_some();
+        let mut loaded = snapshot.unwrap_or_else(|| Loaded { state: A::default(), version: Version::NONE });
+        let from = loaded.version.next().ok_or_else(|| Error::OutOfRange("stream version".into()))?;
+        let mut replayed: u64 = 0;
+        let mut events = std::pin::pin!(self.store.stream_events(stream, from));
         while let Some(recorded) = events.try_next().await? {
-            if version.is_some_and(|v| recorded.stream_version > v) {
+            if until.is_some_and(|v| recorded.stream_version > v) {
                 break;
             }
             let event: A::Event = JsonCodec.decode(&recorded)?;
             loaded.state.evolve(&event);
             loaded.version = recorded.stream_version;
+            replayed += 1;
+        }
+        // A load that had no usable snapshot and replayed a policy's worth of
+        // events (a new stream type, or a bumped state schema version) leaves
+        // a snapshot behind, so the next load is cheap again.
+        if let Some(hook) = &self.snapshots
+            && until.is_none()
+            && !from_snapshot
+            && let SnapshotPolicy::EveryNEvents(n) = hook.policy()
+            && n > 0
+            && replayed >= n
+        {
+            self.save_snapshot_logged(hook.as_ref(), stream, &loaded.state, loaded.version).await;
         }
         Ok(loaded)
+    }
+
+    async fn save_snapshot_logged(&self, hook: &dyn SnapshotHook<A>, stream: &StreamId, state: &A, version: Version) {
+        if let Err(error) = hook.save(stream, state, version).await {
+            tracing::warn!(%stream, %version, %error, "cannot save a snapshot; loads replay more events until the next one");
+        }
+    }
+
+    /// Takes a snapshot of the aggregate `id` now, whatever the policy, and
+    /// returns its version (`None` for a stream with no events: nothing to keep).
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] if the repository has no snapshot store
+    /// ([`with_snapshots`](Self::with_snapshots)); a load or save failure.
+    pub async fn snapshot(&self, id: &str) -> Result<Option<Version>> {
+        let Some(hook) = &self.snapshots else {
+            return Err(Error::InvalidRequest("this repository keeps no snapshots (see with_snapshots)".into()));
+        };
+        let stream = A::stream_id(id)?;
+        let loaded = self.load(id).await?;
+        if loaded.version.is_none() {
+            return Ok(None);
+        }
+        hook.save(&stream, &loaded.state, loaded.version).await?;
+        Ok(Some(loaded.version))
+    }
+
+    /// The state a command starts from: the cached one when allowed and
+    /// present, else a load from the store (which refreshes the cache).
+    async fn load_for_command(&self, stream: &StreamId, use_cache: bool) -> Result<(Loaded<A>, Source)> {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.cache {
+            if use_cache && let Some(hit) = cache.get(stream) {
+                return Ok((hit, Source::Cache));
+            }
+            let loaded = self.load_from_store(stream, None).await?;
+            cache.offer(stream, &loaded.state, loaded.version);
+            return Ok((loaded, Source::Store));
+        }
+        let _ = use_cache;
+        Ok((self.load_from_store(stream, None).await?, Source::Store))
+    }
+
+    fn forget(&self, stream: &StreamId) {
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.cache {
+            cache.evict(stream);
+        }
+        let _ = stream;
     }
 
     /// Loads, decides and appends with `Exact(loaded version)`, retrying on
@@ -178,6 +462,11 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     /// Like [`execute`](Self::execute), but if `expected` is given the aggregate
     /// must be at exactly that version (e.g. from an HTTP `If-Match`); a
     /// mismatch is a conflict at once, never retried.
+    ///
+    /// With a cache, a decision that rests on a cached state is only trusted
+    /// once the store confirmed that state: a refusal or a version mismatch
+    /// seen on a cached state is re-checked on a fresh load (it may be stale),
+    /// and a conflicting append evicts the entry before the retry.
     pub async fn execute_expecting(
         &self,
         id: &str,
@@ -187,24 +476,47 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         let stream = A::stream_id(id).map_err(Error::from)?;
         let max_attempts = self.retry.max_attempts.max(1);
-        let mut attempt = 0;
+        let mut attempt = 1;
+        let mut use_cache = true;
         loop {
-            attempt += 1;
-            let Loaded { mut state, version } = self.load(id).await?;
+            let (Loaded { mut state, version }, source) = self.load_for_command(&stream, use_cache).await?;
             if let Some(expected) = expected
                 && expected != version
             {
+                if source != Source::Store {
+                    self.forget(&stream);
+                    use_cache = false;
+                    continue;
+                }
                 return Err(
                     Error::Conflict { stream, expected: ExpectedVersion::Exact(expected), actual: version }.into()
                 );
             }
-            let events = state.decide(command).map_err(CommandError::Rejected)?;
+            let events = match state.decide(command) {
+                Ok(events) => events,
+                Err(_) if source != Source::Store => {
+                    // Perhaps refused only because the cached state is stale.
+                    self.forget(&stream);
+                    use_cache = false;
+                    continue;
+                }
+                Err(e) => return Err(CommandError::Rejected(e)),
+            };
             let new_events =
                 events.iter().map(|e| JsonCodec.encode(e, metadata.clone())).collect::<Result<Vec<_>>>()?;
             match self.store.append(&stream, ExpectedVersion::Exact(version), new_events).await {
                 Ok(result) => {
                     for event in &events {
                         state.evolve(event);
+                    }
+                    if let Some(hook) = &self.snapshots
+                        && hook.policy().should_snapshot(version, result.version)
+                    {
+                        self.save_snapshot_logged(hook.as_ref(), &stream, &state, result.version).await;
+                    }
+                    #[cfg(feature = "cache")]
+                    if let Some(cache) = &self.cache {
+                        cache.offer(&stream, &state, result.version);
                     }
                     return Ok(Executed {
                         events,
@@ -215,9 +527,16 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
                     });
                 }
                 Err(e) if e.is_conflict() && attempt < max_attempts && expected.is_none() => {
+                    self.forget(&stream);
+                    attempt += 1;
                     tracing::debug!(%stream, attempt, "conflict, retrying");
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // A conflict proves the start state stale; any other error
+                    // leaves the outcome unknown. Either way, drop the entry.
+                    self.forget(&stream);
+                    return Err(e.into());
+                }
             }
         }
     }

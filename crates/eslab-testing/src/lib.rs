@@ -4,12 +4,16 @@
 //! - [`Scenario`]: given/when/then tests for aggregates;
 //! - [`conformance`] and [`store_conformance_tests!`]: the suite every event
 //!   store must pass, instantiated unchanged for memory, SQLite and Postgres;
+//! - [`repository`] and [`repository_conformance_tests!`]: snapshots, the
+//!   state cache and upcasting through the `Repository`, on any store that
+//!   keeps events and snapshots;
 //! - [`strategies`]: proptest strategies for events and command sequences.
 //!
 //! This crate is for tests: its assertions panic with a message on failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod conformance;
+pub mod repository;
 mod scenario;
 pub mod strategies;
 
