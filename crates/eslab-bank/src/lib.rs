@@ -20,14 +20,18 @@
 
 mod account;
 mod money;
+mod process;
 mod transfer;
+mod views;
 
 pub use account::{
     ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, Owner,
     V1_DEFAULT_CURRENCY, upcasters,
 };
 pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
+pub use process::{Step, TransferProcess};
 pub use transfer::{Transfer, TransferCommand, TransferError, TransferEvent, TransferRequest, TransferStatus};
+pub use views::{AccountSummary, BankViews, HistoryEntry, MemoryViews, TransferView, ViewsTx, apply_event};
 
 // The README's example is compiled and run as a doctest here.
 #[doc = include_str!("../../../README.md")]

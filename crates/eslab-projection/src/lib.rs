@@ -50,6 +50,15 @@ pub enum Error {
         /// The handler's message.
         reason: String,
     },
+    /// A handler failed transiently; the batch was rolled back and will be retried.
+    #[error("projection {projection}: transient handler failure: {source}")]
+    Transient {
+        /// The projection.
+        projection: String,
+        /// The handler's error.
+        #[source]
+        source: HandlerError,
+    },
     /// Another runner holds the projection's lease.
     #[error("projection {0} is run by another owner (lease held)")]
     NotLeader(String),
@@ -58,14 +67,29 @@ pub enum Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A handler's refusal of an event: the event's stream is parked.
+/// A handler's failure on an event.
+///
+/// A permanent failure ([`HandlerError::new`]) parks the event's stream; a
+/// transient one ([`HandlerError::transient`], e.g. a store that is down) rolls
+/// the batch back and leaves the checkpoint where it was, so the batch is tried
+/// again later and nothing is parked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether trying again later may succeed.
+    pub transient: bool,
+}
 
 impl HandlerError {
-    /// A handler error with this message.
+    /// A permanent failure: the stream is parked.
     pub fn new(message: impl Into<String>) -> Self {
-        HandlerError(message.into())
+        HandlerError { message: message.into(), transient: false }
+    }
+
+    /// A transient failure: the batch is retried later.
+    pub fn transient(message: impl Into<String>) -> Self {
+        HandlerError { message: message.into(), transient: true }
     }
 }

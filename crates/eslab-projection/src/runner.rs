@@ -252,12 +252,16 @@ where
                     self.backend.commit(tx).await?;
                     return Ok(parked);
                 }
+                Some((_, e)) if e.transient => {
+                    drop(tx);
+                    return Err(Error::Transient { projection: name.to_owned(), source: e });
+                }
                 Some((event, e)) => {
                     drop(tx);
                     tracing::warn!(projection = name, stream = %event.stream_id, version = %event.stream_version,
                         error = %e, "handler failed; parking the stream");
                     parked_from.insert(event.stream_id.clone(), event.stream_version);
-                    reasons.insert(event.event_id, e.0);
+                    reasons.insert(event.event_id, e.message);
                 }
             }
         }
@@ -272,7 +276,11 @@ where
         let mut tx = self.backend.begin().await?;
         for p in &parked {
             if let Err(e) = self.projection.apply(&mut tx, &p.event).await {
-                return Err(Error::RetryFailed { stream: stream.clone(), event_id: p.event.event_id, reason: e.0 });
+                return Err(Error::RetryFailed {
+                    stream: stream.clone(),
+                    event_id: p.event.event_id,
+                    reason: e.message,
+                });
             }
             self.backend.unpark(&mut tx, name, &p.event).await?;
         }
