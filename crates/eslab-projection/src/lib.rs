@@ -26,9 +26,15 @@
 mod backend;
 pub mod memory;
 mod runner;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
 
 pub use backend::{Backend, ParkedEvent, Projection};
 pub use runner::{Outcome, Runner, RunnerOptions, Wakeup, partition_of};
+#[cfg(feature = "postgres")]
+pub use sql::PgBackend;
+#[cfg(feature = "sqlite")]
+pub use sql::SqliteBackend;
 
 /// Errors of the projection runner.
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
+mod sql;
 use eslab_memory::MemoryStore;
 use eslab_projection::memory::{MemoryBackend, MemoryTx};
 use eslab_projection::{HandlerError, Outcome, Projection, Runner, RunnerOptions};

@@ -1,0 +1,215 @@
+//! The runner on the SQL backends (real PostgreSQL and SQLite): exact
+//! catch-up, crash-and-resume, parking and partitions, with a projection
+//! that writes a real table in the batch's transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use eslab_memory::MemoryStore;
+use eslab_projection::{Backend, HandlerError, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
+use serde_json::json;
+
+/// Per stream: last version and sum, refusing gaps and `poison` payloads.
+struct SqlTally;
+
+macro_rules! tally_for {
+    ($backend:ty) => {
+        impl Projection<$backend> for SqlTally {
+            fn name(&self) -> &str {
+                "sql-tally"
+            }
+
+            async fn apply(
+                &self,
+                tx: &mut <$backend as Backend>::Tx,
+                event: &RecordedEvent,
+            ) -> Result<(), HandlerError> {
+                tokio::task::yield_now().await;
+                if event.payload["poison"] == json!(true) {
+                    return Err(HandlerError::new("poison"));
+                }
+                let err = |e: sqlx::Error| HandlerError::transient(e.to_string());
+                let row: Option<(i64, i64)> = sqlx::query_as("SELECT version, total FROM tally WHERE stream_id = $1")
+                    .bind(event.stream_id.as_str())
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(err)?;
+                let (last, total) = row.unwrap_or((0, 0));
+                let version = i64::try_from(event.stream_version.get()).unwrap();
+                if version != last + 1 {
+                    return Err(HandlerError::new(format!("gap: saw {last}, got {version}")));
+                }
+                let n = event.payload["n"].as_i64().unwrap_or(0);
+                sqlx::query(
+                    "INSERT INTO tally (stream_id, version, total) VALUES ($1, $2, $3)
+                     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, total = excluded.total",
+                )
+                .bind(event.stream_id.as_str())
+                .bind(version)
+                .bind(total + n)
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?;
+                Ok(())
+            }
+        }
+    };
+}
+tally_for!(PgBackend);
+tally_for!(SqliteBackend);
+
+const TALLY_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS tally (stream_id TEXT PRIMARY KEY, version BIGINT NOT NULL, total BIGINT NOT NULL)";
+
+fn stream(i: u64) -> StreamId {
+    StreamId::new("acc", &i.to_string()).unwrap()
+}
+
+async fn seed(store: &MemoryStore, streams: u64, per_stream: u64) {
+    for round in 0..per_stream {
+        for s in 0..streams {
+            let e = NewEvent::new("Counted", 1, json!({ "n": round + 1 }), Metadata::now());
+            store.append(&stream(s), ExpectedVersion::Any, vec![e]).await.unwrap();
+        }
+    }
+}
+
+async fn pg_backend() -> PgBackend {
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
+    });
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    admin.close().await;
+    let set_path = format!("SET search_path TO {schema}");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .after_connect(move |conn, _| {
+            let set_path = set_path.clone();
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, set_path.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap();
+    let backend = PgBackend::new(pool);
+    backend.ensure_schema().await.unwrap();
+    sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
+    backend
+}
+
+async fn pg_backend_in(_dir: &tempfile::TempDir) -> PgBackend {
+    pg_backend().await
+}
+
+async fn sqlite_backend(dir: &tempfile::TempDir) -> SqliteBackend {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("views.db"))
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    // One connection: SQLite has one writer; transactions queue for it.
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let backend = SqliteBackend::new(pool);
+    backend.ensure_schema().await.unwrap();
+    sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
+    backend
+}
+
+macro_rules! sql_runner_tests {
+    ($module:ident, $backend:ty, $make:expr) => {
+        mod $module {
+            use super::*;
+
+            async fn tallies(backend: &$backend) -> Vec<(String, i64, i64)> {
+                sqlx::query_as("SELECT stream_id, version, total FROM tally ORDER BY stream_id")
+                    .fetch_all(backend.pool())
+                    .await
+                    .unwrap()
+            }
+
+            fn runner(store: &MemoryStore, backend: &$backend, batch: usize, partitions: u16) -> Runner<MemoryStore, $backend, SqlTally> {
+                Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(SqlTally))
+                    .with_options(RunnerOptions { batch_size: batch, owner: "worker-1".into(), ..RunnerOptions::default() })
+                    .partitioned(partitions)
+            }
+
+            async fn assert_exact(backend: &$backend, streams: u64, per_stream: i64) {
+                let rows = tallies(backend).await;
+                assert_eq!(rows.len() as u64, streams);
+                for (stream, version, total) in rows {
+                    assert_eq!((version, total), (per_stream, per_stream * (per_stream + 1) / 2), "{stream}");
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn crash_and_resume_is_exact() {
+                let dir = tempfile::tempdir().unwrap();
+                let backend = $make(&dir).await;
+                let store = MemoryStore::new();
+                seed(&store, 6, 30).await;
+                for (i, micros) in [0u64, 200, 500, 900, 1500, 2500, 4000].into_iter().cycle().take(14).enumerate() {
+                    let r = runner(&store, &backend, 17 + i, 1);
+                    let task = tokio::spawn(async move { r.drain().await });
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
+                    task.abort();
+                    let _ = task.await;
+                }
+                runner(&store, &backend, 50, 1).drain().await.unwrap();
+                assert_exact(&backend, 6, 30).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn partitions_are_exact_after_crashes() {
+                let dir = tempfile::tempdir().unwrap();
+                let backend = $make(&dir).await;
+                let store = MemoryStore::new();
+                seed(&store, 12, 10).await;
+                for micros in [0u64, 300, 800, 1600, 3000] {
+                    let r = runner(&store, &backend, 25, 4);
+                    let task = tokio::spawn(async move { r.drain().await });
+                    tokio::time::sleep(Duration::from_micros(micros)).await;
+                    task.abort();
+                    let _ = task.await;
+                }
+                let r = runner(&store, &backend, 25, 4);
+                r.drain().await.unwrap();
+                assert_exact(&backend, 12, 10).await;
+                assert_eq!(r.checkpoint().await.unwrap().position.get(), 120);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn poison_parks_its_stream_and_skip_resumes_it() {
+                let dir = tempfile::tempdir().unwrap();
+                let backend = $make(&dir).await;
+                let store = MemoryStore::new();
+                seed(&store, 2, 2).await;
+                let s9 = stream(9);
+                let poison = NewEvent::new("Counted", 1, json!({ "poison": true }), Metadata::now());
+                store.append(&s9, ExpectedVersion::Any, vec![poison]).await.unwrap();
+                let r = runner(&store, &backend, 3, 1);
+                r.drain().await.unwrap();
+                assert_eq!(tallies(&backend).await.len(), 2, "other streams went on");
+                let parked = backend.parked("sql-tally", None).await.unwrap();
+                assert_eq!(parked.len(), 1);
+                assert_eq!((parked[0].event.stream_id.clone(), parked[0].reason.as_str()), (s9.clone(), "poison"));
+                assert!(r.retry(&s9).await.is_err(), "still poison");
+                assert_eq!(r.skip(&s9).await.unwrap(), 0);
+                assert!(backend.parked("sql-tally", None).await.unwrap().is_empty());
+                let other = Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(SqlTally))
+                    .with_options(RunnerOptions { owner: "other".into(), ..RunnerOptions::default() });
+                assert_eq!(other.run_once().await.unwrap(), eslab_projection::Outcome::NotLeader, "lease held by worker-1");
+            }
+        }
+    };
+}
+
+sql_runner_tests!(postgres, PgBackend, pg_backend_in);
+sql_runner_tests!(sqlite, SqliteBackend, sqlite_backend);
