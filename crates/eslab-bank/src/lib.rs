@@ -23,6 +23,8 @@ mod money;
 mod process;
 mod transfer;
 mod views;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod views_sql;
 
 pub use account::{
     ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, Owner,
@@ -32,6 +34,8 @@ pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
 pub use process::{Step, TransferProcess};
 pub use transfer::{Transfer, TransferCommand, TransferError, TransferEvent, TransferRequest, TransferStatus};
 pub use views::{AccountSummary, BankViews, HistoryEntry, MemoryViews, TransferView, ViewsTx, apply_event};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use views_sql::SqlViews;
 
 // The README's example is compiled and run as a doctest here.
 #[doc = include_str!("../../../README.md")]

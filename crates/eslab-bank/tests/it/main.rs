@@ -6,4 +6,6 @@ mod process;
 mod properties;
 mod scenarios;
 mod schema;
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
+mod sql_views;
 mod transfers;

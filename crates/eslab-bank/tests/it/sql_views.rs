@@ -1,0 +1,154 @@
+//! The saga and the read models with SQL backends (real PostgreSQL, SQLite
+//! file): runners killed at random points, then the read models equal the fold
+//! of the events and money is conserved.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use eslab_bank::{
+    Account, AccountCommand, Amount, BankViews, OverdraftLimit, SqlViews, Transfer, TransferCommand, TransferProcess,
+    upcasters,
+};
+use eslab_core::{EventStorage, EventStore, Metadata, Repository};
+use eslab_memory::MemoryStore;
+use eslab_projection::{Backend, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
+
+use crate::helpers::eur;
+
+async fn pg_pool() -> sqlx::PgPool {
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
+    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
+    });
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+    admin.close().await;
+    let set_path = format!("SET search_path TO {schema}");
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .after_connect(move |conn, _| {
+            let set_path = set_path.clone();
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, set_path.as_str()).await?;
+                Ok(())
+            })
+        })
+        .connect(&url)
+        .await
+        .unwrap()
+}
+
+async fn sqlite_pool(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.path().join("views.db"))
+        .create_if_missing(true)
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+}
+
+async fn open<S: EventStorage + Clone + 'static>(accounts: &Repository<Account, S>, id: &str, deposit: i64) {
+    let open = AccountCommand::Open { owner: id.into(), currency: eur(), overdraft_limit: OverdraftLimit::NONE };
+    accounts.execute(id, &open, Metadata::now()).await.unwrap();
+    let d = AccountCommand::Deposit { amount: Amount::new(deposit).unwrap(), currency: eur() };
+    accounts.execute(id, &d, Metadata::now()).await.unwrap();
+}
+
+/// Runs a projection, killing it at several points, then drains it.
+async fn run_with_crashes<S, B, P>(store: &EventStore<S>, backend: &B, projection: P)
+where
+    S: EventStorage + Clone + 'static,
+    B: Backend + Clone,
+    P: Projection<B> + Clone,
+{
+    let runner = |batch: usize| {
+        Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(projection.clone()))
+            .with_options(RunnerOptions { batch_size: batch, owner: "w".into(), ..RunnerOptions::default() })
+    };
+    for (i, micros) in [0u64, 300, 700, 1500, 3000, 6000].into_iter().enumerate() {
+        let r = runner(5 + i);
+        let task = tokio::spawn(async move { r.drain().await });
+        tokio::time::sleep(Duration::from_micros(micros)).await;
+        task.abort();
+        let _ = task.await;
+    }
+    runner(50).drain().await.unwrap();
+}
+
+macro_rules! sql_bank_test {
+    ($name:ident, $backend:ident, $pool:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempfile::tempdir().unwrap();
+            let _ = &dir;
+            let pool = $pool(&dir).await;
+            let backend = $backend::new(pool.clone());
+            backend.ensure_schema().await.unwrap();
+            let views = SqlViews::new(pool);
+            views.ensure_schema().await.unwrap();
+
+            let store = EventStore::new(MemoryStore::new()).with_upcasters(upcasters());
+            let accounts: Repository<Account, _> = Repository::new(store.clone());
+            let transfers: Repository<Transfer, _> = Repository::new(store.clone());
+            for i in 0..5 {
+                open(&accounts, &format!("a{i}"), 1_000).await;
+            }
+            accounts
+                .execute(
+                    "a4",
+                    &AccountCommand::Withdraw { amount: Amount::new(1_000).unwrap(), currency: eur() },
+                    Metadata::now(),
+                )
+                .await
+                .unwrap();
+            accounts.execute("a4", &AccountCommand::Close, Metadata::now()).await.unwrap();
+            for t in 0..20i64 {
+                let from = format!("a{}", t % 4);
+                let to = format!("a{}", (t + 1 + t % 3) % 5);
+                if from == to {
+                    continue;
+                }
+                let request =
+                    TransferCommand::Request { from, to, amount: Amount::new(100 + t * 37).unwrap(), currency: eur() };
+                transfers.execute(&format!("t{t}"), &request, Metadata::now()).await.unwrap();
+            }
+            for _ in 0..4 {
+                run_with_crashes(&store, &backend, TransferProcess::new(store.clone())).await;
+            }
+            run_with_crashes(&store, &backend, BankViews).await;
+
+            let mut total = 0;
+            for i in 0..5 {
+                let id = format!("a{i}");
+                let state = accounts.load(&id).await.unwrap();
+                let row = views.account(&id).await.unwrap().unwrap();
+                assert_eq!((row.balance, row.version), (state.state.balance.minor(), state.version.get()), "{id}");
+                let history = views.history(&id, 0, 1_000).await.unwrap();
+                let last = history.last().map(|h| h.balance).unwrap_or(0);
+                assert_eq!(last, row.balance, "{id}: history ends at the balance");
+                total += row.balance;
+            }
+            assert_eq!(total, 4_000, "money conserved in the read model");
+            assert_eq!(views.total_balance().await.unwrap(), 4_000);
+            for t in 0..20 {
+                if let Some(row) = views.transfer(&format!("t{t}")).await.unwrap() {
+                    assert!(row.status.is_final(), "t{t} is {:?}", row.status);
+                    let state = transfers.load(&format!("t{t}")).await.unwrap();
+                    assert_eq!(row.status, state.state.status);
+                }
+            }
+            assert!(views.accounts(None, 100).await.unwrap().len() == 5);
+            assert_eq!(views.accounts(Some("a2"), 100).await.unwrap().len(), 2, "cursor pagination");
+        }
+    };
+}
+
+async fn pg(_dir: &tempfile::TempDir) -> sqlx::PgPool {
+    pg_pool().await
+}
+
+sql_bank_test!(saga_and_views_on_postgres, PgBackend, pg);
+sql_bank_test!(saga_and_views_on_sqlite, SqliteBackend, sqlite_pool);
