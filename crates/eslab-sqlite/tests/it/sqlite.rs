@@ -236,3 +236,23 @@ async fn multi_stream_append_is_one_transaction_across_categories() {
     let empty = store.append(&a, ExpectedVersion::Exact(Version::FIRST), vec![]).await.unwrap();
     assert_eq!((empty.version, empty.events.len()), (Version::FIRST, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_append_writes_nothing_and_frees_the_writer() {
+    let first = TempStore::new().await;
+    let url = url_of(&first);
+    let store = SqliteStore::connect(&url).await.unwrap();
+    let mut other = other_process(&url).await;
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    // Dropped while it waits for the write lock.
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        store.append(&stream("cancel"), ExpectedVersion::Any, vec![event(1)]),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the append was still waiting: {cancelled:?}");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let r = store.append(&stream("cancel"), ExpectedVersion::NoStream, vec![event(2)]).await.unwrap();
+    assert_eq!(r.version, Version::FIRST, "the cancelled append left nothing behind");
+    assert_dense_feed(&store, 1).await;
+}
