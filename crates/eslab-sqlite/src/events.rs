@@ -95,13 +95,17 @@ async fn write(
 ) -> Result<(Vec<AppendResult>, Option<Position>), Write> {
     let recorded_at = OffsetDateTime::now_utc();
     let recorded_text = recorded_at.format(&Rfc3339).map_err(Error::backend)?;
-    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events").fetch_one(&mut *conn).await?;
-    let mut position = to_u64(head.unwrap_or(0), "global position").map_err(Error::from)?;
+    // The feed's head: read with the first stream's version (one round trip
+    // fewer), then advanced as rows are added.
+    let mut head: Option<u64> = None;
     let mut ids = HashSet::new();
     let mut results = Vec::with_capacity(appends.len());
     let mut last = None;
     for StreamAppend { stream_id, expected, events } in appends {
-        let actual = version_of(&mut *conn, &stream_id).await?;
+        let (mut position, actual) = match head {
+            Some(head) => (head, version_of(&mut *conn, &stream_id).await?),
+            None => head_and_version(&mut *conn, &stream_id).await?,
+        };
         if !expected.accepts(actual) {
             return Err(Error::Conflict { stream: stream_id, expected, actual }.into());
         }
@@ -136,6 +140,7 @@ async fn write(
                 },
             });
         }
+        head = Some(position);
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             insert(&mut *conn, &stream_id, expected, &recorded_text, chunk).await?;
         }
@@ -201,6 +206,20 @@ async fn first_stored(conn: &mut SqliteConnection, ids: &[EventId]) -> Result<Op
     Ok(ids.iter().find(|id| stored.contains(id)).copied())
 }
 
+/// The feed's head position and `stream`'s version, in one query.
+async fn head_and_version(conn: &mut SqliteConnection, stream: &StreamId) -> Result<(u64, Version), Write> {
+    let (head, version): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT MAX(global_position) FROM events), \
+         (SELECT MAX(stream_version) FROM events WHERE stream_id = ?)",
+    )
+    .bind(stream.as_str())
+    .fetch_one(&mut *conn)
+    .await?;
+    let head = to_u64(head.unwrap_or(0), "global position").map_err(Error::from)?;
+    let version = to_u64(version.unwrap_or(0), "stream version").map_err(Error::from)?;
+    Ok((head, Version::new(version)))
+}
+
 async fn version_of(conn: &mut SqliteConnection, stream: &StreamId) -> Result<Version, Write> {
     let v: Option<i64> = sqlx::query_scalar("SELECT MAX(stream_version) FROM events WHERE stream_id = ?")
         .bind(stream.as_str())
@@ -209,30 +228,57 @@ async fn version_of(conn: &mut SqliteConnection, stream: &StreamId) -> Result<Ve
     Ok(Version::new(to_u64(v.unwrap_or(0), "stream version").map_err(Error::from)?))
 }
 
-fn decode(row: &SqliteRow) -> Result<RecordedEvent, SqliteError> {
-    let invalid = |what: &str, e: &dyn std::fmt::Display| SqliteError::InvalidRow(format!("{what}: {e}"));
-    let stream_id: String = row.try_get("stream_id")?;
-    let stream_id: StreamId = stream_id.parse().map_err(|e| invalid("stream_id", &e))?;
-    let payload: &str = row.try_get("payload")?;
-    let metadata: &str = row.try_get("metadata")?;
-    let recorded_at: &str = row.try_get("recorded_at")?;
-    let schema_version: i64 = row.try_get("schema_version")?;
-    Ok(RecordedEvent {
-        event_id: row.try_get("event_id")?,
-        stream_version: Version::new(to_u64(row.try_get("stream_version")?, "stream version")?),
-        position: Position::new(to_u64(row.try_get("global_position")?, "global position")?),
-        transaction: 0,
-        event_type: row.try_get("event_type")?,
-        schema_version: u32::try_from(schema_version).map_err(|e| invalid("schema_version", &e))?,
-        payload: serde_json::from_str(payload).map_err(|e| invalid("payload", &e))?,
-        metadata: serde_json::from_str::<Metadata>(metadata).map_err(|e| invalid("metadata", &e))?,
-        recorded_at: OffsetDateTime::parse(recorded_at, &Rfc3339).map_err(|e| invalid("recorded_at", &e))?,
-        stream_id,
-    })
+/// Decodes rows of `select_events!` (columns by index, in its order). Rows of
+/// one page mostly share their stream and their append's timestamp, so the
+/// last parsed stream id and timestamp are reused.
+#[derive(Default)]
+struct Decoder {
+    stream: Option<StreamId>,
+    recorded: Option<(String, OffsetDateTime)>,
+}
+
+impl Decoder {
+    fn decode(&mut self, row: &SqliteRow) -> Result<RecordedEvent, SqliteError> {
+        let invalid = |what: &str, e: &dyn std::fmt::Display| SqliteError::InvalidRow(format!("{what}: {e}"));
+        let stream_text: &str = row.try_get(1)?;
+        let stream_id = match &self.stream {
+            Some(s) if s.as_str() == stream_text => s.clone(),
+            _ => {
+                let s: StreamId = stream_text.parse().map_err(|e| invalid("stream_id", &e))?;
+                self.stream = Some(s.clone());
+                s
+            }
+        };
+        let recorded_text: &str = row.try_get(8)?;
+        let recorded_at = match &self.recorded {
+            Some((text, at)) if text == recorded_text => *at,
+            _ => {
+                let at = OffsetDateTime::parse(recorded_text, &Rfc3339).map_err(|e| invalid("recorded_at", &e))?;
+                self.recorded = Some((recorded_text.to_owned(), at));
+                at
+            }
+        };
+        let schema_version: i64 = row.try_get(5)?;
+        let payload: &str = row.try_get(6)?;
+        let metadata: &str = row.try_get(7)?;
+        Ok(RecordedEvent {
+            event_id: row.try_get(3)?,
+            stream_version: Version::new(to_u64(row.try_get(2)?, "stream version")?),
+            position: Position::new(to_u64(row.try_get(0)?, "global position")?),
+            transaction: 0,
+            event_type: row.try_get(4)?,
+            schema_version: u32::try_from(schema_version).map_err(|e| invalid("schema_version", &e))?,
+            payload: serde_json::from_str(payload).map_err(|e| invalid("payload", &e))?,
+            metadata: serde_json::from_str::<Metadata>(metadata).map_err(|e| invalid("metadata", &e))?,
+            recorded_at,
+            stream_id,
+        })
+    }
 }
 
 fn decode_all(rows: &[SqliteRow]) -> Result<Vec<RecordedEvent>> {
-    rows.iter().map(|r| decode(r).map_err(Error::from)).collect()
+    let mut decoder = Decoder::default();
+    rows.iter().map(|r| decoder.decode(r).map_err(Error::from)).collect()
 }
 
 /// A page limit as SQLite's LIMIT (`usize::MAX` means no limit).
