@@ -286,6 +286,12 @@ fn limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// A read bound (version, position) as an INTEGER: beyond `i64::MAX` nothing
+/// is stored, so `i64::MAX` reads the same (nothing), as the memory store does.
+fn saturate(bound: u64) -> i64 {
+    i64::try_from(bound).unwrap_or(i64::MAX)
+}
+
 impl EventAppender for SqliteStore {
     async fn append(
         &self,
@@ -307,7 +313,7 @@ impl EventReader for SqliteStore {
         let rows =
             sqlx::query(select_events!("WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?"))
                 .bind(stream.as_str())
-                .bind(to_i64(from.get(), "stream version")?)
+                .bind(saturate(from.get()))
                 .bind(limit(max))
                 .fetch_all(&self.inner.reader)
                 .await
@@ -318,7 +324,7 @@ impl EventReader for SqliteStore {
     /// The feed is ordered by position alone: SQLite commits in position order,
     /// so `after.transaction` (always 0 for this store) is not consulted.
     async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, max: usize) -> Result<Vec<RecordedEvent>> {
-        let after_position = to_i64(after.position.get(), "global position")?;
+        let after_position = saturate(after.position.get());
         let query = match filter {
             FeedFilter::All => {
                 sqlx::query(select_events!("WHERE global_position > ? ORDER BY global_position LIMIT ?"))

@@ -256,3 +256,14 @@ async fn a_cancelled_append_writes_nothing_and_frees_the_writer() {
     assert_eq!(r.version, Version::FIRST, "the cancelled append left nothing behind");
     assert_dense_feed(&store, 1).await;
 }
+
+#[tokio::test]
+async fn reads_past_the_integer_range_are_empty() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    store.append(&stream("far"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+    let far = Checkpoint::new(0, Position::new(u64::MAX));
+    assert!(store.read_feed(&FeedFilter::All, far, 10).await.unwrap().is_empty());
+    assert!(store.read_stream(&stream("far"), Version::new(u64::MAX), 10).await.unwrap().is_empty());
+    let too_far = store.append(&stream("far"), ExpectedVersion::Exact(Version::new(u64::MAX)), vec![]).await;
+    assert!(too_far.unwrap_err().is_conflict(), "an expectation beyond the range is a plain conflict");
+}
