@@ -7,6 +7,7 @@ use eslab_core::{
     AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter, Metadata,
     NewEvent, Position, RecordedEvent, Result, StreamAppend, StreamId, Version,
 };
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
@@ -64,8 +65,13 @@ impl SqliteStore {
         Ok(results)
     }
 
-    fn core(&self, e: sqlx::Error) -> Error {
+    pub(crate) fn core(&self, e: sqlx::Error) -> Error {
         self.inner.timeouts.core(e)
+    }
+
+    /// A connection of the read pool.
+    pub(crate) async fn reader(&self) -> Result<PoolConnection<Sqlite>> {
+        self.inner.reader.acquire().await.map_err(|e| self.core(e))
     }
 }
 
@@ -310,12 +316,13 @@ impl EventAppender for SqliteStore {
 
 impl EventReader for SqliteStore {
     async fn read_stream(&self, stream: &StreamId, from: Version, max: usize) -> Result<Vec<RecordedEvent>> {
+        let mut conn = self.reader().await?;
         let rows =
             sqlx::query(select_events!("WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?"))
                 .bind(stream.as_str())
                 .bind(saturate(from.get()))
                 .bind(limit(max))
-                .fetch_all(&self.inner.reader)
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(|e| self.core(e))?;
         decode_all(&rows)
@@ -335,12 +342,13 @@ impl EventReader for SqliteStore {
             .bind(category.as_str()),
         };
         let query = query.bind(after_position).bind(limit(max));
-        let rows = query.fetch_all(&self.inner.reader).await.map_err(|e| self.core(e))?;
+        let mut conn = self.reader().await?;
+        let rows = query.fetch_all(&mut *conn).await.map_err(|e| self.core(e))?;
         decode_all(&rows)
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        let mut conn = self.inner.reader.acquire().await.map_err(|e| self.core(e))?;
+        let mut conn = self.reader().await?;
         version_of(&mut conn, stream).await.map_err(|e| match e {
             Write::Core(e) => e,
             Write::Sqlx(e) => self.core(e),

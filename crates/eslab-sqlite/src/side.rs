@@ -27,9 +27,9 @@ impl SnapshotStore for SqliteStore {
             "SELECT stream_version, state_schema_version, state, taken_at FROM snapshots WHERE stream_id = ?",
         )
         .bind(stream.as_str())
-        .fetch_optional(&self.inner.reader)
+        .fetch_optional(&mut *self.reader().await?)
         .await
-        .map_err(|e| self.inner.timeouts.core(e))?;
+        .map_err(|e| self.core(e))?;
         let Some(row) = row else { return Ok(None) };
         let decode = || -> std::result::Result<Snapshot, SqliteError> {
             let invalid = |what: &str, e: &dyn std::fmt::Display| SqliteError::InvalidRow(format!("{what}: {e}"));
@@ -76,9 +76,9 @@ impl CheckpointStore for SqliteStore {
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT transaction_id, global_position FROM checkpoints WHERE name = ?")
                 .bind(name)
-                .fetch_optional(&self.inner.reader)
+                .fetch_optional(&mut *self.reader().await?)
                 .await
-                .map_err(|e| self.inner.timeouts.core(e))?;
+                .map_err(|e| self.core(e))?;
         let Some((transaction, position)) = row else { return Ok(Checkpoint::START) };
         Ok(Checkpoint::new(
             to_u64(transaction, "checkpoint transaction")?,
