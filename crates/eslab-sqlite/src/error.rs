@@ -112,3 +112,30 @@ pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64, SqliteError> {
 pub(crate) fn to_i64(v: u64, what: &str) -> eslab_core::Result<i64> {
     i64::try_from(v).map_err(|_| eslab_core::Error::OutOfRange(format!("{what} {v} does not fit a SQLite INTEGER")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_unavailable_and_the_rest_backend_errors() {
+        let t = Timeouts { acquire: Duration::from_millis(10), busy: Duration::from_millis(20) };
+        let core = |e: SqliteError| eslab_core::Error::from(e);
+        assert!(core(t.classify(sqlx::Error::PoolTimedOut)).is_unavailable());
+        assert!(core(t.classify(sqlx::Error::PoolClosed)).is_unavailable());
+        assert!(core(t.classify(sqlx::Error::WorkerCrashed)).is_unavailable());
+        assert!(core(t.classify(sqlx::Error::Io(std::io::Error::other("disk gone")))).is_unavailable());
+        assert!(matches!(core(t.classify(sqlx::Error::RowNotFound)), eslab_core::Error::Backend(_)));
+        assert!(matches!(core(SqliteError::InvalidRow("x".into())), eslab_core::Error::Backend(_)));
+        let msg = t.classify(sqlx::Error::PoolTimedOut).to_string();
+        assert!(msg.contains("10ms"), "{msg}");
+    }
+
+    #[test]
+    fn integer_conversions_refuse_what_does_not_fit() {
+        assert_eq!(to_u64(7, "v").ok(), Some(7));
+        assert!(to_u64(-1, "v").is_err());
+        assert_eq!(to_i64(7, "v").ok(), Some(7));
+        assert!(matches!(to_i64(u64::MAX, "v"), Err(eslab_core::Error::OutOfRange(_))));
+    }
+}
