@@ -8,14 +8,17 @@ use std::io::Write;
 
 use anyhow::{Context, bail};
 use eslab_bank::{Account, AccountCommand, AccountError, Amount, Currency, OverdraftLimit, upcasters};
-use eslab_core::{Aggregate, CommandError, EventReaderExt, EventStore, Metadata, Repository, Version};
-use eslab_memory::MemoryStore;
+use eslab_core::{Aggregate, CommandError, EventReaderExt, EventStorage, EventStore, Metadata, Repository, Version};
 use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-/// Runs the demo, writing the story to `out`.
-pub(crate) async fn run(out: &mut impl Write) -> anyhow::Result<()> {
-    let store = EventStore::new(MemoryStore::new()).with_upcasters(upcasters());
+/// Runs the demo on `backend`, writing the story to `out`.
+pub(crate) async fn run<S: EventStorage + Clone + 'static>(
+    backend: S,
+    where_: &str,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let store = EventStore::new(backend).with_upcasters(upcasters());
     let repo: Repository<Account, _> = Repository::new(store.clone());
     let id = Uuid::now_v7().to_string();
     let eur: Currency = "EUR".parse()?;
@@ -25,7 +28,7 @@ pub(crate) async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let meta = || Metadata::now().with_correlation_id(correlation).with_causation_id(Uuid::now_v7()).with_actor("demo");
 
     writeln!(out, "eslab demo: a bank account, event-sourced\n")?;
-    writeln!(out, "Store: in memory. Account id: {id} (stream {}-{id})\n", Account::KIND)?;
+    writeln!(out, "Store: {where_}. Account id: {id} (stream {}-{id})\n", Account::KIND)?;
 
     let steps = [
         (
@@ -121,8 +124,13 @@ mod tests {
 
     #[tokio::test]
     async fn demo_tells_the_whole_story() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("data").join("eslab.db").display());
+        let store = crate::store::AnyStore::open(&url).await.unwrap();
         let mut out = Vec::new();
-        run(&mut out).await.unwrap();
+        run(store.clone(), store.describe(), &mut out).await.unwrap();
+        // A second run on the same file works too (a new account).
+        run(store, "again", &mut Vec::new()).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         for needle in ["AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "refused (insufficient-funds)", "equal:"] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");

@@ -232,6 +232,18 @@ impl SqliteStore {
         self.inner.committed.subscribe()
     }
 
+    /// The single-connection writer pool. Give it to read-model backends
+    /// (`eslab_projection::SqliteBackend`) so their transactions queue behind
+    /// appends instead of meeting `SQLITE_BUSY`.
+    pub fn writer_pool(&self) -> &sqlx::SqlitePool {
+        &self.inner.writer
+    }
+
+    /// The read-only pool (the writer pool for in-memory stores).
+    pub fn reader_pool(&self) -> &sqlx::SqlitePool {
+        &self.inner.reader
+    }
+
     /// Closes both pools; later calls fail with `Unavailable` ([`SqliteError::Closed`]).
     pub async fn close(&self) {
         self.inner.writer.close().await;

@@ -50,6 +50,11 @@ async fn fixtures_on_memory() {
     fixtures_on(|| async { MemoryStore::new() }).await;
 }
 
+#[tokio::test]
+async fn fixtures_on_sqlite() {
+    fixtures_on(|| async { eslab_sqlite::SqliteStore::in_memory().await.unwrap() }).await;
+}
+
 async fn v1_fixtures_load_through_the_repository<S: EventStorage + Clone>(backend: S) {
     import_fixtures(&backend).await;
     let repo: Repository<Account, _> = Repository::new(EventStore::new(backend).with_upcasters(upcasters()));

@@ -9,10 +9,12 @@ mod sqlite;
 mod file {
     eslab_testing::store_conformance_tests!(crate::helpers::file_store);
     eslab_testing::side_store_conformance_tests!(crate::helpers::file_store);
+    eslab_testing::repository_conformance_tests!(crate::helpers::file_store);
 }
 
 /// Each test on its own private in-memory database.
 mod memory {
     eslab_testing::store_conformance_tests!(crate::helpers::memory_store);
     eslab_testing::side_store_conformance_tests!(crate::helpers::memory_store);
+    eslab_testing::repository_conformance_tests!(crate::helpers::memory_store);
 }

@@ -1,0 +1,115 @@
+//! Opening the store named by `DATABASE_URL`: `sqlite://…` (the default, a
+//! file under `./data/`), `postgres://…`, or `memory:` (nothing kept).
+//!
+//! [`AnyStore`] delegates to the backend, so every generic piece of eslab
+//! (repository, feeds, projections) runs on whichever the user chose.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use eslab_core::{
+    AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent,
+    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+};
+use eslab_memory::MemoryStore;
+use eslab_sqlite::SqliteStore;
+
+/// The default `DATABASE_URL`: an SQLite file under `./data/`, created on first use.
+pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://data/eslab.db";
+
+/// One of the stores, chosen at run time.
+#[derive(Debug, Clone)]
+pub(crate) enum AnyStore {
+    /// In memory: gone when the process ends.
+    Memory(MemoryStore),
+    /// SQLite file.
+    Sqlite(SqliteStore),
+}
+
+impl AnyStore {
+    /// Opens (and migrates) the store at `url`.
+    pub(crate) async fn open(url: &str) -> anyhow::Result<AnyStore> {
+        if url == "memory:" {
+            return Ok(AnyStore::Memory(MemoryStore::new()));
+        }
+        if url.starts_with("sqlite:") {
+            let store = SqliteStore::connect(url).await.with_context(|| format!("opening {url}"))?;
+            return Ok(AnyStore::Sqlite(store));
+        }
+        bail!("unsupported DATABASE_URL {url:?}: use sqlite://<file>, postgres://… or memory:")
+    }
+
+    /// A short description for people.
+    pub(crate) fn describe(&self) -> &'static str {
+        match self {
+            AnyStore::Memory(_) => "in memory (nothing is kept)",
+            AnyStore::Sqlite(_) => "SQLite",
+        }
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Memory($s) => $call,
+            AnyStore::Sqlite($s) => $call,
+        }
+    };
+}
+
+impl EventAppender for AnyStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        delegate!(self, s => s.append(stream, expected, events).await)
+    }
+
+    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        delegate!(self, s => s.append_streams(appends).await)
+    }
+}
+
+impl EventReader for AnyStore {
+    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        delegate!(self, s => s.read_stream(stream, from, limit).await)
+    }
+
+    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        delegate!(self, s => s.read_feed(filter, after, limit).await)
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        delegate!(self, s => s.stream_version(stream).await)
+    }
+}
+
+impl SnapshotStore for AnyStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
+        delegate!(self, s => s.load_snapshot(stream).await)
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
+        delegate!(self, s => s.save_snapshot(snapshot).await)
+    }
+}
+
+impl CheckpointStore for AnyStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Checkpoint> {
+        delegate!(self, s => s.load_checkpoint(name).await)
+    }
+
+    async fn save_checkpoint(&self, name: &str, checkpoint: Checkpoint) -> Result<()> {
+        delegate!(self, s => s.save_checkpoint(name, checkpoint).await)
+    }
+
+    async fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        delegate!(self, s => s.acquire_lease(name, owner, ttl).await)
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
+        delegate!(self, s => s.release_lease(name, owner).await)
+    }
+}
