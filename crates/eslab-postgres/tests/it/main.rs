@@ -1,0 +1,18 @@
+//! Integration tests of the PostgreSQL store, against the server at
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! each in a fresh schema. They fail, never skip, when the server is down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, unreachable_pub)]
+
+mod feed;
+mod helpers;
+mod import;
+mod listener;
+
+use helpers::TestStore;
+
+async fn new_store() -> TestStore {
+    helpers::fresh().await
+}
+
+eslab_testing::store_conformance_tests!(new_store);
+eslab_testing::side_store_conformance_tests!(new_store);
