@@ -12,7 +12,7 @@ use eslab_core::{
     Checkpoint, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter, Metadata, NewEvent, StreamId,
     Version,
 };
-use eslab_postgres::{PostgresOptions, PostgresStore};
+use eslab_postgres::{Notify, PostgresOptions, PostgresStore};
 use futures_util::TryStreamExt;
 use serde_json::json;
 use sqlx::PgPool;
@@ -91,11 +91,12 @@ fn bench_append_batch(c: &mut Criterion, rt: &Runtime, store: &PostgresStore) {
 /// One iteration = `PER_ITER` single-event appends spread over `tasks` tasks.
 const PER_ITER: usize = 256;
 
-fn bench_concurrent(c: &mut Criterion, rt: &Runtime, store: &PostgresStore, quiet: &PostgresStore) {
+fn bench_concurrent(c: &mut Criterion, rt: &Runtime, stores: &[(&str, &PostgresStore)]) {
+    let store = stores[0].1;
     let mut group = c.benchmark_group("concurrent_single_appends");
     group.throughput(Throughput::Elements(PER_ITER as u64));
     for tasks in [1_usize, 8, 32] {
-        for (name, s) in [("store", store), ("store_no_notify", quiet)] {
+        for &(name, s) in stores {
             group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
                 b.to_async(rt).iter(|| async move {
                     let handles: Vec<_> = (0..tasks)
@@ -226,13 +227,15 @@ fn bench_import(c: &mut Criterion, rt: &Runtime, store: &PostgresStore) {
 
 fn main() {
     let rt = Runtime::new().unwrap();
+    let _in_runtime = rt.enter();
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let schema = format!("eslab_bench_{}", Uuid::now_v7().simple());
     let options = PostgresOptions::new(&url, &schema).max_connections(40);
     let store = rt
         .block_on(PostgresStore::connect_with(options.clone()))
         .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}; start it with `pg_ctlcluster 15 main start`"));
-    let quiet = PostgresStore::connect_lazy(options.notify(false)).unwrap();
+    let after_commit = PostgresStore::connect_lazy(options.clone().notify(Notify::AfterCommit)).unwrap();
+    let quiet = PostgresStore::connect_lazy(options.notify(Notify::Off)).unwrap();
 
     let mut c = Criterion::default()
         .sample_size(10)
@@ -240,7 +243,11 @@ fn main() {
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
     bench_append_batch(&mut c, &rt, &store);
-    bench_concurrent(&mut c, &rt, &store, &quiet);
+    bench_concurrent(
+        &mut c,
+        &rt,
+        &[("store", &store), ("store_notify_after_commit", &after_commit), ("store_notify_off", &quiet)],
+    );
     bench_reads(&mut c, &rt, &store);
     bench_import(&mut c, &rt, &store);
     c.final_summary();

@@ -27,7 +27,9 @@ macro_rules! feed_sql {
                 WHERE (transaction_id, global_position) > ($1::text::xid8, $2::bigint) \
                   AND transaction_id < h.horizon ",
             $category,
-            " ORDER BY transaction_id, global_position LIMIT $3) e ON true \
+            // Qualified: the bare name would be the text alias above, and
+            // sort xids as strings.
+            " ORDER BY events.transaction_id, events.global_position LIMIT $3) e ON true \
              ORDER BY e.tx_order, e.global_position"
         )
     };

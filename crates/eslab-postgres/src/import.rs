@@ -104,7 +104,7 @@ impl PostgresStore {
         .bind(&vs)
         .execute(&mut *tx)
         .await?;
-        if self.options().notify {
+        if self.options().notify != crate::Notify::Off {
             sqlx::query("SELECT pg_notify($1, current_schema() || ':import')")
                 .bind(crate::NOTIFY_CHANNEL)
                 .execute(&mut *tx)

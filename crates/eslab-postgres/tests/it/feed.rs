@@ -89,6 +89,34 @@ async fn a_naive_position_reader_skips_a_late_commit() {
     assert_eq!(got, [a[0].events[0].event_id, b.events[0].event_id], "the gap-safe feed delivers both");
 }
 
+/// Transaction ids sort as numbers, not as text ('99' < '100'), in the feed and
+/// in resumption; rows with explicit small xids stand in for a digit rollover.
+#[tokio::test]
+async fn feed_orders_transaction_ids_numerically() {
+    let store = fresh_with(|o| o).await;
+    for (xid, n) in [(100_i64, 1_i64), (99, 2), (1000, 3), (9, 4)] {
+        sqlx::query(
+            "INSERT INTO events (transaction_id, stream_id, category, stream_version, event_id, event_type, \
+             schema_version, payload, metadata) \
+             VALUES ($1::text::xid8, 'test-x' || $2, 'test', 1, gen_random_uuid(), 'Counted', 1, \
+                     jsonb_build_object('n', $2), $3)",
+        )
+        .bind(xid.to_string())
+        .bind(n)
+        .bind(serde_json::to_value(eslab_core::Metadata::now()).unwrap())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    let feed = store.read_feed(&FeedFilter::All, Checkpoint::START, 100).await.unwrap();
+    let order: Vec<(u64, u64)> = feed.iter().map(|e| (e.transaction, e.payload["n"].as_u64().unwrap())).collect();
+    assert_eq!(order, [(9, 4), (99, 2), (100, 1), (1000, 3)]);
+    let rest = store.read_feed(&FeedFilter::All, feed[1].checkpoint(), 100).await.unwrap();
+    assert_eq!(rest.iter().map(|e| e.transaction).collect::<Vec<_>>(), [100, 1000]);
+    let by_category = store.read_feed(&FeedFilter::category("test").unwrap(), feed[0].checkpoint(), 2).await.unwrap();
+    assert_eq!(by_category.iter().map(|e| e.transaction).collect::<Vec<_>>(), [99, 100]);
+}
+
 /// xorshift64*: enough randomness for delays, no extra dependency.
 struct Rng(u64);
 impl Rng {

@@ -59,3 +59,12 @@ async fn a_dropped_listener_connection_reconnects() {
         assert!(tokio::time::Instant::now() < deadline, "no wake-up after the reconnect");
     }
 }
+
+#[tokio::test]
+async fn after_commit_notify_wakes_the_listener_too() {
+    let store = crate::helpers::fresh_with(|o| o.notify(eslab_postgres::Notify::AfterCommit)).await;
+    let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(30), Duration::from_secs(30));
+    store.append(&stream("late"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;
+    assert_eq!(woke.unwrap(), Wake::Notified);
+}
