@@ -12,7 +12,7 @@ use eslab_core::{
     Checkpoint, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter, Metadata, NewEvent, StreamId,
     Version,
 };
-use eslab_postgres::{Notify, PostgresOptions, PostgresStore};
+use eslab_postgres::{AppendStrategy, Notify, PostgresOptions, PostgresStore};
 use futures_util::TryStreamExt;
 use serde_json::json;
 use sqlx::PgPool;
@@ -68,17 +68,19 @@ fn stream(name: String) -> StreamId {
     StreamId::new("bench", &name).unwrap()
 }
 
-fn bench_append_batch(c: &mut Criterion, rt: &Runtime, store: &PostgresStore) {
+fn bench_append_batch(c: &mut Criterion, rt: &Runtime, store: &PostgresStore, unique: &PostgresStore) {
     let mut group = c.benchmark_group("append_batch");
     for n in [1_usize, 10, 100] {
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_with_input(BenchmarkId::new("store", n), &n, |b, &n| {
-            b.to_async(rt).iter(|| async move {
-                let events = (0..n as u64).map(event).collect();
-                let s = stream(Uuid::now_v7().simple().to_string());
-                store.append(&s, ExpectedVersion::NoStream, events).await.unwrap();
+        for (name, s) in [("store", store), ("store_unique_index", unique)] {
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
+                b.to_async(rt).iter(|| async move {
+                    let events = (0..n as u64).map(event).collect();
+                    let id = stream(Uuid::now_v7().simple().to_string());
+                    s.append(&id, ExpectedVersion::NoStream, events).await.unwrap();
+                });
             });
-        });
+        }
         group.bench_with_input(BenchmarkId::new("raw", n), &n, |b, &n| {
             b.to_async(rt).iter(|| async move {
                 if n == 1 { raw_one(store.pool(), 0).await } else { raw_many(store.pool(), n).await }
@@ -91,13 +93,15 @@ fn bench_append_batch(c: &mut Criterion, rt: &Runtime, store: &PostgresStore) {
 /// One iteration = `PER_ITER` single-event appends spread over `tasks` tasks.
 const PER_ITER: usize = 256;
 
-fn bench_concurrent(c: &mut Criterion, rt: &Runtime, stores: &[(&str, &PostgresStore)]) {
-    let store = stores[0].1;
+fn bench_concurrent(c: &mut Criterion, rt: &Runtime, store: &PostgresStore, variants: &[(&str, PostgresOptions)]) {
     let mut group = c.benchmark_group("concurrent_single_appends");
     group.throughput(Throughput::Elements(PER_ITER as u64));
     for tasks in [1_usize, 8, 32] {
-        for &(name, s) in stores {
-            group.bench_with_input(BenchmarkId::new(name, tasks), &tasks, |b, &tasks| {
+        for (name, options) in variants {
+            // One pool at a time: the server allows 100 connections.
+            let owned = PostgresStore::connect_lazy(options.clone()).unwrap();
+            let s = &owned;
+            group.bench_with_input(BenchmarkId::new(*name, tasks), &tasks, |b, &tasks| {
                 b.to_async(rt).iter(|| async move {
                     let handles: Vec<_> = (0..tasks)
                         .map(|t| {
@@ -115,6 +119,7 @@ fn bench_concurrent(c: &mut Criterion, rt: &Runtime, stores: &[(&str, &PostgresS
                     }
                 });
             });
+            rt.block_on(owned.pool().close());
         }
         group.bench_with_input(BenchmarkId::new("raw_insert_commit", tasks), &tasks, |b, &tasks| {
             b.to_async(rt).iter(|| async move {
@@ -234,20 +239,23 @@ fn main() {
     let store = rt
         .block_on(PostgresStore::connect_with(options.clone()))
         .unwrap_or_else(|e| panic!("PostgreSQL at {url}: {e}; start it with `pg_ctlcluster 15 main start`"));
-    let after_commit = PostgresStore::connect_lazy(options.clone().notify(Notify::AfterCommit)).unwrap();
-    let quiet = PostgresStore::connect_lazy(options.notify(Notify::Off)).unwrap();
+    let unique = PostgresStore::connect_lazy(options.clone().append_strategy(AppendStrategy::UniqueIndex)).unwrap();
+    let variant = |strategy, notify| options.clone().max_connections(34).append_strategy(strategy).notify(notify);
+    let variants = [
+        ("store", variant(AppendStrategy::VersionRow, Notify::InTransaction)),
+        ("store_notify_after_commit", variant(AppendStrategy::VersionRow, Notify::AfterCommit)),
+        ("store_unique_index", variant(AppendStrategy::UniqueIndex, Notify::InTransaction)),
+        ("store_unique_index_notify_after_commit", variant(AppendStrategy::UniqueIndex, Notify::AfterCommit)),
+    ];
 
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .configure_from_args();
-    bench_append_batch(&mut c, &rt, &store);
-    bench_concurrent(
-        &mut c,
-        &rt,
-        &[("store", &store), ("store_notify_after_commit", &after_commit), ("store_notify_off", &quiet)],
-    );
+    bench_append_batch(&mut c, &rt, &store, &unique);
+    rt.block_on(unique.pool().close());
+    bench_concurrent(&mut c, &rt, &store, &variants);
     bench_reads(&mut c, &rt, &store);
     bench_import(&mut c, &rt, &store);
     c.final_summary();

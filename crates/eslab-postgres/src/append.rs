@@ -12,6 +12,7 @@ use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::AppendStrategy;
 use crate::error::{Violation, db, unique_violation};
 use crate::rows::{encode_metadata, parse_xid, to_i64, to_u64};
 
@@ -61,6 +62,58 @@ bumped AS (
     WHERE v.ok AND c.present AND c.n > 0 AND s.stream_id = c.stream_id
     RETURNING s.stream_id
 ),
+inserted AS (
+    INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
+    SELECT e.stream_id, e.category, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version,
+           e.payload, e.metadata
+    FROM unnest($5::text[], $6::text[], $7::bigint[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])
+        WITH ORDINALITY AS e(stream_id, category, offset_in_stream, event_id, event_type, schema_version, payload,
+                             metadata, ord)
+    JOIN checked c ON c.stream_id = e.stream_id
+    CROSS JOIN verdict v
+    WHERE v.ok
+    ORDER BY e.ord
+    RETURNING global_position, transaction_id, event_id, stream_version, recorded_at, category
+)
+SELECT 's' AS row_kind, c.stream_id, c.actual AS version, c.ok, NULL::bigint AS global_position,
+       NULL::text AS transaction_id, NULL::uuid AS event_id, NULL::timestamptz AS recorded_at
+FROM checked c
+UNION ALL
+SELECT 'e', NULL, i.stream_version, NULL, i.global_position, i.transaction_id::text, i.event_id, i.recorded_at
+FROM inserted i
+UNION ALL
+SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DISTINCT category, ','))
+      FROM inserted HAVING $13::bool AND count(*) > 0) n
+"#;
+
+/// The append statement of [`AppendStrategy::UniqueIndex`](crate::AppendStrategy::UniqueIndex):
+/// no version row; the current version is the stream's highest
+/// `stream_version` in the statement's snapshot (an index lookup), and the
+/// unique index on `(stream_id, stream_version)` is the arbiter: if another
+/// append took those versions after the snapshot, the insert waits for it and
+/// fails with a unique violation (or succeeds if it rolled back), and the
+/// caller re-reads the versions. A success therefore proves the snapshot's
+/// version was the actual one. Same parameters and result rows as [`APPEND_SQL`].
+pub(crate) const APPEND_UNIQUE_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
+        AS i(stream_id, expect_kind, expect_version, n)
+),
+checked AS (
+    SELECT i.stream_id, i.n, c.version AS actual,
+           CASE i.expect_kind
+               WHEN 0 THEN true
+               WHEN 1 THEN c.version = 0
+               WHEN 2 THEN c.version > 0
+               ELSE c.version = i.expect_version
+           END AS ok
+    FROM input i
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(e.stream_version), 0) AS version FROM events e WHERE e.stream_id = i.stream_id
+    ) c
+),
+verdict AS (SELECT bool_and(ok) AS ok FROM checked),
 inserted AS (
     INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
     SELECT e.stream_id, e.category, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version,
@@ -167,9 +220,18 @@ impl Batch {
         &self.stream_ids
     }
 
-    /// Runs the statement on `conn`.
-    pub(crate) async fn execute(&self, conn: &mut PgConnection, notify: bool) -> sqlx::Result<Vec<PgRow>> {
-        sqlx::query(APPEND_SQL)
+    /// Runs the statement of `strategy` on `conn`.
+    pub(crate) async fn execute(
+        &self,
+        conn: &mut PgConnection,
+        strategy: AppendStrategy,
+        notify: bool,
+    ) -> sqlx::Result<Vec<PgRow>> {
+        let sql = match strategy {
+            AppendStrategy::VersionRow => APPEND_SQL,
+            AppendStrategy::UniqueIndex => APPEND_UNIQUE_SQL,
+        };
+        sqlx::query(sql)
             .bind(&self.stream_ids)
             .bind(&self.kinds)
             .bind(&self.expected)
@@ -289,11 +351,14 @@ fn into_recorded(
 
 /// The current versions of `streams` (absent streams are left out).
 pub(crate) async fn versions(pool: &PgPool, streams: &[String]) -> Result<HashMap<String, Version>> {
-    let rows = sqlx::query("SELECT stream_id, version FROM streams WHERE stream_id = ANY($1)")
-        .bind(streams)
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
+    // From the events themselves, which both strategies keep exact.
+    let rows = sqlx::query(
+        "SELECT stream_id, max(stream_version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+    )
+    .bind(streams)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
     rows.iter()
         .map(|r| {
             let stream: String = r.try_get("stream_id").map_err(db)?;

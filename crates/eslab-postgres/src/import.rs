@@ -21,7 +21,7 @@ impl PostgresStore {
     /// Returns how many events were written.
     ///
     /// No expectation is checked; concurrent appends wait while the import
-    /// holds an `EXCLUSIVE` lock on `streams` (reads go on). An event id that
+    /// holds a `SHARE ROW EXCLUSIVE` lock on `streams` and `events` (reads go on). An event id that
     /// is already stored (or given twice) fails the whole import with
     /// [`Error::DuplicateEventId`]. Call it with batches of tens of thousands
     /// of events to bound memory.
@@ -49,13 +49,17 @@ impl PostgresStore {
 
     async fn import_tx(&self, events: &[(StreamId, NewEvent)]) -> sqlx::Result<u64> {
         let mut tx = self.pool().begin().await?;
-        tx.execute("LOCK TABLE streams IN EXCLUSIVE MODE").await?;
+        // Appends wait (both tables, taken up front: no lock-order deadlock
+        // with an append that holds a stream row); readers go on.
+        tx.execute("LOCK TABLE streams, events IN SHARE ROW EXCLUSIVE MODE").await?;
         let streams: Vec<String> =
             events.iter().map(|(s, _)| s.as_str()).collect::<HashSet<_>>().into_iter().map(str::to_owned).collect();
-        let rows = sqlx::query("SELECT stream_id, version FROM streams WHERE stream_id = ANY($1)")
-            .bind(&streams)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT stream_id, max(stream_version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+        )
+        .bind(&streams)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut versions: HashMap<String, u64> = HashMap::with_capacity(streams.len());
         for row in rows {
             let version: i64 = row.try_get("version")?;

@@ -99,8 +99,10 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// `<schema>:<category>,<category>..`.
 pub const NOTIFY_CHANNEL: &str = "eslab_events";
 
-/// How appends retry after losing a stream-creation race whose expectation still holds.
-const CREATE_RACE_RETRIES: usize = 8;
+/// How often an append retries after losing a race (a stream created
+/// concurrently; with [`AppendStrategy::UniqueIndex`], any version claim)
+/// whose expectation still holds.
+const RACE_RETRIES: u32 = 64;
 
 /// When an append sends the NOTIFY that wakes live readers.
 ///
@@ -123,6 +125,23 @@ pub enum Notify {
     Off,
 }
 
+/// How an append checks and claims stream versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AppendStrategy {
+    /// Lock the stream's row in `streams` (`FOR UPDATE`), check, bump it and
+    /// insert: concurrent appends to one stream queue on the row lock, so
+    /// `Any` appends never fail or retry. Default.
+    VersionRow,
+    /// No version row: read the stream's highest version in the statement's
+    /// snapshot and let the unique index on `(stream_id, stream_version)`
+    /// refuse a stale claim (then re-read: a conflict, or a retry for
+    /// expectations that still hold). One table and one lock fewer per
+    /// append; contended `Any` appends retry. Use one strategy per schema:
+    /// `VersionRow` trusts `streams`, which `UniqueIndex` appends leave stale.
+    UniqueIndex,
+}
+
 /// How to connect: URL, schema, pool size, feed settling, NOTIFY.
 #[derive(Debug, Clone)]
 pub struct PostgresOptions {
@@ -131,6 +150,7 @@ pub struct PostgresOptions {
     max_connections: u32,
     feed_settle: Duration,
     notify: Notify,
+    strategy: AppendStrategy,
     acquire_timeout: Duration,
 }
 
@@ -143,6 +163,7 @@ impl PostgresOptions {
             max_connections: 10,
             feed_settle: Duration::from_secs(2),
             notify: Notify::InTransaction,
+            strategy: AppendStrategy::VersionRow,
             acquire_timeout: Duration::from_secs(10),
         }
     }
@@ -167,6 +188,13 @@ impl PostgresOptions {
     #[must_use]
     pub fn notify(mut self, mode: Notify) -> Self {
         self.notify = mode;
+        self
+    }
+
+    /// How appends check versions (default [`AppendStrategy::VersionRow`]).
+    #[must_use]
+    pub fn append_strategy(mut self, strategy: AppendStrategy) -> Self {
+        self.strategy = strategy;
         self
     }
 
@@ -293,7 +321,7 @@ impl PostgresStore {
     /// The events' transaction id (their feed order) is the transaction's id.
     pub async fn append_in_tx(&self, conn: &mut PgConnection, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let batch = Batch::new(appends)?;
-        match batch.execute(conn, self.options.notify != Notify::Off).await {
+        match batch.execute(conn, self.options.strategy, self.options.notify != Notify::Off).await {
             Ok(rows) => batch.results(&rows),
             Err(e) => match classify(&self.pool, &batch, e).await {
                 Failure::Fail(e) => Err(e),
@@ -321,7 +349,8 @@ impl PostgresStore {
         let mut attempt = 0;
         loop {
             let mut conn = self.pool.acquire().await.map_err(db)?;
-            let outcome = batch.execute(&mut conn, self.options.notify == Notify::InTransaction).await;
+            let outcome =
+                batch.execute(&mut conn, self.options.strategy, self.options.notify == Notify::InTransaction).await;
             drop(conn);
             match outcome {
                 Ok(rows) => {
@@ -333,8 +362,14 @@ impl PostgresStore {
                 }
                 Err(e) => match classify(&self.pool, &batch, e).await {
                     Failure::Fail(e) => return Err(e),
-                    Failure::Retry if attempt < CREATE_RACE_RETRIES => attempt += 1,
-                    Failure::Retry => return Err(Error::backend("append kept losing stream-creation races")),
+                    Failure::Retry if attempt < RACE_RETRIES => {
+                        attempt += 1;
+                        // Contended streams: spread the retries out a little.
+                        if attempt > 2 {
+                            tokio::time::sleep(std::time::Duration::from_micros(100 * u64::from(attempt))).await;
+                        }
+                    }
+                    Failure::Retry => return Err(Error::backend("append kept losing version races")),
                 },
             }
         }
@@ -383,9 +418,9 @@ impl EventReader for PostgresStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        let version: Option<i64> = sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = $1")
+        let version: Option<i64> = sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1")
             .bind(stream.as_str())
-            .fetch_optional(&self.pool)
+            .fetch_one(&self.pool)
             .await
             .map_err(db)?;
         Ok(Version::new(version.map(|v| rows::to_u64(v, "stream version")).transpose()?.unwrap_or(0)))

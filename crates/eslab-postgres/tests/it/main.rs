@@ -16,3 +16,16 @@ async fn new_store() -> TestStore {
 
 eslab_testing::store_conformance_tests!(new_store);
 eslab_testing::side_store_conformance_tests!(new_store);
+
+/// The same suites with the unique-index append strategy.
+mod unique_index {
+    use eslab_postgres::AppendStrategy;
+
+    use crate::helpers::{TestStore, fresh_with};
+
+    async fn new_store() -> TestStore {
+        fresh_with(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await
+    }
+
+    eslab_testing::store_conformance_tests!(new_store);
+}
