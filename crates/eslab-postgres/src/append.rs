@@ -353,7 +353,9 @@ fn into_recorded(
 pub(crate) async fn versions(pool: &PgPool, streams: &[String]) -> Result<HashMap<String, Version>> {
     // From the events themselves, which both strategies keep exact.
     let rows = sqlx::query(
-        "SELECT stream_id, max(stream_version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+        "SELECT s.stream_id, v.version FROM unnest($1::text[]) AS s(stream_id) CROSS JOIN LATERAL \
+             (SELECT max(stream_version) AS version FROM events e WHERE e.stream_id = s.stream_id) v \
+             WHERE v.version IS NOT NULL",
     )
     .bind(streams)
     .fetch_all(pool)

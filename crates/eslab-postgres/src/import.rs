@@ -55,7 +55,9 @@ impl PostgresStore {
         let streams: Vec<String> =
             events.iter().map(|(s, _)| s.as_str()).collect::<HashSet<_>>().into_iter().map(str::to_owned).collect();
         let rows = sqlx::query(
-            "SELECT stream_id, max(stream_version) AS version FROM events WHERE stream_id = ANY($1) GROUP BY stream_id",
+            "SELECT s.stream_id, v.version FROM unnest($1::text[]) AS s(stream_id) CROSS JOIN LATERAL \
+             (SELECT max(stream_version) AS version FROM events e WHERE e.stream_id = s.stream_id) v \
+             WHERE v.version IS NOT NULL",
         )
         .bind(&streams)
         .fetch_all(&mut *tx)
@@ -126,11 +128,13 @@ fn proto(e: Error) -> sqlx::Error {
 /// Writes `s` as a quoted CSV field (a quote is doubled; newlines stay inside quotes).
 fn csv_field(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
+    let mut parts = s.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for part in parts {
+        out.push_str("\"\"");
+        out.push_str(part);
     }
     out.push('"');
 }

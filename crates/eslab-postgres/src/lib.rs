@@ -42,6 +42,15 @@
 //! transaction (inline projections, tests that hold a transaction open).
 //! [`PostgresStore::import`] bulk-loads with `COPY`.
 //!
+//! [`AppendStrategy::UniqueIndex`] is the alternative without the version
+//! row: the unique index on `(stream_id, stream_version)` arbitrates. Because
+//! the append statement costs more to plan than to run, the pool sets
+//! `plan_cache_mode = force_generic_plan`. [`Notify`] chooses whether the
+//! NOTIFY is sent in the append's transaction (default) or after it, coalesced
+//! (PostgreSQL serializes the commits of notifying transactions).
+//!
+//! `docs/patterns/postgres-event-store.md` has the design and measurements.
+//!
 //! ## The gap-safe feed
 //!
 //! Identity values are handed out at insert time, not at commit time: a
