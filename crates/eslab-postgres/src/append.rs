@@ -139,6 +139,67 @@ FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DIS
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
 
+/// The fast path of [`AppendStrategy::VersionRow`](crate::AppendStrategy::VersionRow)
+/// for one stream with events: one row write claims the versions, instead of
+/// the general statement's lock plus update. `$claim` is either
+/// [`CLAIM_UPSERT`] (expectations that accept a missing stream) or
+/// [`CLAIM_UPDATE`] (expectations that need an existing one). Both check the
+/// expectation against the row's latest committed version (READ COMMITTED
+/// re-evaluates the `WHERE` after waiting for a concurrent writer, and the
+/// upsert waits for a concurrent creator, then checks its row). A refused
+/// claim returns no `s` row and inserts nothing; the caller re-reads the
+/// version to report the conflict.
+///
+/// Parameters: `$1` stream id, `$2` expectation kind, `$3` expected version,
+/// `$4` event count, `$5` category, `$6`..`$11` per-event offset, id, type,
+/// schema version, payload, metadata; `$12` whether to NOTIFY.
+macro_rules! one_stream_sql {
+    ($claim:literal) => {
+        concat!(
+            "WITH claimed AS (",
+            $claim,
+            r#"),
+inserted AS (
+    INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
+    SELECT $1, $5, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
+    FROM claimed c
+    CROSS JOIN unnest($6::bigint[], $7::uuid[], $8::text[], $9::int[], $10::jsonb[], $11::jsonb[])
+        WITH ORDINALITY AS e(offset_in_stream, event_id, event_type, schema_version, payload, metadata, ord)
+    ORDER BY e.ord
+    RETURNING global_position, transaction_id, event_id, stream_version, recorded_at
+)
+SELECT 's' AS row_kind, $1::text AS stream_id, c.actual AS version, true AS ok, NULL::bigint AS global_position,
+       NULL::text AS transaction_id, NULL::uuid AS event_id, NULL::timestamptz AS recorded_at
+FROM claimed c
+UNION ALL
+SELECT 'e', NULL, i.stream_version, NULL, i.global_position, i.transaction_id::text, i.event_id, i.recorded_at
+FROM inserted i
+UNION ALL
+SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || $5::text)
+      WHERE $12::bool AND EXISTS (SELECT 1 FROM inserted)) n
+"#
+        )
+    };
+}
+
+/// Claim for `Any`, `NoStream`, `Exact(0)`: create the row at `n`, or bump it
+/// if the expectation accepts its version (`NoStream`/`Exact(0)` never do).
+pub(crate) const APPEND_UPSERT_SQL: &str = one_stream_sql!(
+    "INSERT INTO streams AS s (stream_id, version) VALUES ($1, $4::bigint)
+    ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $4::bigint
+    WHERE CASE $2::int WHEN 0 THEN true WHEN 1 THEN false ELSE s.version = $3::bigint END
+    RETURNING s.version - $4::bigint AS actual"
+);
+
+/// Claim for `StreamExists`, `Exact(v > 0)`: bump the existing row if the
+/// expectation accepts its version (a missing row is refused).
+pub(crate) const APPEND_UPDATE_SQL: &str = one_stream_sql!(
+    "UPDATE streams AS s SET version = s.version + $4::bigint
+    WHERE s.stream_id = $1 AND CASE $2::int WHEN 2 THEN true ELSE s.version = $3::bigint END
+    RETURNING s.version - $4::bigint AS actual"
+);
+
 /// An append request flattened into the statement's array parameters.
 pub(crate) struct Batch {
     appends: Vec<StreamAppend>,
@@ -218,6 +279,33 @@ impl Batch {
 
     pub(crate) fn stream_ids(&self) -> &[String] {
         &self.stream_ids
+    }
+
+    /// Whether the one-stream upsert applies (one stream, with events).
+    pub(crate) fn is_one_stream(&self) -> bool {
+        self.stream_ids.len() == 1 && self.counts.first().is_some_and(|&n| n > 0)
+    }
+
+    /// Runs the one-stream fast path (see [`Batch::is_one_stream`]).
+    pub(crate) async fn execute_one_stream(&self, conn: &mut PgConnection, notify: bool) -> sqlx::Result<Vec<PgRow>> {
+        // Any (0), no stream (1) and exact (3) version 0 accept a missing stream.
+        let accepts_missing =
+            matches!((self.kinds.first(), self.expected.first()), (Some(0 | 1), _) | (Some(3), Some(0)));
+        sqlx::query(if accepts_missing { APPEND_UPSERT_SQL } else { APPEND_UPDATE_SQL })
+            .bind(self.stream_ids.first())
+            .bind(self.kinds.first())
+            .bind(self.expected.first())
+            .bind(self.counts.first())
+            .bind(self.ev_categories.first())
+            .bind(&self.ev_offsets)
+            .bind(&self.ev_ids)
+            .bind(&self.ev_types)
+            .bind(&self.ev_schema_versions)
+            .bind(&self.ev_payloads)
+            .bind(&self.ev_metadata)
+            .bind(notify)
+            .fetch_all(conn)
+            .await
     }
 
     /// Runs the statement of `strategy` on `conn`.
@@ -386,6 +474,15 @@ pub(crate) enum Failure {
     /// A concurrent creator took the stream row but every expectation still
     /// holds (e.g. `Any`): run the statement again.
     Retry,
+}
+
+/// A claim the one-stream upsert refused: re-read the version to report the
+/// conflict, or retry if the expectation holds now.
+pub(crate) async fn refused(pool: &PgPool, batch: &Batch) -> Failure {
+    match versions(pool, batch.stream_ids()).await {
+        Ok(v) => batch.first_conflict(&v).map_or(Failure::Retry, Failure::Fail),
+        Err(read) => Failure::Fail(read),
+    }
 }
 
 /// Classifies a failed append statement, re-reading what it needs from `pool`.

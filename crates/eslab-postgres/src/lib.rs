@@ -355,13 +355,19 @@ impl PostgresStore {
 
     async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let batch = Batch::new(appends)?;
-        let mut attempt = 0;
+        let notify = self.options.notify == Notify::InTransaction;
+        let one_stream = self.options.strategy == AppendStrategy::VersionRow && batch.is_one_stream();
+        let mut attempt = 0_u32;
         loop {
             let mut conn = self.pool.acquire().await.map_err(db)?;
-            let outcome =
-                batch.execute(&mut conn, self.options.strategy, self.options.notify == Notify::InTransaction).await;
+            let outcome = if one_stream {
+                batch.execute_one_stream(&mut conn, notify).await
+            } else {
+                batch.execute(&mut conn, self.options.strategy, notify).await
+            };
             drop(conn);
-            match outcome {
+            let failure = match outcome {
+                Ok(rows) if one_stream && !rows.iter().any(is_stream_row) => append::refused(&self.pool, &batch).await,
                 Ok(rows) => {
                     if let Some(notifier) = &self.notifier {
                         // Full means a NOTIFY is already due: this append rides on it.
@@ -369,20 +375,26 @@ impl PostgresStore {
                     }
                     return batch.results(&rows);
                 }
-                Err(e) => match classify(&self.pool, &batch, e).await {
-                    Failure::Fail(e) => return Err(e),
-                    Failure::Retry if attempt < RACE_RETRIES => {
-                        attempt += 1;
-                        // Contended streams: spread the retries out a little.
-                        if attempt > 2 {
-                            tokio::time::sleep(std::time::Duration::from_micros(100 * u64::from(attempt))).await;
-                        }
+                Err(e) => classify(&self.pool, &batch, e).await,
+            };
+            match failure {
+                Failure::Fail(e) => return Err(e),
+                Failure::Retry if attempt < RACE_RETRIES => {
+                    attempt += 1;
+                    // Contended streams: spread the retries out a little.
+                    if attempt > 2 {
+                        tokio::time::sleep(std::time::Duration::from_micros(100 * u64::from(attempt))).await;
                     }
-                    Failure::Retry => return Err(Error::backend("append kept losing version races")),
-                },
+                }
+                Failure::Retry => return Err(Error::backend("append kept losing version races")),
             }
         }
     }
+}
+
+/// Whether an append statement's row reports a stream (a claim it granted).
+fn is_stream_row(row: &sqlx::postgres::PgRow) -> bool {
+    sqlx::Row::try_get::<String, _>(row, "row_kind").is_ok_and(|k| k == "s")
 }
 
 /// Starts the task that sends one NOTIFY per burst of appends; it ends when
