@@ -80,6 +80,8 @@ impl Listener {
     pub async fn wait(&mut self) -> Wake {
         let deadline = tokio::time::Instant::now() + self.poll;
         loop {
+            // `try_recv` is cancel-safe since sqlx 0.8.1 (launchbadge/sqlx#3467),
+            // so the timeout cannot tear a message in half.
             match tokio::time::timeout_at(deadline, self.inner.try_recv()).await {
                 Ok(Ok(Some(n))) if n.payload().starts_with(&self.prefix) => {
                     // Drain what is already buffered: one read serves them all.
