@@ -474,6 +474,9 @@ pub(crate) enum Failure {
     /// A concurrent creator took the stream row but every expectation still
     /// holds (e.g. `Any`): run the statement again.
     Retry,
+    /// The server aborted the statement as a deadlock victim or serialization
+    /// failure; nothing was written and running it again is safe.
+    Transient(sqlx::Error),
 }
 
 /// A claim the one-stream upsert refused: re-read the version to report the
@@ -497,6 +500,7 @@ pub(crate) async fn classify(pool: &PgPool, batch: &Batch, e: sqlx::Error) -> Fa
             Ok(v) => batch.first_conflict(&v).map_or(Failure::Retry, Failure::Fail),
             Err(read) => Failure::Fail(read),
         },
+        None if crate::error::is_transient(&e) => Failure::Transient(e),
         None => Failure::Fail(db(e)),
     }
 }

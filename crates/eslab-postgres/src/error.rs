@@ -24,6 +24,17 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
     if unavailable { Error::Unavailable(Box::new(e)) } else { Error::Backend(Box::new(e)) }
 }
 
+/// Whether the server aborted the statement so that it can simply be retried:
+/// deadlock victim (`40P01`) or serialization failure (`40001`). sqlx has no
+/// error kind for these, hence the codes. With
+/// [`AppendStrategy::UniqueIndex`](crate::AppendStrategy::UniqueIndex), two
+/// multi-stream appends naming the same streams in opposite orders can
+/// deadlock on the unique index.
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else { return false };
+    d.code().is_some_and(|c| c == "40P01" || c == "40001")
+}
+
 /// What a failed append statement ran into.
 #[derive(Debug)]
 pub(crate) enum Violation {

@@ -146,7 +146,10 @@ pub enum AppendStrategy {
     /// snapshot and let the unique index on `(stream_id, stream_version)`
     /// refuse a stale claim (then re-read: a conflict, or a retry for
     /// expectations that still hold). One table and one lock fewer per
-    /// append; contended `Any` appends retry. Use one strategy per schema:
+    /// append; contended `Any` appends retry, and two multi-stream appends
+    /// naming the same streams in opposite orders can deadlock (the server
+    /// detects it after `deadlock_timeout`, 1 s by default, and the victim is
+    /// retried). Use one strategy per schema:
     /// `VersionRow` trusts `streams`, which `UniqueIndex` appends leave stale.
     UniqueIndex,
 }
@@ -338,6 +341,7 @@ impl PostgresStore {
                     let versions = append::versions(&self.pool, batch.stream_ids()).await?;
                     Err(batch.lost_race(&versions))
                 }
+                Failure::Transient(e) => Err(db(e)),
             },
         }
     }
@@ -379,13 +383,14 @@ impl PostgresStore {
             };
             match failure {
                 Failure::Fail(e) => return Err(e),
-                Failure::Retry if attempt < RACE_RETRIES => {
+                Failure::Retry | Failure::Transient(_) if attempt < RACE_RETRIES => {
                     attempt += 1;
                     // Contended streams: spread the retries out a little.
                     if attempt > 2 {
                         tokio::time::sleep(std::time::Duration::from_micros(100 * u64::from(attempt))).await;
                     }
                 }
+                Failure::Transient(e) => return Err(db(e)),
                 Failure::Retry => return Err(Error::backend("append kept losing version races")),
             }
         }

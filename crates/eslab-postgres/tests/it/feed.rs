@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eslab_core::{Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, StreamAppend};
+use eslab_postgres::AppendStrategy;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -130,9 +131,18 @@ impl Rng {
 
 #[tokio::test]
 async fn concurrent_writers_with_late_commits_and_rollbacks_deliver_each_event_once() {
+    concurrent_writers(AppendStrategy::VersionRow).await;
+}
+
+#[tokio::test]
+async fn concurrent_writers_deliver_each_event_once_with_the_unique_index_strategy() {
+    concurrent_writers(AppendStrategy::UniqueIndex).await;
+}
+
+async fn concurrent_writers(strategy: AppendStrategy) {
     const WRITERS: u64 = 8;
     const TXS: u64 = 30;
-    let store = fresh_with(|o| o.max_connections(12)).await;
+    let store = fresh_with(|o| o.max_connections(12).append_strategy(strategy)).await;
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let store = store.clone();

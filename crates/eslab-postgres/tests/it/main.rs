@@ -3,6 +3,7 @@
 //! each in a fresh schema. They fail, never skip, when the server is down.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, unreachable_pub)]
 
+mod append;
 mod feed;
 mod helpers;
 mod import;
