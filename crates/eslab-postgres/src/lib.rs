@@ -1,0 +1,454 @@
+//! # eslab-postgres
+//!
+//! The PostgreSQL event store of eslab: [`PostgresStore`] implements
+//! [`EventAppender`], [`EventReader`], [`SnapshotStore`](eslab_core::SnapshotStore)
+//! and [`CheckpointStore`](eslab_core::CheckpointStore) on sqlx (runtime-checked
+//! queries), in one schema of your choosing, with embedded migrations.
+//!
+//! ```no_run
+//! use eslab_core::{Checkpoint, EventAppender, EventReader, ExpectedVersion, FeedFilter, Metadata, NewEvent, StreamId};
+//! use eslab_postgres::PostgresStore;
+//! # async fn run() -> eslab_core::Result<()> {
+//! // Creates the schema if needed and runs the migrations into it.
+//! let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres", "eslab").await?;
+//! let stream: StreamId = "account-1".parse()?;
+//! let opened = NewEvent::new("Opened", 1, serde_json::json!({ "owner": "ada" }), Metadata::now());
+//! store.append(&stream, ExpectedVersion::NoStream, vec![opened]).await?;
+//! let page = store.read_feed(&FeedFilter::All, Checkpoint::START, 100).await?;
+//! let resume_from = page.last().map(|e| e.checkpoint());
+//! # let _ = resume_from; Ok(()) }
+//! ```
+//!
+//! ## Appends: one statement, one round trip
+//!
+//! [`append`](EventAppender::append) and [`append_streams`](EventAppender::append_streams)
+//! run a single statement (in autocommit, so it is also the transaction):
+//! a CTE locks the existing `streams` rows of the request with `FOR UPDATE`
+//! (in `stream_id` order, so multi-stream appends cannot deadlock), which under
+//! READ COMMITTED yields each stream's *latest* committed version; it checks
+//! every expectation; only if all hold does it insert new `streams` rows,
+//! bump existing ones and insert every event with one `INSERT .. SELECT FROM
+//! UNNEST(..)`; it also sends `pg_notify('eslab_events', '<schema>:<categories>')`.
+//! A failed expectation returns the actual versions and writes nothing, so
+//! [`Error::Conflict`](eslab_core::Error::Conflict) carries the actual version.
+//! Two appends creating the same stream race on the `streams` primary key: the
+//! loser's unique violation (classified by error kind and constraint name)
+//! triggers a re-read of the versions, giving a `Conflict` with the actual
+//! version, or a retry when the expectation still holds (`Any`). An event id
+//! already stored (constraint `events_event_id_key`) is
+//! [`Error::DuplicateEventId`](eslab_core::Error::DuplicateEventId).
+//!
+//! [`PostgresStore::append_in_tx`] runs the same statement inside your
+//! transaction (inline projections, tests that hold a transaction open).
+//! [`PostgresStore::import`] bulk-loads with `COPY`.
+//!
+//! [`AppendStrategy::UniqueIndex`] is the alternative without the version
+//! row: the unique index on `(stream_id, stream_version)` arbitrates. Because
+//! the append statement costs more to plan than to run, the pool sets
+//! `plan_cache_mode = force_generic_plan`. [`Notify`] chooses whether the
+//! NOTIFY is sent in the append's transaction (default) or after it, coalesced
+//! (PostgreSQL serializes the commits of notifying transactions).
+//!
+//! `docs/patterns/postgres-event-store.md` has the design and measurements.
+//!
+//! ## The gap-safe feed
+//!
+//! Identity values are handed out at insert time, not at commit time: a
+//! transaction holding position 10 may commit after one holding position 11.
+//! A reader ordered by `global_position` that has already passed 11 would
+//! never see 10. This store orders the feed by `(transaction_id,
+//! global_position)` (`transaction_id` is `pg_current_xact_id()`, an `xid8`)
+//! and only returns rows whose transaction is below
+//! `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still in
+//! flight: every transaction below it has finished, and every transaction
+//! that is yet to commit has an id at or above it, so nothing can ever appear
+//! before a returned event. A [`Checkpoint`](eslab_core::Checkpoint) is the
+//! pair `(transaction, position)`.
+//!
+//! The price is that an open transaction (any transaction with an id, on any
+//! table of the cluster) holds back the feed until it ends. So that a reader
+//! that has caught up still sees the latest commits, `read_feed` waits up to
+//! [`PostgresOptions::feed_settle`] (default 2 s) for the transactions older
+//! than the newest committed event to finish before it returns a short page.
+//!
+//! ## Live readers
+//!
+//! [`PostgresStore::listener`] returns a [`Listener`] that wakes on the
+//! append's NOTIFY and otherwise ticks with a backoff, so a follower polls
+//! `read_feed` after each wake-up and never depends on notifications alone.
+
+mod append;
+mod error;
+mod feed;
+mod import;
+mod listener;
+mod rows;
+mod side;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use eslab_core::{
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent, RecordedEvent,
+    Result, StreamAppend, StreamId, Version,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgConnection, PgPool};
+
+pub use listener::{Listener, Wake};
+
+use crate::append::{Batch, Failure, classify};
+use crate::error::db;
+
+/// The embedded migrations (`crates/eslab-postgres/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The channel the append's NOTIFY is sent on; the payload is
+/// `<schema>:<category>,<category>..`.
+pub const NOTIFY_CHANNEL: &str = "eslab_events";
+
+/// How often an append retries after losing a race (a stream created
+/// concurrently; with [`AppendStrategy::UniqueIndex`], any version claim)
+/// whose expectation still holds.
+const RACE_RETRIES: u32 = 64;
+
+/// When an append sends the NOTIFY that wakes live readers.
+///
+/// PostgreSQL serializes the commits of all transactions that sent a NOTIFY
+/// in a database (a lock held until the commit, WAL flush included), so
+/// in-transaction NOTIFY costs concurrent appends their group commit; see
+/// `docs/patterns/postgres-event-store.md` for the measured price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Notify {
+    /// In the append's own statement: the notification is delivered exactly
+    /// when the events commit, and never for a rolled-back append.
+    InTransaction,
+    /// After the commit, from one background task that coalesces a burst of
+    /// appends into one NOTIFY (payload `<schema>:`). A crash between commit
+    /// and NOTIFY loses a wake-up, which the listeners' polling covers.
+    /// [`PostgresStore::append_in_tx`] still notifies in the transaction.
+    AfterCommit,
+    /// No NOTIFY: live readers rely on polling.
+    Off,
+}
+
+/// How an append checks and claims stream versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AppendStrategy {
+    /// Lock the stream's row in `streams` (`FOR UPDATE`), check, bump it and
+    /// insert: concurrent appends to one stream queue on the row lock, so
+    /// `Any` appends never fail or retry. Default.
+    VersionRow,
+    /// No version row: read the stream's highest version in the statement's
+    /// snapshot and let the unique index on `(stream_id, stream_version)`
+    /// refuse a stale claim (then re-read: a conflict, or a retry for
+    /// expectations that still hold). One table and one lock fewer per
+    /// append; contended `Any` appends retry, and two multi-stream appends
+    /// naming the same streams in opposite orders can deadlock (the server
+    /// detects it after `deadlock_timeout`, 1 s by default, and the victim is
+    /// retried). Use one strategy per schema:
+    /// `VersionRow` trusts `streams`, which `UniqueIndex` appends leave stale.
+    UniqueIndex,
+}
+
+/// How to connect: URL, schema, pool size, feed settling, NOTIFY.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    url: String,
+    schema: String,
+    max_connections: u32,
+    feed_settle: Duration,
+    notify: Notify,
+    strategy: AppendStrategy,
+    acquire_timeout: Duration,
+}
+
+impl PostgresOptions {
+    /// Options for `url` and `schema` (a lowercase identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes).
+    pub fn new(url: impl Into<String>, schema: impl Into<String>) -> Self {
+        PostgresOptions {
+            url: url.into(),
+            schema: schema.into(),
+            max_connections: 10,
+            feed_settle: Duration::from_secs(2),
+            notify: Notify::InTransaction,
+            strategy: AppendStrategy::VersionRow,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The pool's size (default 10).
+    #[must_use]
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// How long `read_feed` may wait, before returning a short page, for
+    /// in-flight transactions older than committed events (default 2 s; zero
+    /// returns at once what is safe to return).
+    #[must_use]
+    pub fn feed_settle(mut self, d: Duration) -> Self {
+        self.feed_settle = d;
+        self
+    }
+
+    /// When appends send their NOTIFY (default [`Notify::InTransaction`]).
+    #[must_use]
+    pub fn notify(mut self, mode: Notify) -> Self {
+        self.notify = mode;
+        self
+    }
+
+    /// How appends check versions (default [`AppendStrategy::VersionRow`]).
+    #[must_use]
+    pub fn append_strategy(mut self, strategy: AppendStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// How long to wait for a pooled connection before failing with
+    /// [`Error::Unavailable`] (default 10 s).
+    #[must_use]
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.acquire_timeout = d;
+        self
+    }
+
+    /// The schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    fn connect_options(&self) -> Result<PgConnectOptions> {
+        validate_schema(&self.schema)?;
+        let options = PgConnectOptions::from_str(&self.url)
+            .map_err(|e| Error::InvalidRequest(format!("bad database url: {e}")))?;
+        // Sent in the startup packet, so every connection (pooled or
+        // listening) resolves unqualified names, `_sqlx_migrations` included,
+        // in the store's schema, at no extra round trip. Generic plans: the
+        // append statement costs more to plan (~0.6 ms) than to run (~0.3 ms),
+        // and PostgreSQL keeps re-planning it with custom plans otherwise.
+        Ok(options.options([("search_path", self.schema.as_str()), ("plan_cache_mode", "force_generic_plan")]))
+    }
+}
+
+fn validate_schema(schema: &str) -> Result<()> {
+    let ok = !schema.is_empty()
+        && schema.len() <= 63
+        && schema
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit()));
+    if ok { Ok(()) } else { Err(Error::InvalidRequest(format!("schema name {schema:?} must match [a-z_][a-z0-9_]*"))) }
+}
+
+/// The PostgreSQL event, snapshot and checkpoint store. Clones share the pool.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    options: Arc<PostgresOptions>,
+    /// Wakes the coalescing notifier task ([`Notify::AfterCommit`]).
+    notifier: Option<tokio::sync::mpsc::Sender<()>>,
+}
+
+impl PostgresStore {
+    /// Connects to `url`, creates `schema` if needed and runs the migrations into it.
+    pub async fn connect(url: &str, schema: &str) -> Result<Self> {
+        PostgresStore::connect_with(PostgresOptions::new(url, schema)).await
+    }
+
+    /// Connects with `options`, creates the schema if needed and runs the migrations.
+    pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
+        let store = PostgresStore::connect_lazy(options)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store whose pool connects on first use; runs no migrations.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (sqlx spawns the pool's maintenance task).
+    pub fn connect_lazy(options: PostgresOptions) -> Result<Self> {
+        let connect = options.connect_options()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            // A ping before every checkout would double the round trips of a
+            // one-statement append; a dead connection fails its query instead
+            // (reported as `Unavailable`) and is dropped from the pool.
+            .test_before_acquire(false)
+            .connect_lazy_with(connect);
+        let notifier = (options.notify == Notify::AfterCommit).then(|| spawn_notifier(pool.clone(), &options.schema));
+        Ok(PostgresStore { pool, options: Arc::new(options), notifier })
+    }
+
+    /// Creates the schema if needed and applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        // The name is validated, so quoting it is enough.
+        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.options.schema).as_str()).await.map_err(db)?;
+        MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => db(e),
+            other => Error::backend(other),
+        })?;
+        Ok(())
+    }
+
+    /// Drops the store's schema and everything in it, then closes the pool.
+    pub async fn drop_schema(self) -> Result<()> {
+        sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.options.schema))
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        self.pool.close().await;
+        Ok(())
+    }
+
+    /// The connection pool. Every connection has `search_path` set to the
+    /// schema and `plan_cache_mode = force_generic_plan` (see the crate docs).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The options the store was built with.
+    pub fn options(&self) -> &PostgresOptions {
+        &self.options
+    }
+
+    /// The schema the store lives in.
+    pub fn schema(&self) -> &str {
+        &self.options.schema
+    }
+
+    /// Appends inside the caller's transaction (pass `&mut *tx`): the same
+    /// one-statement append, committed or rolled back with the transaction.
+    ///
+    /// Unlike [`append_streams`](EventAppender::append_streams), a lost
+    /// stream-creation race is never retried (the failed statement aborts the
+    /// transaction): it is reported as a conflict with the actual version.
+    /// The events' transaction id (their feed order) is the transaction's id.
+    pub async fn append_in_tx(&self, conn: &mut PgConnection, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let batch = Batch::new(appends)?;
+        match batch.execute(conn, self.options.strategy, self.options.notify != Notify::Off).await {
+            Ok(rows) => batch.results(&rows),
+            Err(e) => match classify(&self.pool, &batch, e).await {
+                Failure::Fail(e) => Err(e),
+                Failure::Retry => {
+                    let versions = append::versions(&self.pool, batch.stream_ids()).await?;
+                    Err(batch.lost_race(&versions))
+                }
+                Failure::Transient(e) => Err(db(e)),
+            },
+        }
+    }
+
+    /// A page of the feed without waiting for in-flight transactions: what
+    /// is safe to return right now (used by tests and by followers that poll).
+    pub async fn read_feed_now(
+        &self,
+        filter: &FeedFilter,
+        after: Checkpoint,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        Ok(feed::feed_page(&self.pool, filter, after, limit).await?.0)
+    }
+
+    async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let batch = Batch::new(appends)?;
+        let notify = self.options.notify == Notify::InTransaction;
+        let one_stream = self.options.strategy == AppendStrategy::VersionRow && batch.is_one_stream();
+        let mut attempt = 0_u32;
+        loop {
+            let mut conn = self.pool.acquire().await.map_err(db)?;
+            let outcome = if one_stream {
+                batch.execute_one_stream(&mut conn, notify).await
+            } else {
+                batch.execute(&mut conn, self.options.strategy, notify).await
+            };
+            drop(conn);
+            let failure = match outcome {
+                Ok(rows) if one_stream && !rows.iter().any(is_stream_row) => append::refused(&self.pool, &batch).await,
+                Ok(rows) => {
+                    if let Some(notifier) = &self.notifier {
+                        // Full means a NOTIFY is already due: this append rides on it.
+                        let _ = notifier.try_send(());
+                    }
+                    return batch.results(&rows);
+                }
+                Err(e) => classify(&self.pool, &batch, e).await,
+            };
+            match failure {
+                Failure::Fail(e) => return Err(e),
+                Failure::Retry | Failure::Transient(_) if attempt < RACE_RETRIES => {
+                    attempt += 1;
+                    // Contended streams: spread the retries out a little.
+                    if attempt > 2 {
+                        tokio::time::sleep(std::time::Duration::from_micros(100 * u64::from(attempt))).await;
+                    }
+                }
+                Failure::Transient(e) => return Err(db(e)),
+                Failure::Retry => return Err(Error::backend("append kept losing version races")),
+            }
+        }
+    }
+}
+
+/// Whether an append statement's row reports a stream (a claim it granted).
+fn is_stream_row(row: &sqlx::postgres::PgRow) -> bool {
+    sqlx::Row::try_get::<String, _>(row, "row_kind").is_ok_and(|k| k == "s")
+}
+
+/// Starts the task that sends one NOTIFY per burst of appends; it ends when
+/// the last store clone (the last sender) is dropped.
+fn spawn_notifier(pool: PgPool, schema: &str) -> tokio::sync::mpsc::Sender<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let payload = format!("{schema}:");
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            let sent = sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(&payload).execute(&pool).await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "cannot send the append NOTIFY; listeners will poll");
+            }
+        }
+    });
+    tx
+}
+
+impl EventAppender for PostgresStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<AppendResult> {
+        let mut results = self.append_all(vec![StreamAppend::new(stream.clone(), expected, events)]).await?;
+        results.pop().ok_or_else(|| Error::backend("append produced no result"))
+    }
+
+    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.append_all(appends).await
+    }
+}
+
+impl EventReader for PostgresStore {
+    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        feed::read_stream(&self.pool, stream, from, limit).await
+    }
+
+    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        feed::read_feed(&self.pool, filter, after, limit, self.options.feed_settle).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        let version: Option<i64> = sqlx::query_scalar("SELECT max(stream_version) FROM events WHERE stream_id = $1")
+            .bind(stream.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(Version::new(version.map(|v| rows::to_u64(v, "stream version")).transpose()?.unwrap_or(0)))
+    }
+}

@@ -1,0 +1,61 @@
+//! Conversions between Rust values and the columns of the `events` table.
+
+use eslab_core::{Error, Metadata, Position, RecordedEvent, Result, StreamId, Version};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The columns every event read selects, in the order [`recorded`] expects.
+pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text AS transaction_id, stream_id, \
+     stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+
+/// A `u64` (version, position, count) as a `BIGINT`.
+pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::OutOfRange(format!("{what} {v} exceeds BIGINT")))
+}
+
+/// A `BIGINT` read back as a `u64`.
+pub(crate) fn to_u64(v: i64, what: &str) -> Result<u64> {
+    u64::try_from(v).map_err(|_| Error::OutOfRange(format!("negative {what} {v} in the database")))
+}
+
+/// A page size as a SQL `LIMIT`.
+pub(crate) fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An `xid8` read as text.
+pub(crate) fn parse_xid(text: &str) -> Result<u64> {
+    text.parse().map_err(|_| Error::OutOfRange(format!("transaction id {text:?} is not a u64")))
+}
+
+pub(crate) fn encode_metadata(metadata: &Metadata) -> Result<serde_json::Value> {
+    serde_json::to_value(metadata).map_err(|e| Error::Encode { event_type: "metadata".into(), source: e })
+}
+
+fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(row: &'r PgRow, col: &str) -> Result<T> {
+    row.try_get(col).map_err(crate::error::db)
+}
+
+/// Decodes a row selected with [`EVENT_COLUMNS`].
+pub(crate) fn recorded(row: &PgRow) -> Result<RecordedEvent> {
+    let stream_id: String = get(row, "stream_id")?;
+    let stream_id: StreamId = stream_id.parse().map_err(Error::backend)?;
+    let schema_version: i32 = get(row, "schema_version")?;
+    let metadata: serde_json::Value = get(row, "metadata")?;
+    let transaction: String = get(row, "transaction_id")?;
+    Ok(RecordedEvent {
+        event_id: get::<Uuid>(row, "event_id")?,
+        stream_version: Version::new(to_u64(get(row, "stream_version")?, "stream version")?),
+        position: Position::new(to_u64(get(row, "global_position")?, "global position")?),
+        transaction: parse_xid(&transaction)?,
+        event_type: get(row, "event_type")?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| Error::OutOfRange(format!("schema version {schema_version}")))?,
+        payload: get(row, "payload")?,
+        metadata: serde_json::from_value(metadata).map_err(Error::backend)?,
+        recorded_at: get::<OffsetDateTime>(row, "recorded_at")?,
+        stream_id,
+    })
+}

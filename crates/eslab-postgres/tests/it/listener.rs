@@ -1,0 +1,70 @@
+//! Live-reader wake-ups: NOTIFY from the append, polling fallback, reconnects.
+
+use std::time::Duration;
+
+use eslab_core::{EventAppender, ExpectedVersion};
+use eslab_postgres::Wake;
+
+use crate::helpers::{event, fresh, stream};
+
+#[tokio::test]
+async fn an_append_wakes_the_listener() {
+    let store = fresh().await;
+    let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(30), Duration::from_secs(30));
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            store.append(&stream("live"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+        })
+    };
+    let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;
+    assert_eq!(woke.unwrap(), Wake::Notified);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn without_appends_the_fallback_ticks_and_backs_off() {
+    let store = fresh().await;
+    let mut listener = store.listener().await.unwrap().with_poll(Duration::from_millis(50), Duration::from_millis(200));
+    let mut gaps = Vec::new();
+    for _ in 0..4 {
+        let start = std::time::Instant::now();
+        assert_eq!(listener.wait().await, Wake::Poll);
+        gaps.push(start.elapsed());
+    }
+    assert!(gaps[0] >= Duration::from_millis(45) && gaps[0] < Duration::from_secs(2), "{gaps:?}");
+    assert!(gaps[2] >= Duration::from_millis(180), "the interval backs off: {gaps:?}");
+}
+
+#[tokio::test]
+async fn a_dropped_listener_connection_reconnects() {
+    let store = fresh().await;
+    let mut listener =
+        store.listener().await.unwrap().with_poll(Duration::from_millis(200), Duration::from_millis(200));
+    let killed: Vec<bool> =
+        sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+            .bind(listener.application_name())
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(killed, [true], "the listener's backend was terminated");
+    // The next waits notice the loss and reconnect; then notifications flow again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        store.append(&stream("again"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+        if listener.wait().await == Wake::Notified {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no wake-up after the reconnect");
+    }
+}
+
+#[tokio::test]
+async fn after_commit_notify_wakes_the_listener_too() {
+    let store = crate::helpers::fresh_with(|o| o.notify(eslab_postgres::Notify::AfterCommit)).await;
+    let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(30), Duration::from_secs(30));
+    store.append(&stream("late"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
+    let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;
+    assert_eq!(woke.unwrap(), Wake::Notified);
+}

@@ -1,0 +1,32 @@
+//! Integration tests of the PostgreSQL store, against the server at
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`),
+//! each in a fresh schema. They fail, never skip, when the server is down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, unreachable_pub)]
+
+mod append;
+mod feed;
+mod helpers;
+mod import;
+mod listener;
+
+use helpers::TestStore;
+
+async fn new_store() -> TestStore {
+    helpers::fresh().await
+}
+
+eslab_testing::store_conformance_tests!(new_store);
+eslab_testing::side_store_conformance_tests!(new_store);
+
+/// The same suites with the unique-index append strategy.
+mod unique_index {
+    use eslab_postgres::AppendStrategy;
+
+    use crate::helpers::{TestStore, fresh_with};
+
+    async fn new_store() -> TestStore {
+        fresh_with(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await
+    }
+
+    eslab_testing::store_conformance_tests!(new_store);
+}
