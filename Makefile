@@ -1,10 +1,14 @@
-# eslab: the two commands a newcomer needs are `make run-account-example` and `make test`.
-.PHONY: test fmt-check lint unit-test doc-test run-account-example
+# eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
+.PHONY: test ensure-postgres fmt-check lint unit-test doc-test run-account-example bench
 
 CARGO ?= cargo
 
-## test: formatting, lints and the whole test suite (what CI runs)
-test: fmt-check lint unit-test doc-test
+## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
+test: fmt-check lint ensure-postgres unit-test doc-test
+
+## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
+ensure-postgres:
+	bash scripts/ensure-postgres.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -21,3 +25,10 @@ doc-test:
 ## run-account-example: the account example, told step by step
 run-account-example:
 	$(CARGO) run --release -- demo
+
+## bench: criterion benches with raw baselines (store appends, loads on every store)
+bench: ensure-postgres
+	$(CARGO) bench -p eslab-postgres --bench append
+	$(CARGO) bench -p eslab-sqlite --bench append
+	$(CARGO) bench -p eslab-memory --bench load
+	$(CARGO) bench -p eslab --bench load

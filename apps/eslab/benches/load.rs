@@ -97,6 +97,14 @@ fn load(c: &mut Criterion) {
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     let sqlite = rt.block_on(eslab_sqlite::SqliteStore::connect(&url)).unwrap();
     bench_store(c, &rt, "sqlite", sqlite);
+    let url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let schema = format!("eslab_bench_{}", uuid::Uuid::now_v7().simple());
+    let postgres = rt.block_on(eslab_postgres::PostgresStore::connect(&url, &schema)).unwrap();
+    bench_store(c, &rt, "postgres", postgres.clone());
+    rt.block_on(postgres.drop_schema()).unwrap();
 }
 
 #[allow(missing_docs)]

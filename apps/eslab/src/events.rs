@@ -132,6 +132,31 @@ pub(crate) async fn import<S: EventStorage>(store: &S, input: impl BufRead, batc
     Ok(n)
 }
 
+/// Imports a JSON-lines file into PostgreSQL with `COPY`, `batch` events per
+/// transaction (each stream continues from its current version).
+pub(crate) async fn import_copy(
+    store: &eslab_postgres::PostgresStore,
+    input: impl BufRead,
+    batch: usize,
+) -> anyhow::Result<u64> {
+    let mut pending = Vec::with_capacity(batch);
+    let mut n = 0;
+    for (number, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("reading line {}", number + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: ImportLine =
+            serde_json::from_str(&line).with_context(|| format!("line {} is not an event", number + 1))?;
+        pending.push(parsed.into_new_event());
+        if pending.len() >= batch {
+            n += store.import(std::mem::take(&mut pending)).await.context("COPY import")?;
+        }
+    }
+    n += store.import(pending).await.context("COPY import")?;
+    Ok(n)
+}
+
 async fn flush<S: EventStorage>(
     store: &S,
     stream: Option<&StreamId>,

@@ -1,5 +1,6 @@
 //! Opening the store named by `DATABASE_URL`: `sqlite://…` (the default, a
-//! file under `./data/`), `postgres://…`, or `memory:` (nothing kept).
+//! file under `./data/`), `postgres://…` (schema `ESLAB_SCHEMA`, default
+//! `eslab`), or `memory:` (nothing kept).
 //!
 //! [`AnyStore`] delegates to the backend, so every generic piece of eslab
 //! (repository, feeds, projections) runs on whichever the user chose.
@@ -12,6 +13,7 @@ use eslab_core::{
     RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
 };
 use eslab_memory::MemoryStore;
+use eslab_postgres::PostgresStore;
 use eslab_sqlite::SqliteStore;
 
 /// The default `DATABASE_URL`: an SQLite file under `./data/`, created on first use.
@@ -24,6 +26,8 @@ pub(crate) enum AnyStore {
     Memory(MemoryStore),
     /// SQLite file.
     Sqlite(SqliteStore),
+    /// PostgreSQL.
+    Postgres(PostgresStore),
 }
 
 impl AnyStore {
@@ -36,6 +40,13 @@ impl AnyStore {
             let store = SqliteStore::connect(url).await.with_context(|| format!("opening {url}"))?;
             return Ok(AnyStore::Sqlite(store));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let schema = std::env::var("ESLAB_SCHEMA").unwrap_or_else(|_| "eslab".to_owned());
+            let store = PostgresStore::connect(url, &schema).await.with_context(|| {
+                format!("connecting to PostgreSQL (schema {schema}); is it running at {}?", redact(url))
+            })?;
+            return Ok(AnyStore::Postgres(store));
+        }
         bail!("unsupported DATABASE_URL {url:?}: use sqlite://<file>, postgres://… or memory:")
     }
 
@@ -44,7 +55,22 @@ impl AnyStore {
         match self {
             AnyStore::Memory(_) => "in memory (nothing is kept)",
             AnyStore::Sqlite(_) => "SQLite",
+            AnyStore::Postgres(_) => "PostgreSQL",
         }
+    }
+}
+
+/// The URL without its password, for messages.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -53,6 +79,7 @@ macro_rules! delegate {
         match $self {
             AnyStore::Memory($s) => $call,
             AnyStore::Sqlite($s) => $call,
+            AnyStore::Postgres($s) => $call,
         }
     };
 }
@@ -111,5 +138,17 @@ impl CheckpointStore for AnyStore {
 
     async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {
         delegate!(self, s => s.release_lease(name, owner).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
     }
 }
