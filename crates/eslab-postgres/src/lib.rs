@@ -29,7 +29,9 @@
 //! every expectation; only if all hold does it insert new `streams` rows,
 //! bump existing ones and insert every event with one `INSERT .. SELECT FROM
 //! UNNEST(..)`; it also sends `pg_notify('eslab_events', '<schema>:<categories>')`.
-//! A failed expectation returns the actual versions and writes nothing, so
+//! (A one-stream append takes a shorter path: one upsert, or guarded update,
+//! of its `streams` row claims the versions, and the events follow in the
+//! same statement.) A failed expectation returns the actual versions and writes nothing, so
 //! [`Error::Conflict`](eslab_core::Error::Conflict) carries the actual version.
 //! Two appends creating the same stream race on the `streams` primary key: the
 //! loser's unique violation (classified by error kind and constraint name)
