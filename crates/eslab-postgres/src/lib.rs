@@ -96,7 +96,7 @@ use eslab_core::{
     Result, StreamAppend, StreamId, Version,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 pub use listener::{Listener, Wake};
 
@@ -266,7 +266,11 @@ impl PostgresStore {
     /// Connects with `options`, creates the schema if needed and runs the migrations.
     pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
         let store = PostgresStore::connect_lazy(options)?;
-        store.migrate().await?;
+        // One direct connection: an unreachable server fails at once with the
+        // real cause, instead of the pool retrying until its acquire timeout.
+        let mut conn = PgConnection::connect_with(&store.pool.connect_options()).await.map_err(db)?;
+        store.migrate_on(&mut conn).await?;
+        let _ = conn.close().await;
         Ok(store)
     }
 
@@ -291,6 +295,10 @@ impl PostgresStore {
     /// Creates the schema if needed and applies pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
+        self.migrate_on(&mut conn).await
+    }
+
+    async fn migrate_on(&self, conn: &mut PgConnection) -> Result<()> {
         // The name is validated, so quoting it is enough.
         conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.options.schema).as_str()).await.map_err(db)?;
         MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
