@@ -5,16 +5,18 @@
 use std::collections::{HashMap, HashSet};
 
 use eslab_core::{
-    AppendResult, Error, ExpectedVersion, NewEvent, Position, RecordedEvent, Result, StreamAppend, StreamId, Version,
+    AppendResult, Error, ExpectedVersion, Metadata, NewEvent, Position, RecordedEvent, Result, StreamAppend, StreamId,
+    Version,
 };
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::AppendStrategy;
 use crate::error::{Violation, db, unique_violation};
-use crate::rows::{encode_metadata, parse_xid, to_i64, to_u64};
+use crate::rows::{parse_xid, to_i64, to_u64};
 
 /// The append statement. `current` locks the existing stream rows (in
 /// `stream_id` order, so concurrent multi-stream appends cannot deadlock) and,
@@ -200,6 +202,15 @@ pub(crate) const APPEND_UPDATE_SQL: &str = one_stream_sql!(
     RETURNING s.version - $4::bigint AS actual"
 );
 
+/// Per-event parameters borrowed from a [`Batch`]'s request.
+struct EventRows<'a> {
+    streams: Vec<&'a str>,
+    categories: Vec<&'a str>,
+    types: Vec<&'a str>,
+    payloads: Vec<Json<&'a serde_json::Value>>,
+    metadata: Vec<Json<&'a Metadata>>,
+}
+
 /// An append request flattened into the statement's array parameters.
 pub(crate) struct Batch {
     appends: Vec<StreamAppend>,
@@ -207,14 +218,9 @@ pub(crate) struct Batch {
     kinds: Vec<i32>,
     expected: Vec<i64>,
     counts: Vec<i64>,
-    ev_streams: Vec<String>,
-    ev_categories: Vec<String>,
     ev_offsets: Vec<i64>,
     ev_ids: Vec<Uuid>,
-    ev_types: Vec<String>,
     ev_schema_versions: Vec<i32>,
-    ev_payloads: Vec<serde_json::Value>,
-    ev_metadata: Vec<serde_json::Value>,
 }
 
 impl Batch {
@@ -228,14 +234,9 @@ impl Batch {
             kinds: Vec::with_capacity(appends.len()),
             expected: Vec::with_capacity(appends.len()),
             counts: Vec::with_capacity(appends.len()),
-            ev_streams: Vec::with_capacity(total),
-            ev_categories: Vec::with_capacity(total),
             ev_offsets: Vec::with_capacity(total),
             ev_ids: Vec::with_capacity(total),
-            ev_types: Vec::with_capacity(total),
             ev_schema_versions: Vec::with_capacity(total),
-            ev_payloads: Vec::with_capacity(total),
-            ev_metadata: Vec::with_capacity(total),
             appends: Vec::new(),
         };
         for append in &appends {
@@ -256,17 +257,12 @@ impl Batch {
                 if !seen_ids.insert(event.event_id) {
                     return Err(Error::DuplicateEventId(event.event_id));
                 }
-                b.ev_streams.push(append.stream_id.as_str().to_owned());
-                b.ev_categories.push(append.stream_id.category().to_owned());
                 b.ev_offsets.push(offset);
                 b.ev_ids.push(event.event_id);
-                b.ev_types.push(event.event_type.clone());
                 b.ev_schema_versions.push(
                     i32::try_from(event.schema_version)
                         .map_err(|_| Error::OutOfRange(format!("schema version {}", event.schema_version)))?,
                 );
-                b.ev_payloads.push(event.payload.clone());
-                b.ev_metadata.push(encode_metadata(&event.metadata)?);
             }
         }
         b.appends = appends;
@@ -281,6 +277,19 @@ impl Batch {
         &self.stream_ids
     }
 
+    /// The per-event array parameters that borrow from the request (no copies
+    /// of payloads: they are serialized straight from the caller's values).
+    fn event_rows(&self) -> EventRows<'_> {
+        let events = || self.appends.iter().flat_map(|a| a.events.iter().map(move |e| (&a.stream_id, e)));
+        EventRows {
+            streams: events().map(|(s, _)| s.as_str()).collect(),
+            categories: events().map(|(s, _)| s.category()).collect(),
+            types: events().map(|(_, e)| e.event_type.as_str()).collect(),
+            payloads: events().map(|(_, e)| Json(&e.payload)).collect(),
+            metadata: events().map(|(_, e)| Json(&e.metadata)).collect(),
+        }
+    }
+
     /// Whether the one-stream upsert applies (one stream, with events).
     pub(crate) fn is_one_stream(&self) -> bool {
         self.stream_ids.len() == 1 && self.counts.first().is_some_and(|&n| n > 0)
@@ -291,18 +300,19 @@ impl Batch {
         // Any (0), no stream (1) and exact (3) version 0 accept a missing stream.
         let accepts_missing =
             matches!((self.kinds.first(), self.expected.first()), (Some(0 | 1), _) | (Some(3), Some(0)));
+        let rows = self.event_rows();
         sqlx::query(if accepts_missing { APPEND_UPSERT_SQL } else { APPEND_UPDATE_SQL })
             .bind(self.stream_ids.first())
             .bind(self.kinds.first())
             .bind(self.expected.first())
             .bind(self.counts.first())
-            .bind(self.ev_categories.first())
+            .bind(rows.categories.first())
             .bind(&self.ev_offsets)
             .bind(&self.ev_ids)
-            .bind(&self.ev_types)
+            .bind(&rows.types)
             .bind(&self.ev_schema_versions)
-            .bind(&self.ev_payloads)
-            .bind(&self.ev_metadata)
+            .bind(&rows.payloads)
+            .bind(&rows.metadata)
             .bind(notify)
             .fetch_all(conn)
             .await
@@ -319,19 +329,20 @@ impl Batch {
             AppendStrategy::VersionRow => APPEND_SQL,
             AppendStrategy::UniqueIndex => APPEND_UNIQUE_SQL,
         };
+        let rows = self.event_rows();
         sqlx::query(sql)
             .bind(&self.stream_ids)
             .bind(&self.kinds)
             .bind(&self.expected)
             .bind(&self.counts)
-            .bind(&self.ev_streams)
-            .bind(&self.ev_categories)
+            .bind(&rows.streams)
+            .bind(&rows.categories)
             .bind(&self.ev_offsets)
             .bind(&self.ev_ids)
-            .bind(&self.ev_types)
+            .bind(&rows.types)
             .bind(&self.ev_schema_versions)
-            .bind(&self.ev_payloads)
-            .bind(&self.ev_metadata)
+            .bind(&rows.payloads)
+            .bind(&rows.metadata)
             .bind(notify)
             .fetch_all(conn)
             .await

@@ -29,7 +29,9 @@
 //! every expectation; only if all hold does it insert new `streams` rows,
 //! bump existing ones and insert every event with one `INSERT .. SELECT FROM
 //! UNNEST(..)`; it also sends `pg_notify('eslab_events', '<schema>:<categories>')`.
-//! A failed expectation returns the actual versions and writes nothing, so
+//! (A one-stream append takes a shorter path: one upsert, or guarded update,
+//! of its `streams` row claims the versions, and the events follow in the
+//! same statement.) A failed expectation returns the actual versions and writes nothing, so
 //! [`Error::Conflict`](eslab_core::Error::Conflict) carries the actual version.
 //! Two appends creating the same stream race on the `streams` primary key: the
 //! loser's unique violation (classified by error kind and constraint name)
@@ -94,7 +96,7 @@ use eslab_core::{
     Result, StreamAppend, StreamId, Version,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{Executor, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 pub use listener::{Listener, Wake};
 
@@ -264,7 +266,11 @@ impl PostgresStore {
     /// Connects with `options`, creates the schema if needed and runs the migrations.
     pub async fn connect_with(options: PostgresOptions) -> Result<Self> {
         let store = PostgresStore::connect_lazy(options)?;
-        store.migrate().await?;
+        // One direct connection: an unreachable server fails at once with the
+        // real cause, instead of the pool retrying until its acquire timeout.
+        let mut conn = PgConnection::connect_with(&store.pool.connect_options()).await.map_err(db)?;
+        store.migrate_on(&mut conn).await?;
+        let _ = conn.close().await;
         Ok(store)
     }
 
@@ -289,6 +295,10 @@ impl PostgresStore {
     /// Creates the schema if needed and applies pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
         let mut conn = self.pool.acquire().await.map_err(db)?;
+        self.migrate_on(&mut conn).await
+    }
+
+    async fn migrate_on(&self, conn: &mut PgConnection) -> Result<()> {
         // The name is validated, so quoting it is enough.
         conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.options.schema).as_str()).await.map_err(db)?;
         MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
