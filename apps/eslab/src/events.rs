@@ -93,18 +93,24 @@ pub(crate) async fn feed<S: EventStorage>(
     }
 }
 
+/// The events of a JSON-lines input, skipping blank lines; an error names its line.
+fn parse_lines(input: impl BufRead) -> impl Iterator<Item = anyhow::Result<(StreamId, NewEvent)>> {
+    input.lines().enumerate().filter_map(|(number, line)| {
+        let parsed = line.with_context(|| format!("reading line {}", number + 1)).and_then(|line| {
+            if line.trim().is_empty() {
+                return Ok(None);
+            }
+            let parsed: ImportLine =
+                serde_json::from_str(&line).with_context(|| format!("line {} is not an event", number + 1))?;
+            Ok(Some(parsed.into_new_event()))
+        });
+        parsed.transpose()
+    })
+}
+
 /// Checks that every line of `input` is an importable event; returns how many there are.
 pub(crate) fn validate(input: impl BufRead) -> anyhow::Result<u64> {
-    let mut n = 0;
-    for (number, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", number + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        serde_json::from_str::<ImportLine>(&line).with_context(|| format!("line {} is not an event", number + 1))?;
-        n += 1;
-    }
-    Ok(n)
+    parse_lines(input).try_fold(0, |n, line| line.map(|_| n + 1))
 }
 
 /// Appends the events of a JSON-lines file, consecutive lines of one stream in
@@ -114,14 +120,8 @@ pub(crate) async fn import<S: EventStorage>(store: &S, input: impl BufRead, batc
     let mut pending: VecDeque<NewEvent> = VecDeque::new();
     let mut current: Option<StreamId> = None;
     let mut n = 0;
-    for (number, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", number + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: ImportLine =
-            serde_json::from_str(&line).with_context(|| format!("line {} is not an event", number + 1))?;
-        let (stream, event) = parsed.into_new_event();
+    for line in parse_lines(input) {
+        let (stream, event) = line?;
         if current.as_ref() != Some(&stream) || pending.len() >= batch {
             n += flush(store, current.as_ref(), &mut pending).await?;
             current = Some(stream);
@@ -141,14 +141,8 @@ pub(crate) async fn import_copy(
 ) -> anyhow::Result<u64> {
     let mut pending = Vec::with_capacity(batch);
     let mut n = 0;
-    for (number, line) in input.lines().enumerate() {
-        let line = line.with_context(|| format!("reading line {}", number + 1))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let parsed: ImportLine =
-            serde_json::from_str(&line).with_context(|| format!("line {} is not an event", number + 1))?;
-        pending.push(parsed.into_new_event());
+    for line in parse_lines(input) {
+        pending.push(line?);
         if pending.len() >= batch {
             n += store.import(std::mem::take(&mut pending)).await.context("COPY import")?;
         }

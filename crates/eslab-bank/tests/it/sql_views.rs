@@ -1,6 +1,7 @@
-//! The saga and the read models with SQL backends (real PostgreSQL, SQLite
-//! file): runners killed at random points, then the read models equal the fold
-//! of the events and money is conserved.
+//! The saga and the read models on the SQL stores (real PostgreSQL, SQLite
+//! file), events, read models and checkpoints in one database: runners killed
+//! at random points, then the read models equal the fold of the events and
+//! money is conserved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,44 +11,37 @@ use eslab_bank::{
     upcasters,
 };
 use eslab_core::{EventStorage, EventStore, Metadata, Repository};
-use eslab_memory::MemoryStore;
 use eslab_projection::{Backend, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
 
 use crate::helpers::eur;
 
-async fn pg_pool() -> sqlx::PgPool {
+/// A fresh schema (created by the PostgreSQL store, dropped by the test) and its pool.
+async fn pg(
+    _dir: &tempfile::TempDir,
+) -> (sqlx::PgPool, sqlx::PgPool, eslab_postgres::PostgresStore, Option<eslab_postgres::PostgresStore>) {
     let url = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| u.starts_with("postgres"))
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+    let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
         panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
     });
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    admin.close().await;
-    let set_path = format!("SET search_path TO {schema}");
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .after_connect(move |conn, _| {
-            let set_path = set_path.clone();
-            Box::pin(async move {
-                sqlx::Executor::execute(conn, set_path.as_str()).await?;
-                Ok(())
-            })
-        })
-        .connect(&url)
-        .await
-        .unwrap()
+    (store.pool().clone(), store.pool().clone(), store.clone(), Some(store))
 }
 
-async fn sqlite_pool(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("views.db"))
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(10));
-    sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap()
+/// A SQLite store on a temp file; the views write through its writer pool.
+/// The saga appends events from inside its batch, so it must not hold the
+/// single writer: its checkpoints go through a pool of its own, whose deferred
+/// transaction only takes the write lock for the checkpoint at commit.
+async fn sqlite(
+    dir: &tempfile::TempDir,
+) -> (sqlx::SqlitePool, sqlx::SqlitePool, eslab_sqlite::SqliteStore, Option<eslab_postgres::PostgresStore>) {
+    let path = dir.path().join("bank.db");
+    let store = eslab_sqlite::SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::from_secs(10));
+    let process_pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    (store.writer_pool().clone(), process_pool, store, None)
 }
 
 async fn open<S: EventStorage + Clone + 'static>(accounts: &Repository<Account, S>, id: &str, deposit: i64) {
@@ -83,14 +77,15 @@ macro_rules! sql_bank_test {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn $name() {
             let dir = tempfile::tempdir().unwrap();
-            let _ = &dir;
-            let pool = $pool(&dir).await;
+            // Events, read models and checkpoints all in the same database.
+            let (pool, process_pool, events, schema) = $pool(&dir).await;
             let backend = $backend::new(pool.clone());
             backend.ensure_schema().await.unwrap();
+            let process_backend = $backend::new(process_pool);
             let views = SqlViews::new(pool);
             views.ensure_schema().await.unwrap();
 
-            let store = EventStore::new(MemoryStore::new()).with_upcasters(upcasters());
+            let store = EventStore::new(events).with_upcasters(upcasters());
             let accounts: Repository<Account, _> = Repository::new(store.clone());
             let transfers: Repository<Transfer, _> = Repository::new(store.clone());
             for i in 0..5 {
@@ -116,7 +111,7 @@ macro_rules! sql_bank_test {
                 transfers.execute(&format!("t{t}"), &request, Metadata::now()).await.unwrap();
             }
             for _ in 0..4 {
-                run_with_crashes(&store, &backend, TransferProcess::new(store.clone())).await;
+                run_with_crashes(&store, &process_backend, TransferProcess::new(store.clone())).await;
             }
             run_with_crashes(&store, &backend, BankViews).await;
 
@@ -142,13 +137,12 @@ macro_rules! sql_bank_test {
             }
             assert!(views.accounts(None, 100).await.unwrap().len() == 5);
             assert_eq!(views.accounts(Some("a2"), 100).await.unwrap().len(), 2, "cursor pagination");
+            if let Some(store) = schema {
+                store.drop_schema().await.unwrap();
+            }
         }
     };
 }
 
-async fn pg(_dir: &tempfile::TempDir) -> sqlx::PgPool {
-    pg_pool().await
-}
-
 sql_bank_test!(saga_and_views_on_postgres, PgBackend, pg);
-sql_bank_test!(saga_and_views_on_sqlite, SqliteBackend, sqlite_pool);
+sql_bank_test!(saga_and_views_on_sqlite, SqliteBackend, sqlite);

@@ -75,52 +75,43 @@ async fn seed(store: &MemoryStore, streams: u64, per_stream: u64) {
     }
 }
 
-async fn pg_backend() -> PgBackend {
+/// What a test leaves behind: a PostgreSQL schema to drop (SQLite files go with their temp dir).
+enum Cleanup {
+    Nothing,
+    Schema(eslab_postgres::PostgresStore),
+}
+
+impl Cleanup {
+    async fn run(self) {
+        if let Cleanup::Schema(store) = self {
+            store.drop_schema().await.unwrap();
+        }
+    }
+}
+
+/// A fresh schema (created and migrated by the PostgreSQL store) and a backend on its pool.
+async fn pg_backend(_dir: &tempfile::TempDir) -> (PgBackend, Cleanup) {
     let url = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| u.starts_with("postgres"))
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+    let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
         panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
     });
-    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-    admin.close().await;
-    let set_path = format!("SET search_path TO {schema}");
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(8)
-        .after_connect(move |conn, _| {
-            let set_path = set_path.clone();
-            Box::pin(async move {
-                sqlx::Executor::execute(conn, set_path.as_str()).await?;
-                Ok(())
-            })
-        })
-        .connect(&url)
-        .await
-        .unwrap();
-    let backend = PgBackend::new(pool);
+    let backend = PgBackend::new(store.pool().clone());
     backend.ensure_schema().await.unwrap();
     sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
-    backend
+    (backend, Cleanup::Schema(store))
 }
 
-async fn pg_backend_in(_dir: &tempfile::TempDir) -> PgBackend {
-    pg_backend().await
-}
-
-async fn sqlite_backend(dir: &tempfile::TempDir) -> SqliteBackend {
-    let options = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(dir.path().join("views.db"))
-        .create_if_missing(true)
-        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-        .busy_timeout(Duration::from_secs(10));
-    // One connection: SQLite has one writer; transactions queue for it.
-    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
-    let backend = SqliteBackend::new(pool);
+async fn sqlite_backend(dir: &tempfile::TempDir) -> (SqliteBackend, Cleanup) {
+    let url = format!("sqlite://{}", dir.path().join("views.db").display());
+    let store = eslab_sqlite::SqliteStore::connect(&url).await.unwrap();
+    let backend = SqliteBackend::new(store.writer_pool().clone());
     backend.ensure_schema().await.unwrap();
     sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
-    backend
+    (backend, Cleanup::Nothing)
 }
 
 macro_rules! sql_runner_tests {
@@ -152,7 +143,7 @@ macro_rules! sql_runner_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn crash_and_resume_is_exact() {
                 let dir = tempfile::tempdir().unwrap();
-                let backend = $make(&dir).await;
+                let (backend, cleanup) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 6, 30).await;
                 for (i, micros) in [0u64, 200, 500, 900, 1500, 2500, 4000].into_iter().cycle().take(14).enumerate() {
@@ -164,12 +155,13 @@ macro_rules! sql_runner_tests {
                 }
                 runner(&store, &backend, 50, 1).drain().await.unwrap();
                 assert_exact(&backend, 6, 30).await;
+                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn partitions_are_exact_after_crashes() {
                 let dir = tempfile::tempdir().unwrap();
-                let backend = $make(&dir).await;
+                let (backend, cleanup) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 12, 10).await;
                 for micros in [0u64, 300, 800, 1600, 3000] {
@@ -183,12 +175,13 @@ macro_rules! sql_runner_tests {
                 r.drain().await.unwrap();
                 assert_exact(&backend, 12, 10).await;
                 assert_eq!(r.checkpoint().await.unwrap().position.get(), 120);
+                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn poison_parks_its_stream_and_skip_resumes_it() {
                 let dir = tempfile::tempdir().unwrap();
-                let backend = $make(&dir).await;
+                let (backend, cleanup) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 2, 2).await;
                 let s9 = stream(9);
@@ -206,10 +199,11 @@ macro_rules! sql_runner_tests {
                 let other = Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(SqlTally))
                     .with_options(RunnerOptions { owner: "other".into(), ..RunnerOptions::default() });
                 assert_eq!(other.run_once().await.unwrap(), eslab_projection::Outcome::NotLeader, "lease held by worker-1");
+                cleanup.run().await;
             }
         }
     };
 }
 
-sql_runner_tests!(postgres, PgBackend, pg_backend_in);
+sql_runner_tests!(postgres, PgBackend, pg_backend);
 sql_runner_tests!(sqlite, SqliteBackend, sqlite_backend);
