@@ -63,13 +63,23 @@ pub(crate) async fn stream<S: EventStorage>(store: &S, stream: &StreamId, out: &
     Ok(n)
 }
 
-/// Prints the feed after `after` as JSON lines; with `follow`, polls for new
-/// events (backing off from 10 ms to 1 s while idle) until interrupted.
+/// What `feed --follow` waits on between empty pages.
+pub(crate) enum Follow {
+    /// Print what is there and stop.
+    No,
+    /// Poll, backing off from 10 ms to 1 s while idle.
+    Poll,
+    /// Wake on PostgreSQL `LISTEN/NOTIFY` (the listener polls as a fallback).
+    Listen(eslab_postgres::Listener),
+}
+
+/// Prints the feed after `after` as JSON lines; with `follow`, keeps waiting
+/// for new events until interrupted.
 pub(crate) async fn feed<S: EventStorage>(
     store: &S,
     filter: &FeedFilter,
     mut after: Checkpoint,
-    follow: bool,
+    mut follow: Follow,
     out: &mut impl Write,
 ) -> anyhow::Result<Checkpoint> {
     let mut idle = Duration::from_millis(10);
@@ -85,11 +95,16 @@ pub(crate) async fn feed<S: EventStorage>(
             idle = Duration::from_millis(10);
             continue;
         }
-        if !follow {
-            return Ok(after);
+        match &mut follow {
+            Follow::No => return Ok(after),
+            Follow::Poll => {
+                tokio::time::sleep(idle).await;
+                idle = (idle * 2).min(Duration::from_secs(1));
+            }
+            Follow::Listen(listener) => {
+                listener.wait().await;
+            }
         }
-        tokio::time::sleep(idle).await;
-        idle = (idle * 2).min(Duration::from_secs(1));
     }
 }
 
@@ -177,7 +192,7 @@ mod tests {
         let input = include_str!("../../../crates/eslab-bank/fixtures/account-v1.jsonl");
         assert_eq!(import(&store, input.as_bytes(), 2).await.unwrap(), 5);
         let mut out = Vec::new();
-        let at = feed(&store, &FeedFilter::All, Checkpoint::START, false, &mut out).await.unwrap();
+        let at = feed(&store, &FeedFilter::All, Checkpoint::START, Follow::No, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 5);
         assert_eq!(at.position.get(), 5);

@@ -59,7 +59,7 @@ enum EventsCommand {
         /// Only this category (the `<kind>` of stream ids).
         #[arg(long)]
         category: Option<String>,
-        /// Keep waiting for new events.
+        /// Keep waiting for new events (woken by LISTEN/NOTIFY on PostgreSQL, polling elsewhere).
         #[arg(long)]
         follow: bool,
     },
@@ -120,6 +120,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let filter = match category {
                     Some(c) => FeedFilter::category(&c)?,
                     None => FeedFilter::All,
+                };
+                let follow = match (&store, follow) {
+                    (_, false) => events::Follow::No,
+                    (AnyStore::Postgres(pg), true) => events::Follow::Listen(pg.listener().await?),
+                    (_, true) => events::Follow::Poll,
                 };
                 events::feed(&store, &filter, after.unwrap_or(Checkpoint::START), follow, &mut out).await.map(|_| ())
             }
