@@ -1,10 +1,10 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
-.PHONY: test ensure-postgres fmt-check lint unit-test doc-test run-account-example bench
+.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench
 
 CARGO ?= cargo
 
 ## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
-test: fmt-check lint ensure-postgres unit-test doc-test
+test: fmt-check lint ensure-postgres unit-test doc-test doc
 
 ## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
 ensure-postgres:
@@ -21,6 +21,10 @@ unit-test:
 
 doc-test:
 	$(CARGO) test --workspace --all-features --doc
+
+## doc: the API docs build without a warning
+doc:
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --workspace --all-features
 
 ## run-account-example: the account example, told step by step
 run-account-example:

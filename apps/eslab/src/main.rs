@@ -24,7 +24,7 @@ use store::{AnyStore, DEFAULT_DATABASE_URL};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Where the events live: sqlite://<file>, postgres://…, or memory:
+    /// Where the events live: sqlite://FILE, postgres://…, or memory:
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     database_url: String,
 

@@ -32,13 +32,13 @@
 //! (A one-stream append takes a shorter path: one upsert, or guarded update,
 //! of its `streams` row claims the versions, and the events follow in the
 //! same statement.) A failed expectation returns the actual versions and writes nothing, so
-//! [`Error::Conflict`](eslab_core::Error::Conflict) carries the actual version.
+//! [`Error::Conflict`] carries the actual version.
 //! Two appends creating the same stream race on the `streams` primary key: the
 //! loser's unique violation (classified by error kind and constraint name)
 //! triggers a re-read of the versions, giving a `Conflict` with the actual
 //! version, or a retry when the expectation still holds (`Any`). An event id
 //! already stored (constraint `events_event_id_key`) is
-//! [`Error::DuplicateEventId`](eslab_core::Error::DuplicateEventId).
+//! [`Error::DuplicateEventId`].
 //!
 //! [`PostgresStore::append_in_tx`] runs the same statement inside your
 //! transaction (inline projections, tests that hold a transaction open).
@@ -64,7 +64,7 @@
 //! `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still in
 //! flight: every transaction below it has finished, and every transaction
 //! that is yet to commit has an id at or above it, so nothing can ever appear
-//! before a returned event. A [`Checkpoint`](eslab_core::Checkpoint) is the
+//! before a returned event. A [`Checkpoint`] is the
 //! pair `(transaction, position)`.
 //!
 //! The price is that an open transaction (any transaction with an id, on any
