@@ -102,7 +102,17 @@ macro_rules! sql_backend {
             type Tx = sqlx::Transaction<'static, $db>;
 
             async fn begin(&self) -> Result<Self::Tx> {
-                self.pool.begin().await.map_err(backend_err)
+                // `BEGIN` is not cancel-safe in sqlx: a runner cancelled while
+                // it is in flight can hand the connection back to the pool
+                // inside a transaction nobody will end, whose locks then block
+                // every later batch. In a task of its own, BEGIN always
+                // completes; if our caller is gone, the finished transaction is
+                // dropped and rolled back properly.
+                let pool = self.pool.clone();
+                tokio::spawn(async move { pool.begin().await })
+                    .await
+                    .map_err(|e| Error::Backend(Box::new(e)))?
+                    .map_err(backend_err)
             }
 
             async fn commit(&self, tx: Self::Tx) -> Result<()> {
