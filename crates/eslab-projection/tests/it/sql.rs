@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 use eslab_memory::MemoryStore;
 use eslab_projection::{Backend, HandlerError, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
 use serde_json::json;
+
+use super::{seed, stream};
 
 /// Per stream: last version and sum, refusing gaps and `poison` payloads.
 struct SqlTally;
@@ -61,19 +63,6 @@ tally_for!(SqliteBackend);
 
 const TALLY_DDL: &str =
     "CREATE TABLE IF NOT EXISTS tally (stream_id TEXT PRIMARY KEY, version BIGINT NOT NULL, total BIGINT NOT NULL)";
-
-fn stream(i: u64) -> StreamId {
-    StreamId::new("acc", &i.to_string()).unwrap()
-}
-
-async fn seed(store: &MemoryStore, streams: u64, per_stream: u64) {
-    for round in 0..per_stream {
-        for s in 0..streams {
-            let e = NewEvent::new("Counted", 1, json!({ "n": round + 1 }), Metadata::now());
-            store.append(&stream(s), ExpectedVersion::Any, vec![e]).await.unwrap();
-        }
-    }
-}
 
 /// What a test leaves behind: a PostgreSQL schema to drop (SQLite files go with their temp dir).
 enum Cleanup {
