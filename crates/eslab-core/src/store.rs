@@ -87,12 +87,21 @@ impl FeedFilter {
 ///   and returns the current version with no events.
 pub trait EventAppender: Send + Sync {
     /// Appends `events` to one stream if it is at the `expected` version.
+    ///
+    /// By default, a one-stream [`append_streams`](Self::append_streams);
+    /// backends override it only for a faster single-stream path.
     fn append(
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
-    ) -> impl Future<Output = Result<AppendResult>> + Send;
+    ) -> impl Future<Output = Result<AppendResult>> + Send {
+        let append = StreamAppend::new(stream.clone(), expected, events);
+        async move {
+            let mut results = self.append_streams(vec![append]).await?;
+            results.pop().ok_or_else(|| crate::Error::backend("append produced no result"))
+        }
+    }
 
     /// Appends to several streams in one atomic step: if any stream's
     /// expectation fails, nothing is written. A stream may appear once.

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter,
-    NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter, NewEvent,
+    Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
 };
 use time::OffsetDateTime;
 
@@ -160,16 +160,6 @@ fn to_index(v: u64) -> usize {
 }
 
 impl EventAppender for MemoryStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult> {
-        let mut results = self.append_all(vec![StreamAppend::new(stream.clone(), expected, events)])?;
-        results.pop().ok_or_else(|| Error::InvalidRequest("append produced no result".into()))
-    }
-
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.append_all(appends)
     }

@@ -92,8 +92,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent, RecordedEvent,
-    Result, StreamAppend, StreamId, Version,
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, RecordedEvent, Result, StreamAppend,
+    StreamId, Version,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -429,16 +429,6 @@ fn spawn_notifier(pool: PgPool, schema: &str) -> tokio::sync::mpsc::Sender<()> {
 }
 
 impl EventAppender for PostgresStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult> {
-        let mut results = self.append_all(vec![StreamAppend::new(stream.clone(), expected, events)]).await?;
-        results.pop().ok_or_else(|| Error::backend("append produced no result"))
-    }
-
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.append_all(appends).await
     }

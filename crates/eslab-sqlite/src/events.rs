@@ -299,16 +299,6 @@ fn saturate(bound: u64) -> i64 {
 }
 
 impl EventAppender for SqliteStore {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult> {
-        let mut results = self.append_all(vec![StreamAppend::new(stream.clone(), expected, events)]).await?;
-        results.pop().ok_or_else(|| Error::InvalidRequest("append produced no result".into()))
-    }
-
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.append_all(appends).await
     }
