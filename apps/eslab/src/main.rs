@@ -16,9 +16,8 @@ use eslab_core::{Checkpoint, FeedFilter, StreamId};
 
 mod demo;
 mod events;
-mod store;
 
-use store::{AnyStore, DEFAULT_DATABASE_URL};
+use eslab::store::{self, AnyStore, DEFAULT_DATABASE_URL};
 
 /// eslab: event sourcing + CQRS toolkit and lab.
 #[derive(Debug, Parser)]

@@ -17,11 +17,11 @@ use eslab_postgres::PostgresStore;
 use eslab_sqlite::SqliteStore;
 
 /// The default `DATABASE_URL`: an SQLite file under `./data/`, created on first use.
-pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://data/eslab.db";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eslab.db";
 
 /// One of the stores, chosen at run time.
 #[derive(Debug, Clone)]
-pub(crate) enum AnyStore {
+pub enum AnyStore {
     /// In memory: gone when the process ends.
     Memory(MemoryStore),
     /// SQLite file.
@@ -32,7 +32,7 @@ pub(crate) enum AnyStore {
 
 impl AnyStore {
     /// Opens (and migrates) the store at `url`.
-    pub(crate) async fn open(url: &str) -> anyhow::Result<AnyStore> {
+    pub async fn open(url: &str) -> anyhow::Result<AnyStore> {
         if url == "memory:" {
             return Ok(AnyStore::Memory(MemoryStore::new()));
         }
@@ -51,7 +51,7 @@ impl AnyStore {
     }
 
     /// A short description for people.
-    pub(crate) fn describe(&self) -> &'static str {
+    pub fn describe(&self) -> &'static str {
         match self {
             AnyStore::Memory(_) => "in memory (nothing is kept)",
             AnyStore::Sqlite(_) => "SQLite",
@@ -61,7 +61,7 @@ impl AnyStore {
 }
 
 /// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
