@@ -202,6 +202,136 @@ pub(crate) const APPEND_UPDATE_SQL: &str = one_stream_sql!(
     RETURNING s.version - $4::bigint AS actual"
 );
 
+/// The group-commit statement ([`GroupCommit`](crate::GroupCommit)): the
+/// single-stream appends of many callers in one statement and one commit,
+/// each judged on its own. Same shape as [`APPEND_SQL`], but a stream whose
+/// expectation fails only drops its own events; a stream another session
+/// created after the statement's snapshot is skipped (`ON CONFLICT DO
+/// NOTHING`) instead of failing everyone, and reported as not written so its
+/// caller retries alone. Result rows add `written` to the `s` rows and the
+/// stream id to the `e` rows.
+pub(crate) const GROUP_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
+        AS i(stream_id, expect_kind, expect_version, n)
+),
+current AS (
+    SELECT s.stream_id, s.version FROM streams s
+    WHERE s.stream_id = ANY($1::text[])
+    ORDER BY s.stream_id
+    FOR UPDATE
+),
+checked AS (
+    SELECT i.stream_id, i.n, c.stream_id IS NOT NULL AS present, coalesce(c.version, 0) AS actual,
+           CASE i.expect_kind
+               WHEN 0 THEN true
+               WHEN 1 THEN c.version IS NULL
+               WHEN 2 THEN c.version IS NOT NULL
+               ELSE coalesce(c.version, 0) = i.expect_version
+           END AS ok
+    FROM input i LEFT JOIN current c ON c.stream_id = i.stream_id
+),
+created AS (
+    INSERT INTO streams (stream_id, version)
+    SELECT c.stream_id, c.n FROM checked c
+    WHERE c.ok AND NOT c.present AND c.n > 0
+    ORDER BY c.stream_id
+    ON CONFLICT (stream_id) DO NOTHING
+    RETURNING stream_id
+),
+bumped AS (
+    UPDATE streams s SET version = c.actual + c.n
+    FROM checked c
+    WHERE c.ok AND c.present AND c.n > 0 AND s.stream_id = c.stream_id
+    RETURNING s.stream_id
+),
+written AS (SELECT stream_id FROM created UNION ALL SELECT stream_id FROM bumped),
+inserted AS (
+    INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
+    SELECT e.stream_id, e.category, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version,
+           e.payload, e.metadata
+    FROM unnest($5::text[], $6::text[], $7::bigint[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])
+        WITH ORDINALITY AS e(stream_id, category, offset_in_stream, event_id, event_type, schema_version, payload,
+                             metadata, ord)
+    JOIN checked c ON c.stream_id = e.stream_id
+    JOIN written w ON w.stream_id = e.stream_id
+    ORDER BY e.ord
+    RETURNING global_position, transaction_id, event_id, stream_id, stream_version, recorded_at, category
+)
+SELECT 's' AS row_kind, c.stream_id, c.actual AS version, c.ok,
+       EXISTS (SELECT 1 FROM written w WHERE w.stream_id = c.stream_id) AS written,
+       NULL::bigint AS global_position, NULL::text AS transaction_id, NULL::uuid AS event_id,
+       NULL::timestamptz AS recorded_at
+FROM checked c
+UNION ALL
+SELECT 'e', i.stream_id, i.stream_version, NULL, NULL, i.global_position, i.transaction_id::text, i.event_id,
+       i.recorded_at
+FROM inserted i
+UNION ALL
+SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DISTINCT category, ','))
+      FROM inserted HAVING $13::bool AND count(*) > 0) n
+"#;
+
+/// [`GROUP_SQL`] for [`AppendStrategy::UniqueIndex`](crate::AppendStrategy::UniqueIndex):
+/// the versions come from the events themselves; a concurrent writer that
+/// took a version fails the whole statement on the unique index, and the
+/// group then runs each append alone.
+pub(crate) const GROUP_UNIQUE_SQL: &str = r#"
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
+        AS i(stream_id, expect_kind, expect_version, n)
+),
+checked AS (
+    SELECT i.stream_id, i.n, c.version AS actual,
+           CASE i.expect_kind
+               WHEN 0 THEN true
+               WHEN 1 THEN c.version = 0
+               WHEN 2 THEN c.version > 0
+               ELSE c.version = i.expect_version
+           END AS ok
+    FROM input i
+    CROSS JOIN LATERAL (
+        SELECT coalesce(max(e.stream_version), 0) AS version FROM events e WHERE e.stream_id = i.stream_id
+    ) c
+),
+inserted AS (
+    INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
+    SELECT e.stream_id, e.category, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version,
+           e.payload, e.metadata
+    FROM unnest($5::text[], $6::text[], $7::bigint[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])
+        WITH ORDINALITY AS e(stream_id, category, offset_in_stream, event_id, event_type, schema_version, payload,
+                             metadata, ord)
+    JOIN checked c ON c.stream_id = e.stream_id
+    WHERE c.ok
+    ORDER BY e.ord
+    RETURNING global_position, transaction_id, event_id, stream_id, stream_version, recorded_at, category
+)
+SELECT 's' AS row_kind, c.stream_id, c.actual AS version, c.ok, c.ok AS written,
+       NULL::bigint AS global_position, NULL::text AS transaction_id, NULL::uuid AS event_id,
+       NULL::timestamptz AS recorded_at
+FROM checked c
+UNION ALL
+SELECT 'e', i.stream_id, i.stream_version, NULL, NULL, i.global_position, i.transaction_id::text, i.event_id,
+       i.recorded_at
+FROM inserted i
+UNION ALL
+SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DISTINCT category, ','))
+      FROM inserted HAVING $13::bool AND count(*) > 0) n
+"#;
+
+/// How one append of a group-commit statement ended.
+pub(crate) enum GroupOutcome {
+    /// Recorded.
+    Appended(AppendResult),
+    /// Its expectation failed: nothing of it was written.
+    Conflict(Error),
+    /// Another session created its stream after the statement's snapshot:
+    /// nothing was written; run it again alone.
+    Retry(StreamAppend),
+}
+
 /// Per-event parameters borrowed from a [`Batch`]'s request.
 struct EventRows<'a> {
     streams: Vec<&'a str>,
@@ -226,10 +356,25 @@ pub(crate) struct Batch {
 impl Batch {
     /// Validates the request (each stream once, each event id once) and encodes it.
     pub(crate) fn new(appends: Vec<StreamAppend>) -> Result<Self> {
-        let mut seen_streams = HashSet::new();
-        let mut seen_ids = HashSet::new();
+        Batch::try_new(appends).map_err(|(e, _)| e)
+    }
+
+    /// [`Batch::new`] that gives the request back when it is refused.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn try_new(appends: Vec<StreamAppend>) -> std::result::Result<Self, (Error, Vec<StreamAppend>)> {
+        let mut b = Batch::empty(&appends);
+        match b.encode(&appends) {
+            Ok(()) => {
+                b.appends = appends;
+                Ok(b)
+            }
+            Err(e) => Err((e, appends)),
+        }
+    }
+
+    fn empty(appends: &[StreamAppend]) -> Self {
         let total: usize = appends.iter().map(|a| a.events.len()).sum();
-        let mut b = Batch {
+        Batch {
             stream_ids: Vec::with_capacity(appends.len()),
             kinds: Vec::with_capacity(appends.len()),
             expected: Vec::with_capacity(appends.len()),
@@ -238,8 +383,14 @@ impl Batch {
             ev_ids: Vec::with_capacity(total),
             ev_schema_versions: Vec::with_capacity(total),
             appends: Vec::new(),
-        };
-        for append in &appends {
+        }
+    }
+
+    fn encode(&mut self, appends: &[StreamAppend]) -> Result<()> {
+        let b = self;
+        let mut seen_streams = HashSet::new();
+        let mut seen_ids = HashSet::new();
+        for append in appends {
             if !seen_streams.insert(&append.stream_id) {
                 return Err(Error::InvalidRequest(format!("stream {} appears twice in one append", append.stream_id)));
             }
@@ -265,8 +416,7 @@ impl Batch {
                 );
             }
         }
-        b.appends = appends;
-        Ok(b)
+        Ok(())
     }
 
     pub(crate) fn event_ids(&self) -> &[Uuid] {
@@ -329,6 +479,25 @@ impl Batch {
             AppendStrategy::VersionRow => APPEND_SQL,
             AppendStrategy::UniqueIndex => APPEND_UNIQUE_SQL,
         };
+        self.execute_sql(conn, sql, notify).await
+    }
+
+    /// Runs the group-commit statement of `strategy` on `conn`: each stream's
+    /// append stands or falls alone (see [`GROUP_SQL`]).
+    pub(crate) async fn execute_group(
+        &self,
+        conn: &mut PgConnection,
+        strategy: AppendStrategy,
+        notify: bool,
+    ) -> sqlx::Result<Vec<PgRow>> {
+        let sql = match strategy {
+            AppendStrategy::VersionRow => GROUP_SQL,
+            AppendStrategy::UniqueIndex => GROUP_UNIQUE_SQL,
+        };
+        self.execute_sql(conn, sql, notify).await
+    }
+
+    async fn execute_sql(&self, conn: &mut PgConnection, sql: &str, notify: bool) -> sqlx::Result<Vec<PgRow>> {
         let rows = self.event_rows();
         sqlx::query(sql)
             .bind(&self.stream_ids)
@@ -391,19 +560,7 @@ impl Batch {
                 }
                 "e" => {
                     let id: Uuid = row.try_get("event_id").map_err(db)?;
-                    let version: i64 = row.try_get("version").map_err(db)?;
-                    let position: i64 = row.try_get("global_position").map_err(db)?;
-                    let tx: String = row.try_get("transaction_id").map_err(db)?;
-                    let at: OffsetDateTime = row.try_get("recorded_at").map_err(db)?;
-                    recorded.insert(
-                        id,
-                        (
-                            Version::new(to_u64(version, "stream version")?),
-                            Position::new(to_u64(position, "global position")?),
-                            parse_xid(&tx)?,
-                            at,
-                        ),
-                    );
+                    recorded.insert(id, recorded_row(row)?);
                 }
                 _ => {}
             }
@@ -423,6 +580,73 @@ impl Batch {
         }
         Ok(results)
     }
+
+    /// Turns a group-commit statement's rows into one outcome per append, in
+    /// request order.
+    pub(crate) fn group_results(self, rows: &[PgRow]) -> Result<Vec<GroupOutcome>> {
+        let mut streams: HashMap<String, (Version, bool, bool)> = HashMap::new();
+        let mut recorded: HashMap<Uuid, (Version, Position, u64, OffsetDateTime)> = HashMap::new();
+        for row in rows {
+            let kind: String = row.try_get("row_kind").map_err(db)?;
+            match kind.as_str() {
+                "s" => {
+                    let stream: String = row.try_get("stream_id").map_err(db)?;
+                    let version: i64 = row.try_get("version").map_err(db)?;
+                    let ok: bool = row.try_get("ok").map_err(db)?;
+                    let written: bool = row.try_get("written").map_err(db)?;
+                    streams.insert(stream, (Version::new(to_u64(version, "stream version")?), ok, written));
+                }
+                "e" => {
+                    let id: Uuid = row.try_get("event_id").map_err(db)?;
+                    recorded.insert(id, recorded_row(row)?);
+                }
+                _ => {}
+            }
+        }
+        let mut outcomes = Vec::with_capacity(self.appends.len());
+        for append in self.appends {
+            let Some(&(before, ok, written)) = streams.get(append.stream_id.as_str()) else {
+                return Err(Error::backend(format!("stream {} missing from the group's result", append.stream_id)));
+            };
+            if !ok {
+                outcomes.push(GroupOutcome::Conflict(Error::Conflict {
+                    stream: append.stream_id,
+                    expected: append.expected,
+                    actual: before,
+                }));
+                continue;
+            }
+            if !written && !append.events.is_empty() {
+                outcomes.push(GroupOutcome::Retry(append));
+                continue;
+            }
+            let StreamAppend { stream_id, events, .. } = append;
+            let version = before.advance(events.len()).ok_or_else(|| Error::OutOfRange("stream version".into()))?;
+            let events =
+                events.into_iter().map(|e| into_recorded(&stream_id, e, &recorded)).collect::<Result<Vec<_>>>()?;
+            outcomes.push(GroupOutcome::Appended(AppendResult { stream_id, version, events }));
+        }
+        Ok(outcomes)
+    }
+
+    /// Gives the request back (to run its appends one by one).
+    pub(crate) fn into_appends(self) -> Vec<StreamAppend> {
+        self.appends
+    }
+}
+
+/// An `e` row's stream version, global position, transaction id and time.
+fn recorded_row(row: &PgRow) -> Result<(Version, Position, u64, OffsetDateTime)> {
+    let version: i64 = row.try_get("version").map_err(db)?;
+    let position: i64 = row.try_get("global_position").map_err(db)?;
+    let tx: String = row.try_get("transaction_id").map_err(db)?;
+    let at: OffsetDateTime = row.try_get("recorded_at").map_err(db)?;
+    Ok((
+        Version::new(to_u64(version, "stream version")?),
+        Position::new(to_u64(position, "global position")?),
+        parse_xid(&tx)?,
+        at,
+    ))
 }
 
 fn into_recorded(

@@ -82,6 +82,7 @@
 mod append;
 mod error;
 mod feed;
+mod group;
 mod import;
 mod listener;
 mod rows;
@@ -98,6 +99,7 @@ use eslab_core::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
+pub use group::{GroupCommit, GroupCommitOptions};
 pub use listener::{Listener, Wake};
 
 use crate::append::{Batch, Failure, classify};
@@ -367,6 +369,14 @@ impl PostgresStore {
         Ok(feed::feed_page(&self.pool, filter, after, limit).await?.0)
     }
 
+    /// After a committed append under [`Notify::AfterCommit`]: make sure a NOTIFY is due.
+    pub(crate) fn poke_notifier(&self) {
+        if let Some(notifier) = &self.notifier {
+            // Full means a NOTIFY is already due: this append rides on it.
+            let _ = notifier.try_send(());
+        }
+    }
+
     async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         let batch = Batch::new(appends)?;
         let notify = self.options.notify == Notify::InTransaction;
@@ -383,10 +393,7 @@ impl PostgresStore {
             let failure = match outcome {
                 Ok(rows) if one_stream && !rows.iter().any(is_stream_row) => append::refused(&self.pool, &batch).await,
                 Ok(rows) => {
-                    if let Some(notifier) = &self.notifier {
-                        // Full means a NOTIFY is already due: this append rides on it.
-                        let _ = notifier.try_send(());
-                    }
+                    self.poke_notifier();
                     return batch.results(&rows);
                 }
                 Err(e) => classify(&self.pool, &batch, e).await,

@@ -5,6 +5,7 @@
 
 mod append;
 mod feed;
+mod group;
 mod helpers;
 mod import;
 mod listener;

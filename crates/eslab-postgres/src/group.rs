@@ -1,0 +1,274 @@
+//! Group commit: an opt-in appender that coalesces the single-stream appends
+//! of concurrent callers into one statement and one commit, so a burst of
+//! small commands pays for one WAL flush instead of one each.
+//!
+//! Each append is still judged on its own expectation: a conflict on one
+//! stream fails that caller only (see the crate's `GROUP_SQL`).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+
+use eslab_core::{
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, RecordedEvent, Result, StreamAppend,
+    StreamId, Version,
+};
+use futures_util::future::join_all;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::append::{Batch, GroupOutcome};
+use crate::error::db;
+use crate::{Notify, PostgresStore};
+
+/// Settings of a [`GroupCommit`] appender.
+#[derive(Debug, Clone)]
+pub struct GroupCommitOptions {
+    max_batch: usize,
+    flushers: usize,
+    queue: usize,
+}
+
+impl Default for GroupCommitOptions {
+    fn default() -> Self {
+        GroupCommitOptions { max_batch: 512, flushers: 2, queue: 8192 }
+    }
+}
+
+impl GroupCommitOptions {
+    /// At most this many appends per statement (default 512; at least 1).
+    #[must_use]
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// How many statements may be in flight at once, each on its own
+    /// connection (default 2: one commits while the next batch fills; at least 1).
+    #[must_use]
+    pub fn flushers(mut self, n: usize) -> Self {
+        self.flushers = n.max(1);
+        self
+    }
+
+    /// How many appends may wait before callers wait to enqueue (default 8192; at least 1).
+    #[must_use]
+    pub fn queue(mut self, n: usize) -> Self {
+        self.queue = n.max(1);
+        self
+    }
+}
+
+/// One caller's append, waiting for its statement.
+struct Request {
+    append: StreamAppend,
+    reply: oneshot::Sender<Result<AppendResult>>,
+}
+
+/// An [`EventAppender`] over a [`PostgresStore`] that commits the
+/// single-stream appends of concurrent callers together.
+///
+/// Semantics are the store's: the same optimistic concurrency per stream
+/// (one stream's conflict fails only its own caller), the same gap-safe feed
+/// (a group is one transaction), the same NOTIFY. What changes is cost: at
+/// 32 concurrent callers a group carries tens of appends per commit.
+/// Multi-stream appends and empty appends go straight to the store.
+///
+/// Clones share the queue; the flusher tasks end when the last clone is
+/// dropped, after flushing what was queued.
+///
+/// ```no_run
+/// # async fn run() -> eslab_core::Result<()> {
+/// use eslab_postgres::{GroupCommit, GroupCommitOptions, PostgresStore};
+///
+/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres", "eslab").await?;
+/// let appender = GroupCommit::new(store, GroupCommitOptions::default())?;
+/// // Use `appender` wherever an event store goes: `EventStore::new(appender)`, `Repository`, …
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct GroupCommit {
+    store: PostgresStore,
+    queue: mpsc::Sender<Request>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request").field("stream", &self.append.stream_id).finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Starts the flusher tasks on the current Tokio runtime.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] when called outside a Tokio runtime.
+    pub fn new(store: PostgresStore, options: GroupCommitOptions) -> Result<Self> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::InvalidRequest("GroupCommit::new must be called inside a Tokio runtime".into()))?;
+        let (queue, rx) = mpsc::channel(options.queue);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..options.flushers {
+            runtime.spawn(flusher(store.clone(), Arc::clone(&rx), options.max_batch));
+        }
+        Ok(GroupCommit { store, queue })
+    }
+
+    /// The underlying store (for reads, snapshots and checkpoints).
+    pub fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+}
+
+impl EventAppender for GroupCommit {
+    async fn append_streams(&self, mut appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let single = appends.len() == 1 && appends.first().is_some_and(|a| !a.events.is_empty());
+        if !single {
+            return self.store.append_streams(appends).await;
+        }
+        let Some(append) = appends.pop() else {
+            return self.store.append_streams(appends).await;
+        };
+        let (reply, result) = oneshot::channel();
+        self.queue
+            .send(Request { append, reply })
+            .await
+            .map_err(|_| Error::Unavailable("the group-commit flushers have stopped".into()))?;
+        let appended = result.await.map_err(|_| {
+            // The flusher task ended without answering (runtime shutting down):
+            // the append may or may not have committed.
+            Error::Unavailable("the group-commit flusher ended before answering".into())
+        })??;
+        Ok(vec![appended])
+    }
+}
+
+impl EventReader for GroupCommit {
+    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.store.read_stream(stream, from, limit).await
+    }
+
+    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.store.read_feed(filter, after, limit).await
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        self.store.stream_version(stream).await
+    }
+}
+
+/// Takes batches off the shared queue and commits them, until every sender
+/// is gone and nothing is left.
+async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: usize) {
+    // Appends to a stream already in the batch wait for the next one: the
+    // statement judges each stream once.
+    let mut carried: VecDeque<Request> = VecDeque::new();
+    loop {
+        // With appends carried over, never wait for the queue: another
+        // flusher may hold it while waiting for new work, and the carried
+        // callers would wait for ever.
+        let queue = if carried.is_empty() { Some(rx.lock().await) } else { rx.try_lock().ok() };
+        if let Some(mut queue) = queue {
+            if carried.is_empty() {
+                match queue.recv().await {
+                    Some(request) => carried.push_back(request),
+                    None => return,
+                }
+            }
+            while carried.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(request) => carried.push_back(request),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut streams = HashSet::new();
+        let mut batch = Vec::with_capacity(carried.len());
+        let mut later = VecDeque::new();
+        for request in carried.drain(..) {
+            if streams.insert(request.append.stream_id.clone()) {
+                batch.push(request);
+            } else {
+                later.push_back(request);
+            }
+        }
+        carried = later;
+        flush(&store, batch).await;
+    }
+}
+
+/// Commits `requests` in one statement and answers each caller.
+async fn flush(store: &PostgresStore, requests: Vec<Request>) {
+    let (appends, replies): (Vec<_>, Vec<_>) = requests.into_iter().map(|r| (r.append, r.reply)).unzip();
+    if appends.len() == 1 {
+        // Nobody to group with: the store's one-stream fast path is cheaper.
+        return alone(store, appends, replies).await;
+    }
+    let batch = match Batch::try_new(appends) {
+        Ok(batch) => batch,
+        // A duplicate event id across callers, an out-of-range version: let
+        // each append meet its own verdict alone.
+        Err((_, appends)) => return alone(store, appends, replies).await,
+    };
+    let notify = store.options().notify == Notify::InTransaction;
+    let executed = match store.pool().acquire().await {
+        Ok(mut conn) => batch.execute_group(&mut conn, store.options().strategy, notify).await,
+        Err(e) => {
+            let e = db(e);
+            let unavailable = e.is_unavailable();
+            let message =
+                format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+            for reply in replies {
+                let _ = reply.send(Err(if unavailable {
+                    Error::Unavailable(message.clone().into())
+                } else {
+                    Error::backend(message.clone())
+                }));
+            }
+            return;
+        }
+    };
+    match executed {
+        Ok(rows) => {
+            store.poke_notifier();
+            match batch.group_results(&rows) {
+                Ok(outcomes) => {
+                    let mut retries = Vec::new();
+                    for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                        match outcome {
+                            GroupOutcome::Appended(result) => {
+                                let _ = reply.send(Ok(result));
+                            }
+                            GroupOutcome::Conflict(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                            GroupOutcome::Retry(append) => retries.push((append, reply)),
+                        }
+                    }
+                    let (appends, replies) = retries.into_iter().unzip();
+                    alone(store, appends, replies).await;
+                }
+                Err(e) => {
+                    // Committed, but the result did not decode: say so to everyone.
+                    let message = format!("group commit result: {e}");
+                    for reply in replies {
+                        let _ = reply.send(Err(Error::backend(message.clone())));
+                    }
+                }
+            }
+        }
+        // The statement failed as a whole (a unique violation on an event id
+        // or a version a concurrent writer took, a deadlock victim, …): it
+        // wrote nothing, so each append runs alone and gets its precise verdict.
+        Err(_) => alone(store, batch.into_appends(), replies).await,
+    }
+}
+
+/// Runs each append through the store's own path, concurrently.
+async fn alone(store: &PostgresStore, appends: Vec<StreamAppend>, replies: Vec<oneshot::Sender<Result<AppendResult>>>) {
+    join_all(appends.into_iter().zip(replies).map(|(append, reply)| async move {
+        let result = store.append_streams(vec![append]).await.and_then(|mut results| {
+            results.pop().ok_or_else(|| Error::backend("the store returned no result for an append"))
+        });
+        let _ = reply.send(result);
+    }))
+    .await;
+}

@@ -1,0 +1,155 @@
+//! The group-commit appender: the whole store conformance suite through it,
+//! plus what only a group can get wrong (one caller's conflict or duplicate
+//! id failing its neighbours).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use eslab_core::{
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter,
+    RecordedEvent, Result, StreamAppend, StreamId, Version,
+};
+use eslab_postgres::{GroupCommit, GroupCommitOptions};
+use futures_util::StreamExt;
+
+use crate::helpers::{TestStore, event, fresh, stream};
+
+/// A group-commit appender over a fresh schema (kept alive with it).
+#[derive(Debug, Clone)]
+pub struct GroupStore {
+    group: GroupCommit,
+    _schema: TestStore,
+}
+
+impl EventAppender for GroupStore {
+    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        self.group.append_streams(appends).await
+    }
+}
+
+impl EventReader for GroupStore {
+    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.group.read_stream(stream, from, limit).await
+    }
+    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
+        self.group.read_feed(filter, after, limit).await
+    }
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
+        self.group.stream_version(stream).await
+    }
+}
+
+async fn new_store() -> GroupStore {
+    let schema = fresh().await;
+    let group = GroupCommit::new(schema.store.clone(), GroupCommitOptions::default()).unwrap();
+    GroupStore { group, _schema: schema }
+}
+
+eslab_testing::store_conformance_tests!(new_store);
+
+/// Many callers at once, so groups really form: every append either lands
+/// at the version its caller expected or fails with a conflict naming the
+/// actual version; no version is taken twice or skipped.
+#[test]
+fn concurrent_callers_each_get_their_own_verdict() {
+    eslab_testing::block_on(async {
+        let store = new_store().await;
+        let streams: Vec<StreamId> = (0..8).map(|i| stream(&format!("g{i}"))).collect();
+        let mut tasks = Vec::new();
+        for task in 0..64_u64 {
+            let store = store.clone();
+            let s = streams[usize::try_from(task % 8).unwrap()].clone();
+            tasks.push(tokio::spawn(async move {
+                let mut landed = Vec::new();
+                let mut conflicts = 0;
+                for n in 0..10 {
+                    let current = store.stream_version(&s).await.unwrap();
+                    match store.append(&s, ExpectedVersion::Exact(current), vec![event(task * 100 + n)]).await {
+                        Ok(r) => {
+                            assert_eq!(Some(r.version), current.next());
+                            landed.push(r.version);
+                        }
+                        Err(Error::Conflict { actual, .. }) => {
+                            assert!(actual > current, "a conflict reports a newer actual version");
+                            conflicts += 1;
+                        }
+                        Err(e) => panic!("unexpected error: {e:?}"),
+                    }
+                }
+                (s, landed, conflicts)
+            }));
+        }
+        let mut per_stream: HashMap<StreamId, Vec<Version>> = HashMap::new();
+        for t in tasks {
+            let (s, landed, _) = t.await.unwrap();
+            per_stream.entry(s).or_default().extend(landed);
+        }
+        for s in &streams {
+            let mut landed = per_stream.remove(s).unwrap_or_default();
+            landed.sort();
+            let stored: Vec<Version> =
+                store.stream_events(s, Version::FIRST).map(|e| e.unwrap().stream_version).collect().await;
+            assert_eq!(landed, stored, "each acknowledged append is stored once, at its version, with no gaps");
+            assert_eq!(stored.first(), Some(&Version::FIRST));
+        }
+    });
+}
+
+/// A conflict, a duplicate event id and a good append queued together:
+/// only the good one lands, and each bad one gets its precise error.
+#[test]
+fn a_bad_append_does_not_fail_its_group() {
+    eslab_testing::block_on(async {
+        let store = new_store().await;
+        let taken = stream("taken");
+        let first = event(1);
+        let duplicate_id = first.event_id;
+        store.append(&taken, ExpectedVersion::NoStream, vec![first]).await.unwrap();
+
+        for round in 0..20_u64 {
+            let store = Arc::new(store.clone());
+            let good = stream(&format!("good{round}"));
+            let conflict = {
+                let store = Arc::clone(&store);
+                let taken = taken.clone();
+                tokio::spawn(async move { store.append(&taken, ExpectedVersion::NoStream, vec![event(2)]).await })
+            };
+            let dup = {
+                let store = Arc::clone(&store);
+                let s = stream(&format!("dup{round}"));
+                let mut e = event(3);
+                e.event_id = duplicate_id;
+                tokio::spawn(async move { store.append(&s, ExpectedVersion::Any, vec![e]).await })
+            };
+            let ok = {
+                let store = Arc::clone(&store);
+                let good = good.clone();
+                tokio::spawn(async move { store.append(&good, ExpectedVersion::NoStream, vec![event(4)]).await })
+            };
+            match conflict.await.unwrap() {
+                Err(Error::Conflict { actual, .. }) => assert_eq!(actual, Version::FIRST),
+                other => panic!("expected a conflict, got {other:?}"),
+            }
+            assert!(matches!(dup.await.unwrap(), Err(Error::DuplicateEventId(id)) if id == duplicate_id));
+            assert_eq!(ok.await.unwrap().unwrap().version, Version::FIRST);
+            assert_eq!(store.stream_version(&good).await.unwrap(), Version::FIRST);
+        }
+        assert_eq!(store.stream_version(&taken).await.unwrap(), Version::FIRST);
+    });
+}
+
+/// The suite again, grouping over the unique-index append strategy.
+mod unique_index {
+    use eslab_postgres::{AppendStrategy, GroupCommit, GroupCommitOptions};
+
+    use super::GroupStore;
+    use crate::helpers::fresh_with;
+
+    async fn new_store() -> GroupStore {
+        let schema = fresh_with(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await;
+        let group = GroupCommit::new(schema.store.clone(), GroupCommitOptions::default()).unwrap();
+        GroupStore { group, _schema: schema }
+    }
+
+    eslab_testing::store_conformance_tests!(new_store);
+}
