@@ -6,7 +6,7 @@ use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, Result, StreamId, Versio
 use sqlx::{PgPool, Row};
 
 use crate::error::db;
-use crate::rows::{EVENT_COLUMNS, limit, parse_xid, recorded, to_i64};
+use crate::rows::{event_columns, limit, parse_xid, recorded, to_i64};
 
 /// One feed page. `horizon` is the oldest transaction still in flight
 /// (`pg_snapshot_xmin`): every transaction below it has committed or rolled
@@ -45,11 +45,12 @@ pub(crate) async fn read_stream(
     from: Version,
     n: usize,
 ) -> Result<Vec<RecordedEvent>> {
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = $1 AND stream_version >= $2 \
-         ORDER BY stream_version LIMIT $3"
+    const SQL: &str = concat!(
+        "SELECT ",
+        event_columns!(),
+        " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
     );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(SQL)
         .bind(stream.as_str())
         .bind(to_i64(from.get(), "version")?)
         .bind(limit(n))

@@ -301,7 +301,7 @@ impl PostgresStore {
     }
 
     async fn migrate_on(&self, conn: &mut PgConnection) -> Result<()> {
-        // The name is validated, so quoting it is enough.
+        // sql-ident: the schema name is checked by `validate_schema`, so quoting it is enough.
         conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.options.schema).as_str()).await.map_err(db)?;
         MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => db(e),
@@ -312,6 +312,7 @@ impl PostgresStore {
 
     /// Drops the store's schema and everything in it, then closes the pool.
     pub async fn drop_schema(self) -> Result<()> {
+        // sql-ident: the schema name is checked by `validate_schema`.
         sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.options.schema))
             .execute(&self.pool)
             .await

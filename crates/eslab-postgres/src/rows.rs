@@ -6,9 +6,15 @@ use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The columns every event read selects, in the order [`recorded`] expects.
-pub(crate) const EVENT_COLUMNS: &str = "global_position, transaction_id::text AS transaction_id, stream_id, \
-     stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at";
+/// The columns every event read selects, in the order [`recorded`] expects
+/// (a macro, so statements embed it with `concat!` at compile time).
+macro_rules! event_columns {
+    () => {
+        "global_position, transaction_id::text AS transaction_id, stream_id, \
+         stream_version, event_id, event_type, schema_version, payload, metadata, recorded_at"
+    };
+}
+pub(crate) use event_columns;
 
 /// A `u64` (version, position, count) as a `BIGINT`.
 pub(crate) fn to_i64(v: u64, what: &str) -> Result<i64> {
@@ -38,7 +44,7 @@ fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(row
     row.try_get(col).map_err(crate::error::db)
 }
 
-/// Decodes a row selected with [`EVENT_COLUMNS`].
+/// Decodes a row selected with [`event_columns!`].
 pub(crate) fn recorded(row: &PgRow) -> Result<RecordedEvent> {
     let stream_id: String = get(row, "stream_id")?;
     let stream_id: StreamId = stream_id.parse().map_err(Error::backend)?;

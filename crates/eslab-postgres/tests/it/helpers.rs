@@ -59,6 +59,7 @@ impl Drop for SchemaGuard {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&url).await.ok()?;
+                // sql-ident: `schema_name()` makes the name from a UUID.
                 sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await.ok()?;
                 conn.close().await.ok()
             })
