@@ -36,3 +36,7 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+
+## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
+fuzz:
+	bash scripts/fuzz.sh
