@@ -36,3 +36,8 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+
+## lab: every lab experiment at the quick scale; the report goes to lab-report/ (see docs/lab.md)
+.PHONY: lab
+lab: ensure-postgres
+	$(CARGO) run --release -- lab run all --quick --out lab-report
