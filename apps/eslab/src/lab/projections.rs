@@ -82,8 +82,9 @@ impl Experiment for ProjectionBatches {
                 let t = Instant::now();
                 let page = store.read_feed(&FeedFilter::All, at, 1000).await?;
                 latencies.record(t.elapsed());
-                if let Some(last) = page.last() {
-                    at = last.checkpoint();
+                match page.last() {
+                    Some(last) => at = last.checkpoint(),
+                    None => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
                 read += u64::try_from(page.len())?;
             }
