@@ -204,3 +204,32 @@ fn experiments_are_chosen_by_id_number_or_all() {
     numbers.dedup();
     assert_eq!(numbers, before, "numbers are unique and in order");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_every_experiment_and_fails_when_one_fails() {
+    let mut out = Vec::new();
+    lab::main(lab::LabCommand::List, "sqlite://ignored.db", &mut out).await.unwrap();
+    let listed = String::from_utf8(out).unwrap();
+    for e in lab::experiments() {
+        assert!(listed.contains(e.id()) && listed.contains(e.title()), "{listed}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |experiments: &[&str]| {
+        lab::LabCommand::Run(lab::RunArgs {
+            experiments: experiments.iter().map(|s| (*s).to_owned()).collect(),
+            quick: false,
+            tiny: true,
+            out: dir.path().to_owned(),
+        })
+    };
+    let mut out = Vec::new();
+    lab::main(run(&["codecs"]), "sqlite://ignored.db", &mut out).await.unwrap();
+    assert!(dir.path().join("codecs.svg").exists());
+    let err = lab::main(run(&["append", "codecs"]), "postgres://postgres@127.0.0.1:1/postgres", &mut Vec::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "1 experiment(s) failed: append");
+    let err = lab::main(run(&["nope"]), "sqlite://ignored.db", &mut Vec::new()).await.unwrap_err().to_string();
+    assert!(err.contains("unknown experiment"), "{err}");
+}
