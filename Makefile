@@ -1,5 +1,5 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
-.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench
+.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench fuzz
 
 CARGO ?= cargo
 
@@ -40,3 +40,8 @@ bench: ensure-postgres
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
 fuzz:
 	bash scripts/fuzz.sh
+
+## lab: every lab experiment at the quick scale; the report goes to lab-report/ (see docs/lab.md)
+.PHONY: lab
+lab: ensure-postgres
+	$(CARGO) run --release -- lab run all --quick --out lab-report

@@ -3,6 +3,7 @@
 //! - `eslab demo`: the account example, told step by step;
 //! - `eslab events stream|feed|import`: the store's events as JSON lines;
 //! - `eslab migrate`: create or update the store's schema.
+//! - `eslab lab list|run`: measure the patterns on this machine, write a report.
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
@@ -41,6 +42,10 @@ enum Command {
     Events(EventsCommand),
     /// Create or update the store's schema (stores also migrate on start).
     Migrate,
+    /// The lab: measure event-sourcing patterns side by side on this machine
+    /// (PostgreSQL from --database-url when it is postgres://, else the local cluster).
+    #[command(subcommand)]
+    Lab(eslab::lab::LabCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +108,10 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
+        // The lab makes its own schemas and files; it opens no store here.
+        if let Command::Lab(lab) = cli.command {
+            return eslab::lab::main(lab, &cli.database_url, &mut std::io::stdout()).await;
+        }
         let store = AnyStore::open(&cli.database_url).await?;
         let mut out = std::io::stdout().lock();
         match cli.command {
@@ -138,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("imported {imported} of {count} events");
                 Ok(())
             }
+            Command::Lab(_) => anyhow::bail!("the lab runs before any store is opened"),
         }
     })
 }

@@ -1,0 +1,235 @@
+//! The lab at its smallest scale: every experiment runs against the real
+//! PostgreSQL (`DATABASE_URL`, default the local cluster), writes its files,
+//! and its numbers add up. Performance itself is never asserted here.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+
+use eslab::lab::{self, Outcome, Report, RunOptions, Scale, Table};
+
+fn postgres_url() -> String {
+    lab::postgres_url(&std::env::var("DATABASE_URL").unwrap_or_default())
+}
+
+/// Runs one experiment at `Scale::Tiny` into a temporary directory.
+async fn run(id: &str, postgres_url: String) -> (tempfile::TempDir, Vec<Outcome>) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions { scale: Scale::Tiny, postgres_url, out: dir.path().to_owned(), progress: false };
+    let selected = lab::select(&[id.to_owned()]).unwrap();
+    let mut terminal = Vec::new();
+    let outcomes = lab::run(&selected, &options, &mut terminal).await.unwrap();
+    (dir, outcomes)
+}
+
+/// Runs `id` and checks its files; returns its report.
+async fn report_of(id: &str) -> Report {
+    let (dir, mut outcomes) = run(id, postgres_url()).await;
+    let outcome = outcomes.pop().unwrap();
+    let report = match outcome.report {
+        Ok(r) => r,
+        Err(e) => panic!("experiment {id} failed: {e}"),
+    };
+    check_files(dir.path(), id, &report.table);
+    report
+}
+
+fn check_files(dir: &Path, id: &str, table: &Table) {
+    let read = |name: String| std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let md = read(format!("{id}.md"));
+    assert!(md.contains("![") && md.contains(&format!("({id}.svg)")) && md.contains(&format!("({id}.csv)")), "{md}");
+    assert!(md.contains(&table.columns.join(" | ")), "{md}");
+    let svg = read(format!("{id}.svg"));
+    assert!(svg.starts_with("<svg") && svg.contains("<rect"), "{svg}");
+    let csv = read(format!("{id}.csv"));
+    assert_eq!(csv.lines().count(), table.rows.len() + 1, "{csv}");
+    let index = read("index.md".into());
+    for needle in ["CPU", "cores", "memory", "OS", "PostgreSQL", "eslab", &format!("({id}.md)")] {
+        assert!(index.contains(needle), "index.md lacks {needle}: {index}");
+    }
+}
+
+fn num(table: &Table, row: &[lab::Cell], column: &str) -> f64 {
+    table.num(row, column).unwrap_or_else(|| panic!("no number in column {column}: {row:?}"))
+}
+
+fn text<'a>(table: &Table, row: &'a [lab::Cell], column: &str) -> &'a str {
+    row[table.column(column).unwrap_or_else(|| panic!("no column {column}"))].as_text().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_strategies_measure_every_strategy_and_batch_size() {
+    let r = report_of("append").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 2 * 5, "{t:?}");
+    for row in &t.rows {
+        assert_eq!(num(t, row, "batches"), 2.0);
+        assert!(num(t, row, "events/s") > 0.0);
+        assert!(num(t, row, "batch p99 (ms)") >= num(t, row, "batch p50 (ms)"));
+    }
+    for row in t.rows_where("strategy", "per-row loop (1 tx)") {
+        assert!((num(t, row, "× per-row loop") - 1.0).abs() < 1e-9);
+    }
+    assert_eq!(r.findings.len(), 2, "{:?}", r.findings);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_controls_keep_versions_gap_free_and_count_every_append() {
+    let r = report_of("concurrency").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 4, "{t:?}");
+    for row in &t.rows {
+        // 2 writers × 10 appends, none abandoned.
+        assert_eq!(num(t, row, "appends"), 20.0, "{row:?}");
+        assert_eq!(num(t, row, "gave up"), 0.0, "{row:?}");
+        assert_eq!(text(t, row, "versions gap-free"), "yes", "{row:?}");
+    }
+    let lock = t.rows_where("control", "advisory lock per stream").next().unwrap();
+    assert_eq!(num(t, lock, "retries"), 0.0, "a lock never loses a race");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_eslab_feed_misses_nothing_and_counts_add_up() {
+    let r = report_of("ordering").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 3, "{t:?}");
+    for row in &t.rows {
+        let written = num(t, row, "events written");
+        // 4 writers × 15 transactions of 1 to 3 events.
+        assert!((60.0..=180.0).contains(&written), "{row:?}");
+        assert_eq!(num(t, row, "events seen") + num(t, row, "events missed"), written, "{row:?}");
+        assert_eq!(num(t, row, "duplicates"), 0.0, "{row:?}");
+    }
+    let watermark = t.rows_where("approach", "eslab xid8 watermark feed").next().unwrap();
+    assert_eq!(num(t, watermark, "events missed"), 0.0, "eslab's feed must miss nothing");
+    let locked = t.rows_where("approach", "per-category lock + position order").next().unwrap();
+    assert_eq!(num(t, locked, "events missed"), 0.0, "commits in position order leave nothing to skip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_replay_only_the_tail_and_the_cache_nothing() {
+    let r = report_of("snapshots").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 2 * 5, "{t:?}");
+    let replayed = |length: f64, load: &str| {
+        let row = t.rows.iter().find(|row| num(t, row, "events in stream") == length && text(t, row, "load") == load);
+        num(t, row.unwrap_or_else(|| panic!("no row {length} {load}")), "events replayed")
+    };
+    assert_eq!(replayed(150.0, "full replay"), 150.0);
+    assert_eq!(replayed(150.0, "snapshot every 100"), 50.0);
+    assert_eq!(replayed(150.0, "snapshot every 1000"), 150.0);
+    assert_eq!(replayed(10.0, "cache hit"), 0.0);
+    for row in &t.rows {
+        assert_eq!(num(t, row, "loads"), 3.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projections_build_correct_read_models_at_every_batch_size_and_partitioning() {
+    let r = report_of("projections").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 1 + 2 * 2, "{t:?}");
+    for row in t.rows_where("run", "runner + bank views") {
+        assert_eq!(num(t, row, "events"), 100.0, "{row:?}");
+        assert_eq!(text(t, row, "read model correct"), "yes", "{row:?}");
+    }
+    let baseline = t.rows_where("run", "feed read only (baseline)").next().unwrap();
+    assert_eq!(num(t, baseline, "events"), 100.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codecs_round_trip_and_binary_formats_are_smaller() {
+    let r = report_of("codecs").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 4, "{t:?}");
+    let bytes = |codec: &str| num(t, t.rows_where("codec", codec).next().unwrap(), "bytes/event");
+    for row in &t.rows {
+        assert_eq!(text(t, row, "round trip exact"), "yes", "{row:?}");
+        assert!(num(t, row, "encode events/s") > 0.0 && num(t, row, "decode events/s") > 0.0);
+    }
+    assert!(bytes("postcard") < bytes("MessagePack (rmp-serde, compact)"));
+    assert!(bytes("MessagePack (rmp-serde, compact)") < bytes("MessagePack (rmp-serde, named fields)"));
+    assert!(bytes("MessagePack (rmp-serde, named fields)") < bytes("JSON (serde_json)"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_run_the_same_workload_on_all_three() {
+    let r = report_of("stores").await;
+    let t = &r.table;
+    let names: Vec<_> = t.rows.iter().map(|row| text(t, row, "store").to_owned()).collect();
+    assert_eq!(names, ["memory", "SQLite (file, WAL)", "PostgreSQL"]);
+    for row in &t.rows {
+        // 2 tasks × 10 commands; the feed holds 10 openings and the 20 commands' events.
+        assert_eq!(num(t, row, "commands"), 20.0, "{row:?}");
+        assert_eq!(num(t, row, "feed events"), 30.0, "{row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_postgres_its_experiments_fail_clearly_and_the_others_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RunOptions {
+        scale: Scale::Tiny,
+        // Nothing listens on port 1.
+        postgres_url: "postgres://postgres@127.0.0.1:1/postgres".into(),
+        out: dir.path().to_owned(),
+        progress: false,
+    };
+    let selected = lab::select(&["1".to_owned(), "codecs".to_owned(), "stores".to_owned()]).unwrap();
+    let outcomes = lab::run(&selected, &options, &mut Vec::new()).await.unwrap();
+    let append = outcomes.iter().find(|o| o.id == "append").unwrap();
+    let why = append.report.as_ref().unwrap_err();
+    assert!(why.contains("PostgreSQL is not reachable") && why.contains("pg_ctlcluster"), "{why}");
+    assert!(!dir.path().join("append.md").exists());
+    assert!(outcomes.iter().find(|o| o.id == "codecs").unwrap().report.is_ok());
+    let stores = outcomes.iter().find(|o| o.id == "stores").unwrap().report.as_ref().unwrap();
+    assert_eq!(stores.table.rows.len(), 2, "memory and SQLite still run");
+    assert!(stores.findings.iter().any(|f| f.contains("PostgreSQL was not measured")), "{:?}", stores.findings);
+    let index = std::fs::read_to_string(dir.path().join("index.md")).unwrap();
+    assert!(index.contains("failed: PostgreSQL is not reachable") && index.contains("(codecs.md)"), "{index}");
+}
+
+#[test]
+fn experiments_are_chosen_by_id_number_or_all() {
+    let ids = |names: &[&str]| {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        lab::select(&names).map(|v| v.iter().map(|e| e.id()).collect::<Vec<_>>())
+    };
+    assert_eq!(ids(&["codecs", "1"]).unwrap(), ["append", "codecs"], "lab order, whatever the order asked");
+    assert_eq!(ids(&["all"]).unwrap().len(), lab::experiments().len());
+    let err = ids(&["nope"]).unwrap_err().to_string();
+    assert!(err.contains("unknown experiment \"nope\"") && err.contains("append (1)"), "{err}");
+    let mut numbers: Vec<u8> = lab::experiments().iter().map(|e| e.number()).collect();
+    let before = numbers.clone();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers, before, "numbers are unique and in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_every_experiment_and_fails_when_one_fails() {
+    let mut out = Vec::new();
+    lab::main(lab::LabCommand::List, "sqlite://ignored.db", &mut out).await.unwrap();
+    let listed = String::from_utf8(out).unwrap();
+    for e in lab::experiments() {
+        assert!(listed.contains(e.id()) && listed.contains(e.title()), "{listed}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |experiments: &[&str]| {
+        lab::LabCommand::Run(lab::RunArgs {
+            experiments: experiments.iter().map(|s| (*s).to_owned()).collect(),
+            quick: false,
+            tiny: true,
+            out: dir.path().to_owned(),
+        })
+    };
+    let mut out = Vec::new();
+    lab::main(run(&["codecs"]), "sqlite://ignored.db", &mut out).await.unwrap();
+    assert!(dir.path().join("codecs.svg").exists());
+    let err = lab::main(run(&["append", "codecs"]), "postgres://postgres@127.0.0.1:1/postgres", &mut Vec::new())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "1 experiment(s) failed: append");
+    let err = lab::main(run(&["nope"]), "sqlite://ignored.db", &mut Vec::new()).await.unwrap_err().to_string();
+    assert!(err.contains("unknown experiment"), "{err}");
+}
