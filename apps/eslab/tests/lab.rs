@@ -106,6 +106,21 @@ async fn ordering_eslab_feed_misses_nothing_and_counts_add_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_keeps_every_acknowledged_append_once() {
+    let r = report_of("group-commit").await;
+    let t = &r.table;
+    // 2 caller counts × raw, store, group.
+    assert_eq!(t.rows.len(), 2 * 3, "{t:?}");
+    for row in &t.rows {
+        // Each caller does at least 5 appends at the tiny scale.
+        assert!(num(t, row, "appends") >= 5.0 * num(t, row, "callers"), "{row:?}");
+        if text(t, row, "variant") != "raw INSERT + COMMIT" {
+            assert_eq!(text(t, row, "stored (= appends)"), "yes", "{row:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_replay_only_the_tail_and_the_cache_nothing() {
     let r = report_of("snapshots").await;
     let t = &r.table;

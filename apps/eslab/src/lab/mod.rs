@@ -10,6 +10,7 @@ mod append;
 pub mod chart;
 mod codecs;
 mod concurrency;
+mod group_commit;
 mod machine;
 pub mod measure;
 mod ordering;
@@ -92,6 +93,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         Box::new(append::AppendStrategies),
         Box::new(concurrency::ConcurrencyControl),
         Box::new(ordering::FeedOrdering),
+        Box::new(group_commit::GroupCommitExperiment),
         Box::new(snapshots::SnapshotsAndCache),
         Box::new(projections::ProjectionBatches),
         Box::new(codecs::Codecs),
