@@ -3,4 +3,6 @@
 //! `DATABASE_URL`, and, as they arrive, the HTTP service, the relay, the
 //! worker and the lab).
 
+pub mod projections;
+pub mod rebuild;
 pub mod store;
