@@ -62,7 +62,8 @@ async fn seed_bank(store: &AnyStore) {
     accounts.execute("a4", &withdraw, Metadata::now()).await.unwrap();
     accounts.execute("a4", &AccountCommand::Close, Metadata::now()).await.unwrap();
     for t in 0..12i64 {
-        let (from, to) = (format!("a{}", t % 4), format!("a{}", (t + 1) % 5));
+        // Never to itself: the offset is 1..=4 (a4 is closed: those credits are refunded).
+        let (from, to) = (format!("a{}", t % 4), format!("a{}", (t % 4 + 1 + (t / 4) % 4) % 5));
         let request = TransferCommand::Request { from, to, amount: Amount::new(50 + t).unwrap(), currency: eur() };
         transfers.execute(&format!("t{t}"), &request, Metadata::now()).await.unwrap();
     }
