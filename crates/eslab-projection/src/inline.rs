@@ -163,7 +163,7 @@ impl InlineStore<crate::PgBackend> for eslab_postgres::PostgresStore {
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         appends: Vec<StreamAppend>,
     ) -> eslab_core::Result<Vec<AppendResult>> {
-        self.append_in_tx(&mut **tx, appends).await
+        self.append_in_tx(tx, appends).await
     }
 
     async fn commit_append(
@@ -190,7 +190,7 @@ impl InlineStore<crate::SqliteBackend> for eslab_sqlite::SqliteStore {
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         appends: Vec<StreamAppend>,
     ) -> eslab_core::Result<Vec<AppendResult>> {
-        self.append_in_tx(&mut **tx, appends).await
+        self.append_in_tx(tx, appends).await
     }
 
     async fn commit_append(
