@@ -36,3 +36,4 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+	$(CARGO) bench -p eslab-projection --features postgres --bench catchup
