@@ -36,6 +36,7 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+	$(CARGO) bench -p eslab-projection --features postgres --bench catchup
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
 fuzz:

@@ -4,4 +4,6 @@
 //! worker and the lab).
 
 pub mod lab;
+pub mod projections;
+pub mod rebuild;
 pub mod store;

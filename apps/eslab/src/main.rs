@@ -2,7 +2,9 @@
 //!
 //! - `eslab demo`: the account example, told step by step;
 //! - `eslab events stream|feed|import`: the store's events as JSON lines;
-//! - `eslab migrate`: create or update the store's schema.
+//! - `eslab migrate`: create or update the store's schema;
+//! - `eslab projections list|parked|retry|skip`: operate the projections;
+//! - `eslab rebuild <projection>`: replay into shadow tables and swap them in;
 //! - `eslab lab list|run`: measure the patterns on this machine, write a report.
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
@@ -46,6 +48,15 @@ enum Command {
     /// (PostgreSQL from --database-url when it is postgres://, else the local cluster).
     #[command(subcommand)]
     Lab(eslab::lab::LabCommand),
+    /// Operate the projections: list (checkpoint, lag, lease, parked), parked, retry, skip.
+    #[command(subcommand)]
+    Projections(eslab::projections::ProjectionsCommand),
+    /// Replay a projection into shadow tables and swap them in atomically
+    /// (the live read model keeps serving meanwhile), with a progress bar.
+    Rebuild {
+        /// The projection (bank-views).
+        projection: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +146,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     (_, true) => events::Follow::Poll,
                 };
                 events::feed(&store, &filter, after.unwrap_or(Checkpoint::START), follow, &mut out).await.map(|_| ())
+            }
+            Command::Projections(command) => eslab::projections::command(&store, command, &mut out).await,
+            Command::Rebuild { projection } => {
+                let progress = eslab::rebuild::progress_bar();
+                let done = eslab::rebuild::rebuild(&store, &projection, &progress).await?;
+                eprintln!("{projection}: rebuilt from {} events and swapped in at {}", done.events, done.checkpoint);
+                Ok(())
             }
             Command::Events(EventsCommand::Import { file, batch }) => {
                 let open = || std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()));

@@ -111,6 +111,10 @@ impl EventReader for AnyStore {
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         delegate!(self, s => s.stream_version(stream).await)
     }
+
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
+        delegate!(self, s => s.feed_head(filter).await)
+    }
 }
 
 impl SnapshotStore for AnyStore {

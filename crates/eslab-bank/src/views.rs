@@ -87,6 +87,25 @@ pub trait ViewsTx: Send {
     fn transfer(&mut self, id: &str) -> impl Future<Output = Result<Option<TransferView>, HandlerError>> + Send;
     /// Inserts or replaces a transfer row.
     fn put_transfer(&mut self, row: &TransferView) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Applies a batch of events in order ([`apply_event`] for each by
+    /// default); on failure, the index of the failing event and its error.
+    /// The SQL transactions override it: one read of every row the batch
+    /// touches, the fold in memory, then multi-row writes.
+    fn apply_batch(
+        &mut self,
+        events: &[&RecordedEvent],
+    ) -> impl Future<Output = Result<(), (usize, HandlerError)>> + Send
+    where
+        Self: Sized,
+    {
+        async move {
+            for (i, event) in events.iter().enumerate() {
+                apply_event(self, event).await.map_err(|e| (i, e))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The projection that keeps the three read models.
@@ -220,6 +239,10 @@ where
 
     async fn apply(&self, tx: &mut B::Tx, event: &RecordedEvent) -> Result<(), HandlerError> {
         apply_event(tx, event).await
+    }
+
+    async fn apply_all(&self, tx: &mut B::Tx, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
+        tx.apply_batch(events).await
     }
 }
 

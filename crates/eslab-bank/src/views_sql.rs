@@ -2,6 +2,9 @@
 //! implementations the [`BankViews`](crate::BankViews) projection writes
 //! through, and [`SqlViews`] for the query side.
 
+use std::collections::{BTreeSet, HashMap};
+
+use eslab_core::RecordedEvent;
 use eslab_projection::HandlerError;
 
 use crate::account::AccountStatus;
@@ -118,6 +121,60 @@ const UPSERT_TRANSFER: &str =
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
          refunded = excluded.refunded, version = excluded.version";
 
+/// Rows per multi-row statement (7 to 9 columns: far below both databases' bind limits).
+const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// The rows one batch touches, loaded with one query per table, folded in
+/// memory by [`apply_event`](crate::apply_event), then written back with
+/// multi-row statements: a handful of round trips per batch instead of two or
+/// three per event.
+#[derive(Debug, Default)]
+struct Staged {
+    summaries: HashMap<String, AccountSummary>,
+    dirty_summaries: BTreeSet<String>,
+    history: Vec<HistoryEntry>,
+    transfers: HashMap<String, TransferView>,
+    dirty_transfers: BTreeSet<String>,
+}
+
+impl ViewsTx for Staged {
+    async fn summary(&mut self, id: &str) -> Result<Option<AccountSummary>, HandlerError> {
+        Ok(self.summaries.get(id).cloned())
+    }
+
+    async fn put_summary(&mut self, row: &AccountSummary) -> Result<(), HandlerError> {
+        self.summaries.insert(row.id.clone(), row.clone());
+        self.dirty_summaries.insert(row.id.clone());
+        Ok(())
+    }
+
+    async fn add_history(&mut self, entry: &HistoryEntry) -> Result<(), HandlerError> {
+        self.history.push(entry.clone());
+        Ok(())
+    }
+
+    async fn transfer(&mut self, id: &str) -> Result<Option<TransferView>, HandlerError> {
+        Ok(self.transfers.get(id).cloned())
+    }
+
+    async fn put_transfer(&mut self, row: &TransferView) -> Result<(), HandlerError> {
+        self.transfers.insert(row.id.clone(), row.clone());
+        self.dirty_transfers.insert(row.id.clone());
+        Ok(())
+    }
+}
+
+/// The ids of the `category` streams of a batch.
+fn ids_of<'a>(events: &[&'a RecordedEvent], category: &str) -> Vec<&'a str> {
+    let ids: BTreeSet<&str> =
+        events.iter().filter(|e| e.stream_id.category() == category).map(|e| e.stream_id.id()).collect();
+    ids.into_iter().collect()
+}
+
+fn rfc3339(at: time::OffsetDateTime) -> Result<String, HandlerError> {
+    at.format(&time::format_description::well_known::Rfc3339).map_err(|e| HandlerError::new(e.to_string()))
+}
+
 macro_rules! sql_views {
     ($db:ty, $pool:ty) => {
         impl ViewsTx for sqlx::Transaction<'static, $db> {
@@ -167,6 +224,10 @@ macro_rules! sql_views {
                 Ok(row.map(transfer_of))
             }
 
+            async fn apply_batch(&mut self, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
+                SqlTx::apply_staged(self, events).await
+            }
+
             async fn put_transfer(&mut self, row: &TransferView) -> Result<(), HandlerError> {
                 sqlx::query(UPSERT_TRANSFER)
                     .bind(&row.id)
@@ -181,6 +242,123 @@ macro_rules! sql_views {
                     .execute(&mut **self)
                     .await
                     .map_err(transient)?;
+                Ok(())
+            }
+        }
+
+        impl SqlTx for sqlx::Transaction<'static, $db> {
+            async fn apply_staged(&mut self, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
+                if events.is_empty() {
+                    return Ok(());
+                }
+                let at_db = |e: sqlx::Error| (0, transient(e));
+                let mut staged = Staged::default();
+                for chunk in ids_of(events, "account").chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id, owner, currency, balance, overdraft_limit, status, version FROM account_summary WHERE id IN (",
+                    );
+                    let mut ids = q.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    ids.push_unseparated(")");
+                    let rows: Vec<SummaryRow> = q.build_query_as().fetch_all(&mut **self).await.map_err(at_db)?;
+                    staged.summaries.extend(rows.into_iter().map(summary_of).map(|r| (r.id.clone(), r)));
+                }
+                for chunk in ids_of(events, "transfer").chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "SELECT id, from_account, to_account, amount, currency, status, reason, refunded, version
+                         FROM transfer_status WHERE id IN (",
+                    );
+                    let mut ids = q.separated(", ");
+                    for id in chunk {
+                        ids.push_bind(*id);
+                    }
+                    ids.push_unseparated(")");
+                    let rows: Vec<TransferRow> = q.build_query_as().fetch_all(&mut **self).await.map_err(at_db)?;
+                    staged.transfers.extend(rows.into_iter().map(transfer_of).map(|r| (r.id.clone(), r)));
+                }
+                for (i, event) in events.iter().enumerate() {
+                    crate::apply_event(&mut staged, event).await.map_err(|e| (i, e))?;
+                }
+                let failed = |e: HandlerError| (0, e);
+                let summaries = staged
+                    .dirty_summaries
+                    .iter()
+                    .filter_map(|id| staged.summaries.get(id))
+                    .map(|r| Ok((r, version_i64(r.version)?)))
+                    .collect::<Result<Vec<_>, HandlerError>>()
+                    .map_err(failed)?;
+                for chunk in summaries.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO account_summary (id, owner, currency, balance, overdraft_limit, status, version) ",
+                    );
+                    q.push_values(chunk, |mut b, (r, version)| {
+                        b.push_bind(r.id.as_str())
+                            .push_bind(r.owner.as_str())
+                            .push_bind(r.currency.as_str())
+                            .push_bind(r.balance)
+                            .push_bind(r.overdraft_limit)
+                            .push_bind(account_status_str(r.status))
+                            .push_bind(*version);
+                    });
+                    q.push(
+                        " ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, currency = excluded.currency,
+                         balance = excluded.balance, overdraft_limit = excluded.overdraft_limit,
+                         status = excluded.status, version = excluded.version",
+                    );
+                    q.build().execute(&mut **self).await.map_err(at_db)?;
+                }
+                let history = staged
+                    .history
+                    .iter()
+                    .map(|h| Ok((h, version_i64(h.version)?, rfc3339(h.occurred_at)?, h.correlation_id.map(|c| c.to_string()))))
+                    .collect::<Result<Vec<_>, HandlerError>>()
+                    .map_err(failed)?;
+                for chunk in history.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO account_history (account_id, version, kind, amount, balance, correlation_id, occurred_at) ",
+                    );
+                    q.push_values(chunk, |mut b, (h, version, occurred_at, correlation)| {
+                        b.push_bind(h.account_id.as_str())
+                            .push_bind(*version)
+                            .push_bind(h.kind.as_str())
+                            .push_bind(h.amount)
+                            .push_bind(h.balance)
+                            .push_bind(correlation.as_deref())
+                            .push_bind(occurred_at.as_str());
+                    });
+                    q.push(" ON CONFLICT (account_id, version) DO NOTHING");
+                    q.build().execute(&mut **self).await.map_err(at_db)?;
+                }
+                let transfers = staged
+                    .dirty_transfers
+                    .iter()
+                    .filter_map(|id| staged.transfers.get(id))
+                    .map(|r| Ok((r, version_i64(r.version)?)))
+                    .collect::<Result<Vec<_>, HandlerError>>()
+                    .map_err(failed)?;
+                for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
+                    let mut q = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO transfer_status (id, from_account, to_account, amount, currency, status, reason, refunded, version) ",
+                    );
+                    q.push_values(chunk, |mut b, (r, version)| {
+                        b.push_bind(r.id.as_str())
+                            .push_bind(r.from.as_str())
+                            .push_bind(r.to.as_str())
+                            .push_bind(r.amount)
+                            .push_bind(r.currency.as_str())
+                            .push_bind(r.status.as_str())
+                            .push_bind(r.reason.as_deref())
+                            .push_bind(r.refunded)
+                            .push_bind(*version);
+                    });
+                    q.push(
+                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                         refunded = excluded.refunded, version = excluded.version",
+                    );
+                    q.build().execute(&mut **self).await.map_err(at_db)?;
+                }
                 Ok(())
             }
         }
@@ -241,6 +419,14 @@ macro_rules! sql_views {
             }
         }
     };
+}
+
+/// The batched apply of a SQL transaction (see [`Staged`]).
+trait SqlTx {
+    fn apply_staged(
+        &mut self,
+        events: &[&RecordedEvent],
+    ) -> impl std::future::Future<Output = Result<(), (usize, HandlerError)>> + Send;
 }
 
 /// Queries of the bank's read models on a SQL pool.

@@ -43,7 +43,7 @@ pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 pub use store::{
     AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
-    StreamAppend,
+    FeedHead, StreamAppend,
 };
 pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
 pub use upcast::Upcasters;

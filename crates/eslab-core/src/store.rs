@@ -74,6 +74,23 @@ impl FeedFilter {
     }
 }
 
+/// The newest event of a feed: where a reader that has caught up stands, and
+/// when that event was recorded (for lag: events and seconds behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedHead {
+    /// The checkpoint just after the newest event ([`RecordedEvent::checkpoint`]).
+    pub checkpoint: Checkpoint,
+    /// When the store recorded it.
+    pub recorded_at: time::OffsetDateTime,
+}
+
+impl FeedHead {
+    /// The head of a feed whose newest event is `event`.
+    pub fn of(event: &RecordedEvent) -> Self {
+        FeedHead { checkpoint: event.checkpoint(), recorded_at: event.recorded_at }
+    }
+}
+
 /// Appending events. Implemented by every backend.
 ///
 /// # Contract (checked by `eslab-testing`'s conformance suite)
@@ -138,6 +155,26 @@ pub trait EventReader: Send + Sync {
 
     /// The stream's current version ([`Version::NONE`] if it has no events).
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<Version>> + Send;
+
+    /// The newest committed event of the feed (of the category), `None` for
+    /// an empty feed. It may lie beyond what [`read_feed`](Self::read_feed)
+    /// returns yet (a store may hold back events behind an older transaction
+    /// still in flight).
+    ///
+    /// The default pages through the whole feed; backends override it with
+    /// one indexed read.
+    fn feed_head(&self, filter: &FeedFilter) -> impl Future<Output = Result<Option<FeedHead>>> + Send {
+        async move {
+            let mut head = None;
+            let mut after = Checkpoint::START;
+            loop {
+                let page = self.read_feed(filter, after, DEFAULT_PAGE_SIZE).await?;
+                let Some(last) = page.last() else { return Ok(head) };
+                head = Some(FeedHead::of(last));
+                after = last.checkpoint();
+            }
+        }
+    }
 }
 
 /// A complete backend: reader and appender.
@@ -254,6 +291,10 @@ impl<S: EventReader> EventReader for EventStore<S> {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         self.backend.stream_version(stream).await
+    }
+
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
+        self.backend.feed_head(filter).await
     }
 }
 

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter, NewEvent,
-    Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter, FeedHead,
+    NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
 };
 use time::OffsetDateTime;
 
@@ -182,6 +182,10 @@ impl EventReader for MemoryStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         Ok(self.read().version(stream))
+    }
+
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
+        Ok(self.read().events.iter().rev().find(|e| filter.matches(&e.stream_id)).map(FeedHead::of))
     }
 }
 

@@ -9,8 +9,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, RecordedEvent, Result, StreamAppend,
-    StreamId, Version,
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, FeedHead, RecordedEvent, Result,
+    StreamAppend, StreamId, Version,
 };
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -152,6 +152,10 @@ impl EventReader for GroupCommit {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         self.store.stream_version(stream).await
+    }
+
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
+        self.store.feed_head(filter).await
     }
 }
 

@@ -83,6 +83,7 @@ mod append;
 mod error;
 mod feed;
 mod group;
+mod head;
 mod import;
 mod listener;
 mod rows;
@@ -458,5 +459,9 @@ impl EventReader for PostgresStore {
             .await
             .map_err(db)?;
         Ok(Version::new(version.map(|v| rows::to_u64(v, "stream version")).transpose()?.unwrap_or(0)))
+    }
+
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
+        head::feed_head(&self.pool, filter).await
     }
 }

@@ -23,6 +23,22 @@ pub struct ParkedEvent {
     pub parked_at: OffsetDateTime,
 }
 
+/// Who holds a projection's lease, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The runner's owner id.
+    pub owner: String,
+    /// When the lease runs out unless renewed.
+    pub until: OffsetDateTime,
+}
+
+impl Lease {
+    /// Whether it has not run out yet.
+    pub fn is_live(&self) -> bool {
+        self.until > OffsetDateTime::now_utc()
+    }
+}
+
 /// A transactional home for read models, checkpoints, parked events and leases.
 pub trait Backend: Send + Sync + 'static {
     /// An open transaction. Dropping it without [`commit`](Backend::commit) rolls it back.
@@ -73,6 +89,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Gives up `owner`'s lease of `name`.
     fn release_lease(&self, name: &str, owner: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Every stored checkpoint (partitions' too), by name.
+    fn checkpoints(&self) -> impl Future<Output = Result<Vec<(String, Checkpoint)>>> + Send;
+
+    /// The lease of `name`, if one was taken and not released (it may have run out).
+    fn lease(&self, name: &str) -> impl Future<Output = Result<Option<Lease>>> + Send;
 }
 
 /// A named handler of recorded events that writes a read model through the
@@ -96,4 +118,25 @@ pub trait Projection<B: Backend>: Send + Sync + 'static {
         tx: &mut B::Tx,
         event: &RecordedEvent,
     ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send;
+
+    /// Applies a batch's events, in order, inside its transaction; on failure
+    /// returns the index (in `events`) of the event that failed with the
+    /// handler's error. The runner then rolls the batch back and parks that
+    /// event's stream (or, for a transient error, retries later).
+    ///
+    /// The default calls [`apply`](Self::apply) for each event; override it to
+    /// save round trips (load the rows a batch touches at once, write them
+    /// back with multi-row statements).
+    fn apply_all(
+        &self,
+        tx: &mut B::Tx,
+        events: &[&RecordedEvent],
+    ) -> impl Future<Output = std::result::Result<(), (usize, HandlerError)>> + Send {
+        async move {
+            for (i, event) in events.iter().enumerate() {
+                self.apply(tx, event).await.map_err(|e| (i, e))?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -18,18 +18,28 @@
 //!   the rest of the stream wait, in order) while other streams go on;
 //!   [`Runner::retry`] and [`Runner::skip`] let an operator resume it.
 //! - One active runner per projection, by lease.
+//! - [`Inline`]: a projection applied inside the append's own transaction
+//!   (read-your-writes) on PostgreSQL and SQLite.
+//! - Lag: [`lag`] (events and seconds behind the feed's head), reported as
+//!   `metrics` gauges by [`record_lag`] and by [`Runner::run`].
 //! - [`Runner::partitioned`]: events of one stream always in order, different
 //!   streams in parallel by a stable hash of the stream id; each partition keeps
 //!   its own checkpoint in its own transaction, and the projection's position is
 //!   the lowest of them, so it only advances past what every partition finished.
 
+mod admin;
 mod backend;
+mod inline;
+mod lag;
 pub mod memory;
 mod runner;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
 
-pub use backend::{Backend, ParkedEvent, Projection};
+pub use admin::{Status, status};
+pub use backend::{Backend, Lease, ParkedEvent, Projection};
+pub use inline::{Inline, InlineStore};
+pub use lag::{EVENTS_BEHIND, Lag, SECONDS_BEHIND, lag, record_lag};
 pub use runner::{Outcome, Runner, RunnerOptions, Wakeup, partition_of};
 #[cfg(feature = "postgres")]
 pub use sql::PgBackend;
@@ -68,6 +78,40 @@ pub enum Error {
     /// Another runner holds the projection's lease.
     #[error("projection {0} is run by another owner (lease held)")]
     NotLeader(String),
+    /// An inline projection's handler refused an event: the append was
+    /// rolled back and nothing was recorded.
+    #[error("inline projection {projection} refused {stream} version {version}: {source}")]
+    Rejected {
+        /// The projection.
+        projection: String,
+        /// The stream of the refused event.
+        stream: eslab_core::StreamId,
+        /// The version the refused event would have had.
+        version: eslab_core::Version,
+        /// The handler's error.
+        #[source]
+        source: HandlerError,
+    },
+}
+
+impl Error {
+    /// This error as the store error an [`eslab_core::EventAppender`] returns:
+    /// a store error as itself, anything else boxed in
+    /// [`eslab_core::Error::Backend`] (recover it with [`Error::from_store`]).
+    pub fn into_store(self) -> eslab_core::Error {
+        match self {
+            Error::Store(e) => e,
+            other => eslab_core::Error::Backend(Box::new(other)),
+        }
+    }
+
+    /// The projection error inside a store error made by [`Error::into_store`], if any.
+    pub fn from_store(e: &eslab_core::Error) -> Option<&Error> {
+        match e {
+            eslab_core::Error::Backend(inner) => inner.downcast_ref::<Error>(),
+            _ => None,
+        }
+    }
 }
 
 /// `Result` with this crate's [`Error`].

@@ -11,7 +11,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::Result;
-use crate::backend::{Backend, ParkedEvent};
+use crate::backend::{Backend, Lease, ParkedEvent};
 
 #[derive(Debug, Default)]
 struct State {
@@ -19,6 +19,13 @@ struct State {
     checkpoints: HashMap<String, Checkpoint>,
     parked: Vec<ParkedEvent>,
     leases: HashMap<String, (String, Instant)>,
+}
+
+/// A monotonic instant as wall-clock time (for showing leases).
+fn wall_clock(at: Instant) -> OffsetDateTime {
+    let now = Instant::now();
+    let wall = OffsetDateTime::now_utc();
+    if at >= now { wall + (at - now) } else { wall - (now - at) }
 }
 
 /// In-memory read models. Clones share state.
@@ -173,5 +180,18 @@ impl Backend for MemoryBackend {
             state.leases.remove(name);
         }
         Ok(())
+    }
+
+    async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>> {
+        let mut all: Vec<_> = lock(&self.state).checkpoints.iter().map(|(n, c)| (n.clone(), *c)).collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn lease(&self, name: &str) -> Result<Option<Lease>> {
+        Ok(lock(&self.state)
+            .leases
+            .get(name)
+            .map(|(owner, until)| Lease { owner: owner.clone(), until: wall_clock(*until) }))
     }
 }

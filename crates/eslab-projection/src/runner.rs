@@ -29,6 +29,9 @@ pub enum Outcome {
     NotLeader,
 }
 
+/// How often a busy [`Runner::run`] updates its lag gauges.
+const LAG_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Tuning of a [`Runner`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerOptions {
@@ -161,6 +164,19 @@ where
         Ok(lowest.unwrap_or(Checkpoint::START))
     }
 
+    /// How far behind the feed the projection is (from its lowest partition checkpoint).
+    pub async fn lag(&self) -> Result<crate::Lag> {
+        let at = self.checkpoint().await?;
+        crate::lag(&self.store, &self.projection.filter(), at).await
+    }
+
+    /// Measures the lag and sets the projection's gauges (see [`crate::record_lag`]).
+    pub async fn report_lag(&self) -> Result<crate::Lag> {
+        let lag = self.lag().await?;
+        crate::record_lag(self.projection.name(), &lag);
+        Ok(lag)
+    }
+
     /// Processes at most one batch: reads the feed after the checkpoint, applies
     /// the events and advances the checkpoint in one transaction (per partition).
     pub async fn run_once(&self) -> Result<Outcome> {
@@ -233,19 +249,28 @@ where
         loop {
             let mut tx = self.backend.begin().await?;
             let mut parked = 0;
-            let mut failed = None;
+            let mut apply = Vec::with_capacity(events.len());
             for event in &events {
                 if parked_from.get(&event.stream_id).is_some_and(|from| event.stream_version >= *from) {
                     let reason = reasons.get(&event.event_id).map_or("stream parked", String::as_str);
                     self.backend.park(&mut tx, name, event, reason).await?;
                     parked += 1;
-                    continue;
-                }
-                if let Err(e) = self.projection.apply(&mut tx, event).await {
-                    failed = Some((*event, e));
-                    break;
+                } else {
+                    apply.push(*event);
                 }
             }
+            let failed = match self.projection.apply_all(&mut tx, &apply).await {
+                Ok(()) => None,
+                Err((i, e)) => match apply.get(i) {
+                    Some(event) => Some((*event, e)),
+                    None => {
+                        return Err(Error::Backend(
+                            format!("projection {name} reported failing event {i} of a batch of {}", apply.len())
+                                .into(),
+                        ));
+                    }
+                },
+            };
             match failed {
                 None => {
                     self.backend.save_checkpoint(&mut tx, checkpoint_name, end).await?;
@@ -304,12 +329,26 @@ where
     /// Runs until `shutdown` resolves: processes batches while there are any,
     /// then waits for a wake-up or the polling interval (backing off from
     /// 10 ms to `max_idle_poll`). Errors are logged and retried with backoff.
-    /// Releases the lease on the way out.
+    /// The lag gauges are updated at most once a second while busy, and when
+    /// the runner goes idle. Releases the lease on the way out.
     pub async fn run(&self, mut wakeup: impl Wakeup, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut idle = Duration::from_millis(10);
+        let mut reported: Option<std::time::Instant> = None;
         loop {
-            let wait = match self.run_once().await {
+            let outcome = self.run_once().await;
+            let due = match &outcome {
+                Ok(Outcome::Processed { .. }) => reported.is_none_or(|at| at.elapsed() >= LAG_REPORT_INTERVAL),
+                Ok(Outcome::Idle) => reported.is_none() || idle == Duration::from_millis(10),
+                _ => false,
+            };
+            if due {
+                reported = Some(std::time::Instant::now());
+                if let Err(e) = self.report_lag().await {
+                    tracing::debug!(projection = self.projection.name(), error = %e, "cannot measure the lag");
+                }
+            }
+            let wait = match outcome {
                 Ok(Outcome::Processed { .. }) => {
                     idle = Duration::from_millis(10);
                     continue;

@@ -36,6 +36,11 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+fn from_ms(ms: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
 fn checkpoint_of(row: Option<(i64, i64)>) -> Checkpoint {
     row.map_or(Checkpoint::START, |(t, p)| Checkpoint::new(to_u64(t), Position::new(to_u64(p))))
 }
@@ -43,8 +48,7 @@ fn checkpoint_of(row: Option<(i64, i64)>) -> Checkpoint {
 fn parked_of(projection: String, event: &str, reason: String, parked_at_ms: i64) -> Result<crate::ParkedEvent> {
     let event: RecordedEvent =
         serde_json::from_str(event).map_err(|e| Error::Backend(format!("corrupt parked event: {e}").into()))?;
-    let parked_at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(parked_at_ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let parked_at = from_ms(parked_at_ms);
     Ok(crate::ParkedEvent { projection, event, reason, parked_at })
 }
 
@@ -221,6 +225,26 @@ macro_rules! sql_backend {
                 .await
                 .map_err(backend_err)?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn checkpoints(&self) -> Result<Vec<(String, Checkpoint)>> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT name, transaction_id, global_position FROM projection_checkpoints ORDER BY name",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend_err)?;
+                Ok(rows.into_iter().map(|(n, t, p)| (n, checkpoint_of(Some((t, p))))).collect())
+            }
+
+            async fn lease(&self, name: &str) -> Result<Option<crate::Lease>> {
+                let row: Option<(String, i64)> =
+                    sqlx::query_as("SELECT owner, lease_until_ms FROM projection_leases WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(backend_err)?;
+                Ok(row.map(|(owner, until_ms)| crate::Lease { owner, until: from_ms(until_ms) }))
             }
 
             async fn release_lease(&self, name: &str, owner: &str) -> Result<()> {

@@ -76,7 +76,7 @@ impl SqliteStore {
 }
 
 /// A failure inside the write transaction.
-enum Write {
+pub(crate) enum Write {
     Core(Error),
     Sqlx(sqlx::Error),
 }
@@ -95,7 +95,7 @@ impl From<sqlx::Error> for Write {
 
 /// Checks and writes every stream's part; returns the results and the last
 /// position written (if any). The caller commits.
-async fn write(
+pub(crate) async fn write(
     conn: &mut SqliteConnection,
     appends: Vec<StreamAppend>,
 ) -> Result<(Vec<AppendResult>, Option<Position>), Write> {
@@ -343,5 +343,9 @@ impl EventReader for SqliteStore {
             Write::Core(e) => e,
             Write::Sqlx(e) => self.core(e),
         })
+    }
+
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
+        self.head_of(filter).await
     }
 }

@@ -50,6 +50,8 @@
 
 mod error;
 mod events;
+mod head;
+mod inline;
 mod side;
 
 use std::str::FromStr;

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use eslab_core::{
-    Checkpoint, Error, EventAppender, EventReader, EventReaderExt, EventStore, ExpectedVersion, FeedFilter, Metadata,
-    NewEvent, RecordedEvent, StreamAppend, StreamId, Upcasters, Version,
+    Checkpoint, Error, EventAppender, EventReader, EventReaderExt, EventStore, ExpectedVersion, FeedFilter, FeedHead,
+    Metadata, NewEvent, RecordedEvent, StreamAppend, StreamId, Upcasters, Version,
 };
 use futures_util::TryStreamExt;
 use serde_json::json;
@@ -55,7 +55,8 @@ macro_rules! store_conformance_tests {
             unicode_and_large_payloads_round_trip,
             metadata_round_trips,
             upcasting_applies_on_stream_and_feed_reads,
-            long_stream_streams_in_pages
+            long_stream_streams_in_pages,
+            feed_head_is_the_newest_event
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -583,6 +584,29 @@ where
     let got = store.load_snapshot(&s).await.expect("load").expect("a snapshot");
     assert_eq!((got.version, got.state_schema_version, got.state), (Version::new(9), 2, json!({ "balance": 9 })));
     assert!(store.load_snapshot(&stream("other")).await.expect("load").is_none());
+}
+
+/// The feed's head is its newest event (per category too), as `read_feed` returns it.
+pub async fn feed_head_is_the_newest_event<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let alpha = FeedFilter::category("alpha").expect("category");
+    assert_eq!(store.feed_head(&FeedFilter::All).await.expect("head"), None, "an empty feed has no head");
+    assert_eq!(store.feed_head(&alpha).await.expect("head"), None);
+    let a = StreamId::new("alpha", "1").expect("id");
+    let b = StreamId::new("beta", "1").expect("id");
+    store.append(&a, ExpectedVersion::Any, events(0..3)).await.expect("a");
+    store.append(&b, ExpectedVersion::Any, events(3..5)).await.expect("b");
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    let alpha_feed = feed_all(&store, &alpha).await;
+    let head = store.feed_head(&FeedFilter::All).await.expect("head").expect("a head");
+    assert_eq!(Some(head), feed.last().map(FeedHead::of), "the head is the last event of the feed");
+    let alpha_head = store.feed_head(&alpha).await.expect("head").expect("a head");
+    assert_eq!(Some(alpha_head), alpha_feed.last().map(FeedHead::of), "per category");
+    assert!(alpha_head.checkpoint < head.checkpoint);
+    assert_eq!(store.feed_head(&FeedFilter::category("gamma").expect("category")).await.expect("head"), None);
+    // Through the upcasting layer too.
+    let typed = EventStore::new(store.clone());
+    assert_eq!(typed.feed_head(&FeedFilter::All).await.expect("head"), Some(head));
 }
 
 /// Checkpoints persist per name; a lease excludes other owners until released or expired.

@@ -73,6 +73,7 @@ async fn write_raw(pool: &PgPool, strategy: Strategy, rows: &Rows) -> anyhow::Re
         Strategy::Loop => {
             let mut tx = pool.begin().await?;
             for (i, (e, m)) in rows.events.iter().zip(&rows.metadata).enumerate() {
+                // sql-ident: COLUMNS is a constant column list.
                 sqlx::query(&format!("INSERT INTO events ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)"))
                     .bind(&rows.stream)
                     .bind(Rows::version(i)?)
@@ -86,6 +87,7 @@ async fn write_raw(pool: &PgPool, strategy: Strategy, rows: &Rows) -> anyhow::Re
             tx.commit().await?;
         }
         Strategy::Values => {
+            // sql-ident: COLUMNS is a constant column list.
             let mut q = QueryBuilder::new(format!("INSERT INTO events ({COLUMNS}) "));
             let mut versions = Vec::with_capacity(rows.events.len());
             for i in 0..rows.events.len() {
@@ -104,6 +106,7 @@ async fn write_raw(pool: &PgPool, strategy: Strategy, rows: &Rows) -> anyhow::Re
         Strategy::Unnest => {
             let n = rows.events.len();
             let versions = (0..n).map(Rows::version).collect::<anyhow::Result<Vec<_>>>()?;
+            // sql-ident: COLUMNS is a constant column list.
             sqlx::query(&format!(
                 "INSERT INTO events ({COLUMNS}) SELECT $1, v, id, t, p, m \
                  FROM unnest($2::bigint[], $3::uuid[], $4::text[], $5::jsonb[], $6::jsonb[]) AS u(v, id, t, p, m)"
@@ -131,6 +134,7 @@ async fn write_raw(pool: &PgPool, strategy: Strategy, rows: &Rows) -> anyhow::Re
             }
             let data = csv.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut conn = pool.acquire().await?;
+            // sql-ident: COLUMNS is a constant column list.
             let mut copy = conn.copy_in_raw(&format!("COPY events ({COLUMNS}) FROM STDIN (FORMAT csv)")).await?;
             copy.send(data).await?;
             copy.finish().await?;

@@ -178,6 +178,7 @@ impl Lab {
             .connect_with(options)
             .await
             .with_context(|| format!("connecting to {}", crate::store::redact(&self.postgres_url)))?;
+        // sql-ident: `new_schema` builds the name from the experiment id and a UUID.
         sqlx::query(&format!("CREATE SCHEMA \"{schema}\"")).execute(&pool).await?;
         Ok(pool)
     }
@@ -200,6 +201,7 @@ impl Lab {
         }
         let mut conn = PgConnection::connect(&self.postgres_url).await?;
         for schema in schemas {
+            // sql-ident: `new_schema` builds the name from the experiment id and a UUID.
             sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await?;
         }
         conn.close().await?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter,
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter, FeedHead,
     RecordedEvent, Result, StreamAppend, StreamId, Version,
 };
 use eslab_postgres::{GroupCommit, GroupCommitOptions};
@@ -36,6 +36,9 @@ impl EventReader for GroupStore {
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         self.group.stream_version(stream).await
+    }
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
+        self.group.feed_head(filter).await
     }
 }
 

@@ -7,6 +7,9 @@ use std::time::Duration;
 use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
 
 #[cfg(all(feature = "postgres", feature = "sqlite"))]
+mod inline;
+mod lag;
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 mod sql;
 use eslab_memory::MemoryStore;
 use eslab_projection::memory::{MemoryBackend, MemoryTx};

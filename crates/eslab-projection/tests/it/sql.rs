@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{seed, stream};
 
 /// Per stream: last version and sum, refusing gaps and `poison` payloads.
-struct SqlTally;
+pub(crate) struct SqlTally;
 
 macro_rules! tally_for {
     ($backend:ty) => {
@@ -61,7 +61,7 @@ macro_rules! tally_for {
 tally_for!(PgBackend);
 tally_for!(SqliteBackend);
 
-const TALLY_DDL: &str =
+pub(crate) const TALLY_DDL: &str =
     "CREATE TABLE IF NOT EXISTS tally (stream_id TEXT PRIMARY KEY, version BIGINT NOT NULL, total BIGINT NOT NULL)";
 
 /// What a test leaves behind: a PostgreSQL schema to drop (SQLite files go with their temp dir).

@@ -1,0 +1,3 @@
+//! Integration tests of the eslab binary's library.
+
+mod projections;

@@ -1,0 +1,234 @@
+//! `eslab projections` and `eslab rebuild` on real SQLite and PostgreSQL:
+//! list, parked, retry, skip; a rebuild whose readers see the old model until
+//! the swap, and the folded truth after it.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::time::Duration;
+
+use eslab::projections::{AnyProjections, BANK_VIEWS, TRANSFER_PROCESS, print_list, print_parked};
+use eslab::rebuild;
+use eslab::store::AnyStore;
+use eslab_bank::{Account, AccountCommand, Amount, OverdraftLimit, Transfer, TransferCommand, upcasters};
+use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, Repository, StreamId};
+use indicatif::ProgressBar;
+
+/// A fresh store: a SQLite file in `dir`, or a fresh PostgreSQL schema (dropped by [`Fresh::drop`]).
+struct Fresh {
+    store: AnyStore,
+}
+
+impl Fresh {
+    async fn sqlite(dir: &tempfile::TempDir) -> Fresh {
+        let url = format!("sqlite://{}", dir.path().join("eslab.db").display());
+        Fresh { store: AnyStore::open(&url).await.unwrap() }
+    }
+
+    async fn postgres(_dir: &tempfile::TempDir) -> Fresh {
+        let url = std::env::var("DATABASE_URL")
+            .ok()
+            .filter(|u| u.starts_with("postgres"))
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+        let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
+        let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
+        });
+        Fresh { store: AnyStore::Postgres(store) }
+    }
+
+    async fn drop(self) {
+        if let AnyStore::Postgres(pg) = self.store {
+            pg.drop_schema().await.unwrap();
+        }
+    }
+}
+
+fn eur() -> eslab_bank::Currency {
+    "EUR".parse().unwrap()
+}
+
+/// Five accounts with 1 000 each and a dozen transfers (one to a closed account).
+async fn seed_bank(store: &AnyStore) {
+    let typed = EventStore::new(store.clone()).with_upcasters(upcasters());
+    let accounts: Repository<Account, _> = Repository::new(typed.clone());
+    let transfers: Repository<Transfer, _> = Repository::new(typed);
+    for i in 0..5 {
+        let id = format!("a{i}");
+        let open = AccountCommand::Open { owner: id.clone(), currency: eur(), overdraft_limit: OverdraftLimit::NONE };
+        accounts.execute(&id, &open, Metadata::now()).await.unwrap();
+        let deposit = AccountCommand::Deposit { amount: Amount::new(1_000).unwrap(), currency: eur() };
+        accounts.execute(&id, &deposit, Metadata::now()).await.unwrap();
+    }
+    let withdraw = AccountCommand::Withdraw { amount: Amount::new(1_000).unwrap(), currency: eur() };
+    accounts.execute("a4", &withdraw, Metadata::now()).await.unwrap();
+    accounts.execute("a4", &AccountCommand::Close, Metadata::now()).await.unwrap();
+    for t in 0..12i64 {
+        // Never to itself: the offset is 1..=4 (a4 is closed: those credits are refunded).
+        let (from, to) = (format!("a{}", t % 4), format!("a{}", (t % 4 + 1 + (t / 4) % 4) % 5));
+        let request = TransferCommand::Request { from, to, amount: Amount::new(50 + t).unwrap(), currency: eur() };
+        transfers.execute(&format!("t{t}"), &request, Metadata::now()).await.unwrap();
+    }
+}
+
+/// Every account summary equals the repository's fold; every transfer row its fold.
+async fn assert_views_equal_the_fold(store: &AnyStore) {
+    let typed = EventStore::new(store.clone()).with_upcasters(upcasters());
+    let accounts: Repository<Account, _> = Repository::new(typed.clone());
+    let transfers: Repository<Transfer, _> = Repository::new(typed);
+    let mut total = 0;
+    for i in 0..5 {
+        let id = format!("a{i}");
+        let folded = accounts.load(&id).await.unwrap();
+        let row = account_row(store, &id).await.unwrap();
+        assert_eq!((row.balance, row.version), (folded.state.balance.minor(), folded.version.get()), "{id}");
+        total += row.balance;
+    }
+    assert_eq!(total, 4_000, "money conserved in the read model");
+    for t in 0..12 {
+        let folded = transfers.load(&format!("t{t}")).await.unwrap();
+        let row = transfer_row(store, &format!("t{t}")).await.unwrap();
+        assert_eq!(row.status, folded.state.status, "t{t}");
+        assert!(row.status.is_final());
+    }
+}
+
+async fn account_row(store: &AnyStore, id: &str) -> Option<eslab_bank::AccountSummary> {
+    match store {
+        AnyStore::Sqlite(s) => eslab_bank::SqlViews::new(s.reader_pool().clone()).account(id).await.unwrap(),
+        AnyStore::Postgres(p) => eslab_bank::SqlViews::new(p.pool().clone()).account(id).await.unwrap(),
+        AnyStore::Memory(_) => unreachable!("SQL stores only"),
+    }
+}
+
+async fn transfer_row(store: &AnyStore, id: &str) -> Option<eslab_bank::TransferView> {
+    match store {
+        AnyStore::Sqlite(s) => eslab_bank::SqlViews::new(s.reader_pool().clone()).transfer(id).await.unwrap(),
+        AnyStore::Postgres(p) => eslab_bank::SqlViews::new(p.pool().clone()).transfer(id).await.unwrap(),
+        AnyStore::Memory(_) => unreachable!("SQL stores only"),
+    }
+}
+
+/// Corrupts the live summary of `a0` so that the old model is recognisable.
+async fn corrupt(store: &AnyStore) {
+    let sql = "UPDATE account_summary SET balance = balance + 999999 WHERE id = 'a0'";
+    match store {
+        AnyStore::Sqlite(s) => sqlx::query(sql).execute(s.writer_pool()).await.map(|_| ()).unwrap(),
+        AnyStore::Postgres(p) => sqlx::query(sql).execute(p.pool()).await.map(|_| ()).unwrap(),
+        AnyStore::Memory(_) => unreachable!(),
+    }
+}
+
+macro_rules! cli_tests {
+    ($module:ident, $fresh:path) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn list_parked_retry_and_skip() {
+                let dir = tempfile::tempdir().unwrap();
+                let fresh = $fresh(&dir).await;
+                let store = fresh.store.clone();
+                seed_bank(&store).await;
+                // An event the bank views cannot decode parks its stream.
+                let bad: StreamId = "account-bad".parse().unwrap();
+                let bogus = NewEvent::new("Bogus", 1, serde_json::json!({}), Metadata::now());
+                store.append(&bad, ExpectedVersion::NoStream, vec![bogus]).await.unwrap();
+
+                let projections = AnyProjections::open(&store).await.unwrap();
+                let before = projections.list().await.unwrap();
+                assert_eq!(before.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), [BANK_VIEWS, TRANSFER_PROCESS]);
+                assert!(before[0].lag.events > 0, "nothing applied yet: {before:?}");
+                projections.catch_up().await.unwrap();
+                let after = projections.list().await.unwrap();
+                assert_eq!((after[0].lag.events, after[0].parked), (0, 1), "{after:?}");
+                assert_eq!((after[1].lag.events, after[1].parked), (0, 0), "{after:?}");
+                assert_eq!(after[0].lease_owner, None, "the lease was released");
+                let mut table = Vec::new();
+                print_list(&after, &mut table).unwrap();
+                let table = String::from_utf8(table).unwrap();
+                assert!(table.contains("PARKED") && table.lines().nth(1).unwrap().starts_with("bank-views"), "{table}");
+
+                let parked = projections.parked(Some(BANK_VIEWS)).await.unwrap();
+                assert_eq!(parked.len(), 1);
+                assert_eq!(parked[0].event.stream_id, bad);
+                let mut lines = Vec::new();
+                print_parked(&parked, &mut lines).unwrap();
+                assert!(String::from_utf8(lines).unwrap().contains("account-bad\t1\tBogus"));
+                assert!(projections.parked(Some("nope")).await.is_err(), "unknown projection");
+
+                let retried = projections.retry(BANK_VIEWS, &bad).await;
+                assert!(retried.is_err(), "the event still cannot be decoded");
+                assert_eq!(projections.parked(None).await.unwrap().len(), 1, "a failed retry changes nothing");
+                let other: StreamId = "account-a0".parse().unwrap();
+                assert!(projections.retry(BANK_VIEWS, &other).await.is_err(), "not parked");
+                assert!(projections.skip("nope", &bad).await.is_err(), "unknown projection");
+                assert_eq!(projections.skip(BANK_VIEWS, &bad).await.unwrap(), 0);
+                assert!(projections.parked(None).await.unwrap().is_empty());
+                assert_eq!(projections.list().await.unwrap()[0].parked, 0);
+                assert_views_equal_the_fold(&store).await;
+                fresh.drop().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rebuild_serves_the_old_model_then_swaps_in_the_fold() {
+                let dir = tempfile::tempdir().unwrap();
+                let fresh = $fresh(&dir).await;
+                let store = fresh.store.clone();
+                seed_bank(&store).await;
+                let projections = AnyProjections::open(&store).await.unwrap();
+                projections.catch_up().await.unwrap();
+                assert_views_equal_the_fold(&store).await;
+                corrupt(&store).await;
+                let old = account_row(&store, "a0").await.unwrap().balance;
+
+                // Readers keep reading the live (old) model while the shadow is replayed.
+                let reader_store = store.clone();
+                let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+                let reader = tokio::spawn(async move {
+                    let mut reads = 0;
+                    loop {
+                        assert_eq!(account_row(&reader_store, "a0").await.unwrap().balance, old, "old model served");
+                        reads += 1;
+                        if stopped.try_recv().is_ok() {
+                            return reads;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                });
+                let shadow = rebuild::prepare(&store, BANK_VIEWS, &ProgressBar::hidden()).await.unwrap();
+                stop.send(()).unwrap();
+                assert!(reader.await.unwrap() > 0);
+                assert_eq!(account_row(&store, "a0").await.unwrap().balance, old, "not swapped yet");
+                let replayed = shadow.rebuilt();
+                assert!(replayed.events > 50, "{replayed:?}");
+
+                let done = shadow.swap().await.unwrap();
+                assert_eq!(done, replayed);
+                assert_views_equal_the_fold(&store).await;
+                let status = projections.list().await.unwrap();
+                assert_eq!(
+                    (status[0].checkpoint, status[0].lag.events),
+                    (done.checkpoint, 0),
+                    "checkpoint swapped too"
+                );
+                // The live runner goes on from the swapped checkpoint; a second rebuild is harmless.
+                projections.catch_up().await.unwrap();
+                rebuild::rebuild(&store, BANK_VIEWS, &ProgressBar::hidden()).await.unwrap();
+                assert_views_equal_the_fold(&store).await;
+                assert!(rebuild::rebuild(&store, TRANSFER_PROCESS, &ProgressBar::hidden()).await.is_err());
+                assert!(rebuild::rebuild(&store, "nope", &ProgressBar::hidden()).await.is_err());
+                fresh.drop().await;
+            }
+        }
+    };
+}
+
+cli_tests!(sqlite, Fresh::sqlite);
+cli_tests!(postgres, Fresh::postgres);
+
+#[tokio::test]
+async fn the_memory_store_has_nothing_to_rebuild() {
+    let store = AnyStore::open("memory:").await.unwrap();
+    assert!(rebuild::rebuild(&store, BANK_VIEWS, &ProgressBar::hidden()).await.is_err());
+    let projections = AnyProjections::open(&store).await.unwrap();
+    assert_eq!(projections.list().await.unwrap().len(), 2);
+}
