@@ -1,5 +1,5 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
-.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench
+.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http
 
 CARGO ?= cargo
 
@@ -36,3 +36,7 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+
+## bench-http: deposits through `eslab serve` on PostgreSQL at 32 connections (wrk) beside the raw INSERT+COMMIT rate (pgbench)
+bench-http: ensure-postgres
+	bash scripts/bench-http.sh

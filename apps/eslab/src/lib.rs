@@ -3,4 +3,5 @@
 //! `DATABASE_URL`, and, as they arrive, the HTTP service, the relay, the
 //! worker and the lab).
 
+pub mod serve;
 pub mod store;

@@ -2,7 +2,8 @@
 //!
 //! - `eslab demo`: the account example, told step by step;
 //! - `eslab events stream|feed|import`: the store's events as JSON lines;
-//! - `eslab migrate`: create or update the store's schema.
+//! - `eslab migrate`: create or update the store's schema;
+//! - `eslab serve`: the account service (HTTP API) with its projections and transfer saga.
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
@@ -41,6 +42,22 @@ enum Command {
     Events(EventsCommand),
     /// Create or update the store's schema (stores also migrate on start).
     Migrate,
+    /// Run the account service: the HTTP API, with the read models and the
+    /// transfer saga in the same process.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "ESLAB_BIND", default_value = eslab::serve::DEFAULT_BIND)]
+    bind: String,
+    /// When set, writes need `Authorization: Bearer <token>`.
+    #[arg(long, env = "ESLAB_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Longest a request may take, in seconds (503 after).
+    #[arg(long, default_value_t = 10)]
+    request_timeout_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +129,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{} store at {} is up to date", store.describe(), store::redact(&cli.database_url));
                 Ok(())
             }
+            Command::Serve(args) => serve(store, &cli.database_url, args).await,
             Command::Events(EventsCommand::Stream { stream_id }) => {
                 events::stream(&store, &stream_id, &mut out).await.map(|_| ())
             }
@@ -140,4 +158,48 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     })
+}
+
+async fn serve(store: AnyStore, database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    let describe = store.describe();
+    let config = eslab::serve::Config {
+        bind: args.bind,
+        api_token: args.api_token,
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
+        ..eslab::serve::Config::new(database_url)
+    };
+    let auth = if config.api_token.is_some() { " -H 'Authorization: Bearer <token>'" } else { "" };
+    let running = eslab::serve::start_with(store, config).await?;
+    let addr = running.addr;
+    println!("eslab serve: listening on http://{addr} (store: {describe}, {})", store::redact(database_url));
+    println!(
+        "try: curl -i -X POST http://{addr}/accounts -H 'Content-Type: application/json'{auth} -d '{{\"owner\":\"Ada\",\"currency\":\"EUR\"}}'"
+    );
+    shutdown_signal().await;
+    eprintln!("eslab serve: shutting down (draining requests, flushing projections)");
+    running.stop().await
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }
