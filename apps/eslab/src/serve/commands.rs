@@ -19,7 +19,10 @@
 //! Commands on the same aggregate are serialized in-process by a striped lock,
 //! so concurrent requests to one account do not spin on conflicts; conflicts
 //! with other processes are still caught by the append's version check and
-//! retried.
+//! retried. Under that lock, the state a command left is cached (bounded,
+//! per stream), so the next command on the aggregate skips the load; a stale
+//! entry (another process wrote) fails the append's `Exact` check, is
+//! dropped, and the command is retried on a fresh load.
 
 use std::hash::{Hash, Hasher};
 
@@ -27,7 +30,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eslab_bank::{AccountError, TransferError};
 use eslab_core::{
-    Aggregate, Codec, DomainEvent, EventAppender, EventReader, ExpectedVersion, JsonCodec, Metadata, NewEvent,
+    Aggregate, Codec, DomainEvent, EventAppender, EventReader, ExpectedVersion, JsonCodec, Loaded, Metadata, NewEvent,
     StreamAppend, StreamId, Version,
 };
 use serde::{Deserialize, Serialize};
@@ -218,7 +221,13 @@ where
     }
     let attempts = state.max_attempts().max(1);
     for attempt in 1..=attempts {
-        let loaded = repository.load(id).await?;
+        // An If-Match is checked against the store, never against a cached state.
+        let cached = if options.if_match.is_none() { state.cached::<A>(&stream) } else { None };
+        let from_cache = cached.is_some();
+        let loaded = match cached {
+            Some(loaded) => loaded,
+            None => repository.load(id).await?,
+        };
         if target == Target::Existing && loaded.version.is_none() {
             return Err(ApiError::NotFound(format!("no {} with id {id}", A::KIND)));
         }
@@ -227,7 +236,18 @@ where
         {
             return Err(precondition(&stream, expected, loaded.version));
         }
-        let events = loaded.state.decide(command).map_err(|e| ApiError::rule(e.rule_name(), &e))?;
+        let events = match loaded.state.decide(command) {
+            Ok(events) => events,
+            // A refusal must rest on the stored state, not on a cached one that
+            // another writer (the saga, another process) may have outdated.
+            Err(_) if from_cache => {
+                state.forget(&stream);
+                let fresh = repository.load(id).await?;
+                fresh.state.decide(command).map_err(|e| ApiError::rule(e.rule_name(), &e))?;
+                continue;
+            }
+            Err(e) => return Err(ApiError::rule(e.rule_name(), &e)),
+        };
         let mut after = loaded.state.clone();
         for event in &events {
             after.evolve(event);
@@ -248,11 +268,14 @@ where
         }
         match state.events().append_streams(appends).await {
             Ok(_) => {
+                state.cache(&stream, Loaded { state: after, version });
                 state.appended();
                 metrics::counter!("eslab_commands_total", "kind" => A::KIND, "outcome" => "ok").increment(1);
                 return Ok(response.into_http(false));
             }
             Err(e) if e.is_conflict() => {
+                // Someone else (another process) wrote: the cached state is stale.
+                state.forget(&stream);
                 // The key may have been stored by a concurrent request with the
                 // same key: then that request's response is the answer.
                 if let Some(key) = &options.idempotency
@@ -267,7 +290,10 @@ where
                 metrics::counter!("eslab_command_conflicts_total", "kind" => A::KIND).increment(1);
                 tracing::debug!(%stream, attempt, "conflict; retrying");
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                state.forget(&stream);
+                return Err(e.into());
+            }
         }
     }
     Err(ApiError::Conflict(format!("{stream} kept changing; gave up after {attempts} attempts, try again")))

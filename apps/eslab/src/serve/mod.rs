@@ -44,6 +44,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 /// Stripes of the in-process per-aggregate command lock.
 const LOCK_STRIPES: usize = 256;
+/// Aggregate states kept after commands (see [`commands`]).
+const STATE_CACHE_ENTRIES: u64 = 10_000;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -86,6 +88,7 @@ struct Inner {
     appended: watch::Sender<()>,
     max_attempts: u32,
     request_timeout: Duration,
+    states: moka::sync::Cache<StreamId, Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -129,6 +132,7 @@ impl AppState {
                 appended: watch::channel(()).0,
                 max_attempts: config.max_attempts,
                 request_timeout: config.request_timeout,
+                states: moka::sync::Cache::new(STATE_CACHE_ENTRIES),
             }),
         }
     }
@@ -160,6 +164,20 @@ impl AppState {
             // `stripe` is always in range; this keeps the code panic-free anyway.
             None => self.inner.locks[0].lock().await,
         }
+    }
+
+    /// The state a command of this process left on `stream`, if still cached.
+    fn cached<A: eslab_core::Aggregate>(&self, stream: &StreamId) -> Option<eslab_core::Loaded<A>> {
+        let entry = self.inner.states.get(stream)?;
+        entry.downcast_ref::<eslab_core::Loaded<A>>().cloned()
+    }
+
+    fn cache<A: eslab_core::Aggregate>(&self, stream: &StreamId, loaded: eslab_core::Loaded<A>) {
+        self.inner.states.insert(stream.clone(), Arc::new(loaded));
+    }
+
+    fn forget(&self, stream: &StreamId) {
+        self.inner.states.invalidate(stream);
     }
 
     /// Signals in-process readers that something was appended.
