@@ -58,6 +58,9 @@ struct ServeArgs {
     /// Longest a request may take, in seconds (503 after).
     #[arg(long, default_value_t = 10)]
     request_timeout_secs: u64,
+    /// PostgreSQL pool size.
+    #[arg(long, env = "ESLAB_PG_MAX_CONNECTIONS", default_value_t = 32)]
+    pg_max_connections: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,7 +132,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{} store at {} is up to date", store.describe(), store::redact(&cli.database_url));
                 Ok(())
             }
-            Command::Serve(args) => serve(store, &cli.database_url, args).await,
+            Command::Serve(args) => {
+                // The service opens its own store (PostgreSQL pool and NOTIFY tuned for it).
+                drop(store);
+                serve(&cli.database_url, args).await
+            }
             Command::Events(EventsCommand::Stream { stream_id }) => {
                 events::stream(&store, &stream_id, &mut out).await.map(|_| ())
             }
@@ -160,14 +167,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
-async fn serve(store: AnyStore, database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
-    let describe = store.describe();
+async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     let config = eslab::serve::Config {
         bind: args.bind,
         api_token: args.api_token,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
+        pg_max_connections: args.pg_max_connections,
         ..eslab::serve::Config::new(database_url)
     };
+    let store = eslab::serve::open_store(&config).await?;
+    let describe = store.describe();
     let auth = if config.api_token.is_some() { " -H 'Authorization: Bearer <token>'" } else { "" };
     let running = eslab::serve::start_with(store, config).await?;
     let addr = running.addr;

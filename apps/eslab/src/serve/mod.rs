@@ -62,6 +62,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Attempts of a command whose stream keeps changing under it (409 after).
     pub max_attempts: u32,
+    /// PostgreSQL pool size.
+    pub pg_max_connections: u32,
 }
 
 impl Config {
@@ -74,6 +76,7 @@ impl Config {
             api_token: None,
             request_timeout: Duration::from_secs(10),
             max_attempts: 10,
+            pg_max_connections: 32,
         }
     }
 }
@@ -341,18 +344,26 @@ async fn problem_fallback(request: Request, next: Next) -> Response {
     replaced
 }
 
-/// Opens the store named by `config`: PostgreSQL in `config.schema` when given.
+/// Opens the store named by `config`. PostgreSQL gets the schema
+/// `config.schema` (else `ESLAB_SCHEMA`, else `eslab`), a pool of
+/// `config.pg_max_connections`, and NOTIFY after commit: a NOTIFY inside the
+/// append's transaction takes PostgreSQL's global notification lock at
+/// commit, which serializes every append of the service (the projections'
+/// polling covers a wake-up lost in a crash).
 pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     let url = &config.database_url;
-    match &config.schema {
-        Some(schema) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            let store = eslab_postgres::PostgresStore::connect(url, schema).await.map_err(|e| {
-                anyhow::anyhow!("connecting to PostgreSQL (schema {schema}) at {}: {e}", crate::store::redact(url))
-            })?;
-            Ok(AnyStore::Postgres(store))
-        }
-        _ => AnyStore::open(url).await,
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let schema =
+            config.schema.clone().or_else(|| std::env::var("ESLAB_SCHEMA").ok()).unwrap_or_else(|| "eslab".to_owned());
+        let options = eslab_postgres::PostgresOptions::new(url.as_str(), schema.as_str())
+            .max_connections(config.pg_max_connections.max(2))
+            .notify(eslab_postgres::Notify::AfterCommit);
+        let store = eslab_postgres::PostgresStore::connect_with(options).await.map_err(|e| {
+            anyhow::anyhow!("connecting to PostgreSQL (schema {schema}) at {}: {e}", crate::store::redact(url))
+        })?;
+        return Ok(AnyStore::Postgres(store));
     }
+    AnyStore::open(url).await
 }
 
 /// A running service.
