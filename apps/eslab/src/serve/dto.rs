@@ -273,8 +273,9 @@ pub struct ProjectionLag {
     pub name: String,
     /// Its checkpoint, `<transaction>:<position>`.
     pub checkpoint: String,
-    /// Events in the feed after the checkpoint (counted up to a cap).
-    pub behind: usize,
+    /// Events in the feed after the checkpoint (counted up to a cap); absent
+    /// when they could not be counted in time.
+    pub behind: Option<usize>,
     /// Whether `behind` hit the cap (there are at least that many).
     pub capped: bool,
 }

@@ -52,3 +52,21 @@ async fn shutdown_flushes(backend: Backend) {
 }
 
 on_every_store!(graceful_shutdown_flushes_the_projections, shutdown_flushes);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_gone_is_503_and_not_ready() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let a = app.open("Ada", 0).await;
+    let eslab::store::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
+        panic!("not SQLite");
+    };
+    sqlite.close().await;
+    let r = app.get("/ready").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = app.deposit(&a, 10).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    let body = r.text().await.unwrap();
+    assert!(!body.to_lowercase().contains("sqlite") && !body.contains("pool"), "no internals leak: {body}");
+    assert!(app.get("/health").await.status() == StatusCode::OK, "alive, just not ready");
+}
