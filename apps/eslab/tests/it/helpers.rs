@@ -23,7 +23,7 @@ pub(crate) struct TestApp {
     pub(crate) client: reqwest::Client,
     pub(crate) running: Option<Running>,
     token: Option<String>,
-    _dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 fn postgres_url() -> String {
@@ -64,7 +64,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             running: Some(running),
             token,
-            _dir: dir,
+            dir,
         }
     }
 

@@ -70,3 +70,22 @@ async fn a_store_that_is_gone_is_503_and_not_ready() {
     assert!(!body.to_lowercase().contains("sqlite") && !body.contains("pool"), "no internals leak: {body}");
     assert!(app.get("/health").await.status() == StatusCode::OK, "alive, just not ready");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_takes_too_long_is_cut_with_503() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.request_timeout = std::time::Duration::from_millis(300)).await;
+    let a = app.open("Ada", 0).await;
+    // Another process holds the database's write lock (SQLite's writer waits up to 5 s for it).
+    let path = app.dir.path().join("eslab.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    let r = app.deposit(&a, 10).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["detail"], "the request took too long; try again");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(app.strong(&a).await["version"], 1, "the cut request wrote nothing");
+    app.stop().await;
+}
