@@ -1,5 +1,5 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
-.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench fuzz
+.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
 
 CARGO ?= cargo
 
@@ -46,3 +46,7 @@ fuzz:
 .PHONY: lab
 lab: ensure-postgres
 	$(CARGO) run --release -- lab run all --quick --out lab-report
+
+## bench-http: deposits through `eslab serve` on PostgreSQL at 32 connections (wrk) beside the raw INSERT+COMMIT rate (pgbench)
+bench-http: ensure-postgres
+	bash scripts/bench-http.sh

@@ -6,4 +6,5 @@
 pub mod lab;
 pub mod projections;
 pub mod rebuild;
+pub mod serve;
 pub mod store;

@@ -6,6 +6,7 @@
 //! - `eslab projections list|parked|retry|skip`: operate the projections;
 //! - `eslab rebuild <projection>`: replay into shadow tables and swap them in;
 //! - `eslab lab list|run`: measure the patterns on this machine, write a report.
+//! - `eslab serve`: the account service (HTTP API) with its projections and transfer saga.
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
@@ -57,6 +58,25 @@ enum Command {
         /// The projection (bank-views).
         projection: String,
     },
+    /// Run the account service: the HTTP API, with the read models and the
+    /// transfer saga in the same process.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where to listen.
+    #[arg(long, env = "ESLAB_BIND", default_value = eslab::serve::DEFAULT_BIND)]
+    bind: String,
+    /// When set, writes need `Authorization: Bearer <token>`.
+    #[arg(long, env = "ESLAB_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Longest a request may take, in seconds (503 after).
+    #[arg(long, default_value_t = 10)]
+    request_timeout_secs: u64,
+    /// PostgreSQL pool size.
+    #[arg(long, env = "ESLAB_PG_MAX_CONNECTIONS", default_value_t = 32)]
+    pg_max_connections: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +152,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{} store at {} is up to date", store.describe(), store::redact(&cli.database_url));
                 Ok(())
             }
+            Command::Serve(args) => {
+                // The service opens its own store (PostgreSQL pool and NOTIFY tuned for it).
+                drop(store);
+                serve(&cli.database_url, args).await
+            }
             Command::Events(EventsCommand::Stream { stream_id }) => {
                 events::stream(&store, &stream_id, &mut out).await.map(|_| ())
             }
@@ -168,4 +193,50 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Lab(_) => anyhow::bail!("the lab runs before any store is opened"),
         }
     })
+}
+
+async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    let config = eslab::serve::Config {
+        bind: args.bind,
+        api_token: args.api_token,
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
+        pg_max_connections: args.pg_max_connections,
+        ..eslab::serve::Config::new(database_url)
+    };
+    let store = eslab::serve::open_store(&config).await?;
+    let describe = store.describe();
+    let auth = if config.api_token.is_some() { " -H 'Authorization: Bearer <token>'" } else { "" };
+    let running = eslab::serve::start_with(store, config).await?;
+    let addr = running.addr;
+    println!("eslab serve: listening on http://{addr} (store: {describe}, {})", store::redact(database_url));
+    println!(
+        "try: curl -i -X POST http://{addr}/accounts -H 'Content-Type: application/json'{auth} -d '{{\"owner\":\"Ada\",\"currency\":\"EUR\"}}'"
+    );
+    shutdown_signal().await;
+    eprintln!("eslab serve: shutting down (draining requests, flushing projections)");
+    running.stop().await
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

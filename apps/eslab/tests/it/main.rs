@@ -1,3 +1,14 @@
-//! Integration tests of the eslab binary's library.
+//! Integration tests of the eslab binary's library: `eslab serve` on a real
+//! socket (port 0) against a fresh SQLite file and a fresh PostgreSQL schema,
+//! the router driven without a socket, and the projection commands.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod helpers;
+
+mod api;
+mod bad_input;
+mod concurrency;
+mod limits;
 mod projections;
+mod retries;
+mod router;

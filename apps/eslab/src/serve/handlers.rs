@@ -1,0 +1,380 @@
+//! The endpoints. Each write parses and validates its body at the edge
+//! (money and currencies through eslab-bank's newtypes), then goes through
+//! [`commands::execute`]; each read says which side it reads (read model or
+//! event store).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use eslab_bank::{Account, AccountCommand, Amount, Currency, MoneyError, OverdraftLimit, Transfer, TransferCommand};
+use eslab_core::{Aggregate, EventReader, Repository, Version};
+
+use super::AppState;
+use super::commands::{self, StoredResponse, Target, etag};
+use super::dto::{
+    AccountBody, AccountPage, AccountsQuery, ConsistencyQuery, EventBody, EventPage, EventsQuery, Movement,
+    OpenAccount, ProjectionLag, Readiness, RequestTransfer, StateQuery, TransferAccepted, TransferBody,
+};
+use super::error::{ApiError, Problem};
+use super::extract::{BodilessWrite, Id, Write, parse_id};
+
+/// Largest page.
+const MAX_PAGE: u32 = 1_000;
+/// Page size when none is asked for.
+const DEFAULT_PAGE: u32 = 100;
+/// `/ready` counts at most this many events behind a projection.
+const LAG_CAP: usize = 1_000;
+/// `/ready` gives the store this long to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn money_rule(e: &MoneyError) -> &'static str {
+    match e {
+        MoneyError::NonPositive(_) => "non-positive-amount",
+        MoneyError::Negative(_) => "negative-overdraft-limit",
+        MoneyError::Overflow => "money-overflow",
+        MoneyError::UnknownCurrency(_) => "unknown-currency",
+        _ => "invalid-money",
+    }
+}
+
+fn money<T>(r: Result<T, MoneyError>) -> Result<T, ApiError> {
+    r.map_err(|e| ApiError::rule(money_rule(&e), &e))
+}
+
+fn currency(code: &str) -> Result<Currency, ApiError> {
+    money(code.parse())
+}
+
+fn page_size(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit.unwrap_or(DEFAULT_PAGE) {
+        n @ 1..=MAX_PAGE => Ok(n),
+        n => Err(ApiError::BadRequest(format!("limit must be between 1 and {MAX_PAGE}, got {n}"))),
+    }
+}
+
+fn with_etag(mut response: Response, version: u64) -> Response {
+    response.headers_mut().insert(header::ETAG, etag(version));
+    response
+}
+
+fn account_response(status: StatusCode, id: &str, location: bool) -> impl Fn(&Account, Version) -> StoredResponse {
+    let id = id.to_owned();
+    move |state, version| StoredResponse {
+        status: status.as_u16(),
+        body: serde_json::to_value(AccountBody::from_state(&id, state, version.get())).unwrap_or_default(),
+        location: location.then(|| format!("/accounts/{id}")),
+        version: Some(version.get()),
+    }
+}
+
+/// Open an account.
+#[utoipa::path(post, path = "/accounts", request_body = OpenAccount, tag = "accounts",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the first response again")),
+    responses((status = 201, description = "Opened", body = AccountBody, headers(("Location" = String), ("ETag" = String))),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 422, description = "A rule refused it (unknown-currency, blank-owner, ...)", body = Problem)))]
+pub async fn open_account(State(state): State<AppState>, write: Write<OpenAccount>) -> Result<Response, ApiError> {
+    let Write { body, options } = write;
+    let command = AccountCommand::Open {
+        owner: body.owner,
+        currency: currency(&body.currency)?,
+        overdraft_limit: money(OverdraftLimit::new(body.overdraft_limit))?,
+    };
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    commands::execute::<Account>(
+        &state,
+        &id,
+        Target::New,
+        &command,
+        &options,
+        account_response(StatusCode::CREATED, &id, true),
+    )
+    .await
+}
+
+async fn movement(
+    state: AppState,
+    id: Id,
+    write: Write<Movement>,
+    command: fn(Amount, Currency) -> AccountCommand,
+) -> Result<Response, ApiError> {
+    let Write { body, options } = write;
+    let command = command(money(Amount::new(body.amount))?, currency(&body.currency)?);
+    commands::execute::<Account>(
+        &state,
+        &id.0,
+        Target::Existing,
+        &command,
+        &options,
+        account_response(StatusCode::OK, &id.0, false),
+    )
+    .await
+}
+
+/// Deposit money.
+#[utoipa::path(post, path = "/accounts/{id}/deposits", request_body = Movement, tag = "accounts",
+    params(("id" = String, Path, description = "Account id"),
+        ("If-Match" = Option<String>, Header, description = "Only if the account is at this version (\"3\")"),
+        ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 412, body = Problem), (status = 422, body = Problem)))]
+pub async fn deposit(State(state): State<AppState>, id: Id, write: Write<Movement>) -> Result<Response, ApiError> {
+    movement(state, id, write, |amount, currency| AccountCommand::Deposit { amount, currency }).await
+}
+
+/// Withdraw money.
+#[utoipa::path(post, path = "/accounts/{id}/withdrawals", request_body = Movement, tag = "accounts",
+    params(("id" = String, Path, description = "Account id"), ("If-Match" = Option<String>, Header),
+        ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 412, body = Problem), (status = 422, description = "insufficient-funds, currency-mismatch, closed, ...", body = Problem)))]
+pub async fn withdraw(State(state): State<AppState>, id: Id, write: Write<Movement>) -> Result<Response, ApiError> {
+    movement(state, id, write, |amount, currency| AccountCommand::Withdraw { amount, currency }).await
+}
+
+/// Close an account (its balance must be zero).
+#[utoipa::path(post, path = "/accounts/{id}/close", tag = "accounts",
+    params(("id" = String, Path, description = "Account id"), ("If-Match" = Option<String>, Header),
+        ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 412, body = Problem),
+        (status = 422, description = "non-zero-balance, closed", body = Problem)))]
+pub async fn close(State(state): State<AppState>, id: Id, write: BodilessWrite) -> Result<Response, ApiError> {
+    commands::execute::<Account>(
+        &state,
+        &id.0,
+        Target::Existing,
+        &AccountCommand::Close,
+        &write.0,
+        account_response(StatusCode::OK, &id.0, false),
+    )
+    .await
+}
+
+/// Ask for a transfer; the saga carries it out.
+#[utoipa::path(post, path = "/transfers", request_body = RequestTransfer, tag = "transfers",
+    params(("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 202, description = "Accepted; follow Location", body = TransferAccepted),
+        (status = 400, body = Problem), (status = 404, description = "Unknown account", body = Problem),
+        (status = 422, description = "same-account, non-positive-amount, unknown-currency", body = Problem)))]
+pub async fn request_transfer(
+    State(state): State<AppState>,
+    write: Write<RequestTransfer>,
+) -> Result<Response, ApiError> {
+    let Write { body, options } = write;
+    let from = parse_id(&body.from)?;
+    let to = parse_id(&body.to)?;
+    let command = TransferCommand::Request {
+        amount: money(Amount::new(body.amount))?,
+        currency: currency(&body.currency)?,
+        from: from.clone(),
+        to: to.clone(),
+    };
+    for account in [&from, &to] {
+        let stream = Account::stream_id(account).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if state.events().stream_version(&stream).await?.is_none() {
+            return Err(ApiError::NotFound(format!("no account with id {account}")));
+        }
+    }
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    let location = format!("/transfers/{id}");
+    let answer_id = id.clone();
+    commands::execute::<Transfer>(&state, &id, Target::New, &command, &options, move |t, version| StoredResponse {
+        status: StatusCode::ACCEPTED.as_u16(),
+        body: serde_json::to_value(TransferAccepted { id: answer_id.clone(), status: t.status.as_str().to_owned() })
+            .unwrap_or_default(),
+        location: Some(location.clone()),
+        version: Some(version.get()),
+    })
+    .await
+}
+
+/// A transfer's status (from the read model; from the store while the read model has not seen it yet).
+#[utoipa::path(get, path = "/transfers/{id}", tag = "transfers", params(("id" = String, Path)),
+    responses((status = 200, body = TransferBody, headers(("ETag" = String))), (status = 404, body = Problem)))]
+pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Response, ApiError> {
+    if let Some(row) = state.views().transfer(&id.0).await? {
+        let version = row.version;
+        return Ok(with_etag(Json(TransferBody::from_view(row)).into_response(), version));
+    }
+    let loaded = Repository::<Transfer, _>::new(state.events().clone()).load(&id.0).await?;
+    match TransferBody::from_state(&id.0, &loaded.state, loaded.version.get()) {
+        Some(body) => Ok(with_etag(Json(body).into_response(), loaded.version.get())),
+        None => Err(ApiError::NotFound(format!("no transfer with id {}", id.0))),
+    }
+}
+
+/// One account: from the read model, or with `consistency=strong` folded from the event store.
+#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", params(("id" = String, Path), ConsistencyQuery),
+    responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem),
+        (status = 404, body = Problem)))]
+pub async fn get_account(
+    State(state): State<AppState>,
+    id: Id,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let body = match query.consistency.as_deref() {
+        None | Some("eventual") => state.views().account(&id.0).await?.map(AccountBody::from_summary),
+        Some("strong") => {
+            let loaded = Repository::<Account, _>::new(state.events().clone()).load(&id.0).await?;
+            (!loaded.version.is_none()).then(|| AccountBody::from_state(&id.0, &loaded.state, loaded.version.get()))
+        }
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("consistency must be eventual or strong, got {other:?}")));
+        }
+    };
+    let body = body.ok_or_else(|| ApiError::NotFound(format!("no account with id {}", id.0)))?;
+    let version = body.version;
+    Ok(with_etag(Json(body).into_response(), version))
+}
+
+/// Accounts by id, a page at a time (from the read model).
+#[utoipa::path(get, path = "/accounts", tag = "accounts", params(AccountsQuery),
+    responses((status = 200, body = AccountPage), (status = 400, body = Problem)))]
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    query: Result<Query<AccountsQuery>, QueryRejection>,
+) -> Result<Json<AccountPage>, ApiError> {
+    let Query(query) = query?;
+    let limit = page_size(query.limit)?;
+    let rows = state.views().accounts(query.after.as_deref(), limit).await?;
+    let full = rows.len() == usize::try_from(limit).unwrap_or(usize::MAX);
+    let next = if full { rows.last().map(|r| r.id.clone()) } else { None };
+    Ok(Json(AccountPage { items: rows.into_iter().map(AccountBody::from_summary).collect(), next }))
+}
+
+/// The account's events, a page at a time (from the event store).
+#[utoipa::path(get, path = "/accounts/{id}/events", tag = "accounts", params(("id" = String, Path), EventsQuery),
+    responses((status = 200, body = EventPage, headers(("ETag" = String))), (status = 404, body = Problem)))]
+pub async fn account_events(
+    State(state): State<AppState>,
+    id: Id,
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let limit = page_size(query.limit)?;
+    let stream = Account::stream_id(&id.0).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let current = state.events().stream_version(&stream).await?;
+    if current.is_none() {
+        return Err(ApiError::NotFound(format!("no account with id {}", id.0)));
+    }
+    let from = Version::new(query.from.unwrap_or(1).max(1));
+    let page = state.events().read_stream(&stream, from, usize::try_from(limit).unwrap_or(1)).await?;
+    let full = page.len() == usize::try_from(limit).unwrap_or(usize::MAX);
+    let next = if full { page.last().and_then(|e| e.stream_version.next()).map(Version::get) } else { None };
+    let body = EventPage { items: page.into_iter().map(EventBody::from_recorded).collect(), next };
+    Ok(with_etag(Json(body).into_response(), current.get()))
+}
+
+/// The account as it was at `version` (folded from the event store).
+#[utoipa::path(get, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path), StateQuery),
+    responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem),
+        (status = 404, description = "No such account, or it never reached that version", body = Problem)))]
+pub async fn account_state(
+    State(state): State<AppState>,
+    id: Id,
+    query: Result<Query<StateQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query?;
+    let until = match query.version {
+        Some(0) => return Err(ApiError::BadRequest("version starts at 1".into())),
+        v => v.map(Version::new),
+    };
+    let loaded = Repository::<Account, _>::new(state.events().clone()).load_until(&id.0, until).await?;
+    if loaded.version.is_none() {
+        return Err(ApiError::NotFound(format!("no account with id {}", id.0)));
+    }
+    if let Some(until) = until
+        && loaded.version < until
+    {
+        return Err(ApiError::NotFound(format!("account {} is at version {}, not {until} yet", id.0, loaded.version)));
+    }
+    let body = AccountBody::from_state(&id.0, &loaded.state, loaded.version.get());
+    Ok(with_etag(Json(body).into_response(), loaded.version.get()))
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Alive")))]
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: the store answers, and how far each in-process projection is behind.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let events = state.events();
+    // A one-row query: reading the feed could wait for in-flight appends to settle.
+    let probe = async {
+        let stream = eslab_core::StreamId::new("health", "probe")?;
+        events.stream_version(&stream).await
+    };
+    let probe = tokio::time::timeout(READY_TIMEOUT, probe).await;
+    if !matches!(probe, Ok(Ok(_))) {
+        if let Ok(Err(error)) = probe {
+            tracing::warn!(%error, "readiness: store unreachable");
+        }
+        let body = Readiness { status: "unavailable".into(), projections: Vec::new() };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    let mut projections = Vec::new();
+    for tracked in state.tracked() {
+        let checkpoint = match tokio::time::timeout(READY_TIMEOUT, tracked.checkpoint()).await {
+            Ok(Ok(checkpoint)) => checkpoint,
+            other => {
+                if let Ok(Err(error)) = other {
+                    tracing::warn!(projection = tracked.name(), %error, "readiness: cannot read the checkpoint");
+                }
+                let body = Readiness { status: "unavailable".into(), projections };
+                return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            }
+        };
+        // Counting may wait while appends are in flight (PostgreSQL's feed
+        // settles); then the lag is reported unknown rather than failing readiness.
+        let behind =
+            match tokio::time::timeout(READY_TIMEOUT, events.read_feed(&tracked.filter(), checkpoint, LAG_CAP)).await {
+                Ok(Ok(page)) => Some(page.len()),
+                Ok(Err(error)) => {
+                    tracing::warn!(projection = tracked.name(), %error, "readiness: cannot count the lag");
+                    None
+                }
+                Err(_) => None,
+            };
+        if let Some(behind) = behind {
+            metrics::gauge!("eslab_projection_behind_events", "projection" => tracked.name().to_owned())
+                .set(u32::try_from(behind).unwrap_or(u32::MAX));
+        }
+        projections.push(ProjectionLag {
+            name: tracked.name().to_owned(),
+            checkpoint: checkpoint.to_string(),
+            behind,
+            capped: behind.is_some_and(|b| b >= LAG_CAP),
+        });
+    }
+    Json(Readiness { status: "ok".into(), projections }).into_response()
+}
+
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics_text(State(state): State<AppState>) -> Response {
+    let mut response = state.render_metrics().into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::api_doc())
+}
+
+/// Any other path.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}

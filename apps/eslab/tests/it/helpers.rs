@@ -1,0 +1,162 @@
+//! `TestApp`: the service on port 0 against a fresh SQLite file or a fresh
+//! PostgreSQL schema, with a client and a few shortcuts.
+
+use std::time::Duration;
+
+use eslab::serve::{self, Config, Running};
+use eslab::store::AnyStore;
+use eslab_core::{Checkpoint, EventReaderExt, FeedFilter};
+use futures_util::TryStreamExt;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+/// Which store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+    Postgres,
+    Memory,
+}
+
+pub(crate) struct TestApp {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
+    pub(crate) running: Option<Running>,
+    token: Option<String>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+fn postgres_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+impl TestApp {
+    pub(crate) async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with(backend, |_| {}).await
+    }
+
+    pub(crate) async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = match backend {
+            Backend::Sqlite => Config::new(format!("sqlite://{}", dir.path().join("eslab.db").display())),
+            Backend::Memory => Config::new("memory:"),
+            Backend::Postgres => {
+                let mut c = Config::new(postgres_url());
+                c.schema = Some(format!("eslab_http_{}", uuid::Uuid::now_v7().simple()));
+                c
+            }
+        };
+        config.bind = "127.0.0.1:0".into();
+        configure(&mut config);
+        let token = config.api_token.clone();
+        let store = serve::open_store(&config).await.unwrap_or_else(|e| {
+            panic!(
+                "cannot open the store ({e:#}); for PostgreSQL start it (e.g. `pg_ctlcluster 15 main start` or \
+                 `make ensure-postgres`) or set DATABASE_URL"
+            )
+        });
+        let running = serve::start_with(store, config).await.unwrap();
+        TestApp {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            running: Some(running),
+            token,
+            dir,
+        }
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub(crate) fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.post(self.url(path));
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub(crate) async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub(crate) async fn post_json(&self, path: &str, body: Value) -> Response {
+        self.post(path).json(&body).send().await.unwrap()
+    }
+
+    /// Opens an account and returns its id.
+    pub(crate) async fn open(&self, owner: &str, overdraft_limit: i64) -> String {
+        let r = self
+            .post_json("/accounts", json!({"owner": owner, "currency": "EUR", "overdraft_limit": overdraft_limit}))
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+    }
+
+    pub(crate) async fn deposit(&self, id: &str, amount: i64) -> Response {
+        self.post_json(&format!("/accounts/{id}/deposits"), json!({"amount": amount, "currency": "EUR"})).await
+    }
+
+    /// The account folded from the event store.
+    pub(crate) async fn strong(&self, id: &str) -> Value {
+        let r = self.get(&format!("/accounts/{id}?consistency=strong")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
+    /// Waits until the read model shows the account at `version`.
+    pub(crate) async fn eventually(&self, id: &str, version: u64) -> Value {
+        for _ in 0..200 {
+            let r = self.get(&format!("/accounts/{id}")).await;
+            if r.status() == StatusCode::OK {
+                let body: Value = r.json().await.unwrap();
+                if body["version"] == json!(version) {
+                    return body;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the read model never showed account {id} at version {version}");
+    }
+
+    /// Every event in the store.
+    pub(crate) async fn event_count(&self) -> usize {
+        let events = self.running.as_ref().unwrap().state.events();
+        let filter = FeedFilter::All;
+        events.feed(&filter, Checkpoint::START).try_collect::<Vec<_>>().await.unwrap().len()
+    }
+
+    /// Graceful shutdown, then drops the PostgreSQL schema.
+    pub(crate) async fn stop(mut self) {
+        let running = self.running.take().unwrap();
+        let store = running.state.events().backend().clone();
+        running.stop().await.unwrap();
+        if let AnyStore::Postgres(pg) = store {
+            pg.drop_schema().await.unwrap();
+        }
+    }
+}
+
+/// Defines `mod $name { sqlite, postgres }` running `$test(Backend)` on both stores.
+macro_rules! on_every_store {
+    ($name:ident, $test:ident) => {
+        mod $name {
+            use crate::helpers::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$test(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$test(Backend::Postgres).await;
+            }
+        }
+    };
+}
+pub(crate) use on_every_store;

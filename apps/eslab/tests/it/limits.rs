@@ -1,0 +1,91 @@
+//! Access and lifecycle: the bearer token on writes, and a graceful shutdown
+//! that flushes the projections.
+
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use serde_json::json;
+
+use crate::helpers::{Backend, TestApp, on_every_store};
+
+#[tokio::test]
+async fn writes_need_the_token_when_one_is_set() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.api_token = Some("s3cret-token".into())).await;
+    let open = json!({"owner": "Ada", "currency": "EUR"});
+    let url = app.url("/accounts");
+    for auth in [None, Some("Bearer wrong"), Some("Bearer s3cret-tokenX"), Some("s3cret-token"), Some("Bearer ")] {
+        let mut request = app.client.post(&url).json(&open);
+        if let Some(auth) = auth {
+            request = request.header(AUTHORIZATION, auth);
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(r.headers()[WWW_AUTHENTICATE], "Bearer");
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    }
+    assert_eq!(app.event_count().await, 0);
+    let r = app.client.post(&url).header(AUTHORIZATION, "Bearer s3cret-token").json(&open).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // Reads stay open.
+    assert_eq!(app.get("/accounts").await.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+async fn shutdown_flushes(backend: Backend) {
+    let mut app = TestApp::spawn(backend).await;
+    let a = app.open("Ada", 0).await;
+    for _ in 0..20 {
+        assert_eq!(app.deposit(&a, 5).await.status(), StatusCode::OK);
+    }
+    let running = app.running.take().unwrap();
+    let state = running.state.clone();
+    let addr = running.addr;
+    running.stop().await.unwrap();
+    // Stopped: nothing listens any more.
+    assert!(reqwest::get(format!("http://{addr}/health")).await.is_err());
+    // Everything committed before the stop reached the read model.
+    let row = state.views().account(&a).await.unwrap().unwrap();
+    assert_eq!((row.balance, row.version), (100, 21));
+    if let eslab::store::AnyStore::Postgres(pg) = state.events().backend().clone() {
+        drop(state);
+        pg.drop_schema().await.unwrap();
+    }
+}
+
+on_every_store!(graceful_shutdown_flushes_the_projections, shutdown_flushes);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_is_gone_is_503_and_not_ready() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let a = app.open("Ada", 0).await;
+    let eslab::store::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
+        panic!("not SQLite");
+    };
+    sqlite.close().await;
+    let r = app.get("/ready").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let r = app.deposit(&a, 10).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    let body = r.text().await.unwrap();
+    assert!(!body.to_lowercase().contains("sqlite") && !body.contains("pool"), "no internals leak: {body}");
+    assert!(app.get("/health").await.status() == StatusCode::OK, "alive, just not ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_takes_too_long_is_cut_with_503() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.request_timeout = std::time::Duration::from_millis(300)).await;
+    let a = app.open("Ada", 0).await;
+    // Another process holds the database's write lock (SQLite's writer waits up to 5 s for it).
+    let path = app.dir.path().join("eslab.db");
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut other).await.unwrap();
+    let r = app.deposit(&a, 10).await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["detail"], "the request took too long; try again");
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    assert_eq!(app.strong(&a).await["version"], 1, "the cut request wrote nothing");
+    app.stop().await;
+}
