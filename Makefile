@@ -1,5 +1,6 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
 .PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench
+.PHONY: services services-stop integration-test docker-up docker-down
 
 CARGO ?= cargo
 
@@ -36,3 +37,27 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+	bash scripts/services.sh start && $(CARGO) bench -p eslab-kafka --bench relay
+
+## services: the Kafka-compatible test broker (tansu) on 127.0.0.1:9092; installs it if missing
+services:
+	bash scripts/services.sh start
+
+## services-stop: stop the broker `make services` started (nothing else)
+services-stop:
+	bash scripts/services.sh stop
+
+# The test suite includes the Kafka tests: the broker must answer first.
+unit-test: services
+
+## integration-test: the tests against the real services (PostgreSQL, Kafka broker)
+integration-test: ensure-postgres services
+	$(CARGO) nextest run -p eslab-kafka --all-features --no-fail-fast
+
+## docker-up: PostgreSQL, Kafka, serve, relay and worker in containers (needs Docker)
+docker-up:
+	docker compose -f deployments/docker-compose.yml up -d --build
+
+## docker-down: stop and remove them
+docker-down:
+	docker compose -f deployments/docker-compose.yml down

@@ -4,3 +4,5 @@
 //! worker and the lab).
 
 pub mod store;
+pub mod relay;
+pub mod worker;

@@ -3,6 +3,8 @@
 //! - `eslab demo`: the account example, told step by step;
 //! - `eslab events stream|feed|import`: the store's events as JSON lines;
 //! - `eslab migrate`: create or update the store's schema.
+//! - `eslab relay`: publish the store's events to Kafka (the outbox relay);
+//! - `eslab worker`: apply events from Kafka to the bank read models.
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
@@ -41,6 +43,12 @@ enum Command {
     Events(EventsCommand),
     /// Create or update the store's schema (stores also migrate on start).
     Migrate,
+    /// Publish the store's events to Kafka: the transactional outbox relay
+    /// (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX).
+    Relay(eslab::relay::RelayArgs),
+    /// Apply events from Kafka to the bank read models: a consumer-group
+    /// worker (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX, ESLAB_WORKER_GROUP).
+    Worker(eslab::worker::WorkerArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +120,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{} store at {} is up to date", store.describe(), store::redact(&cli.database_url));
                 Ok(())
             }
+            Command::Relay(args) => eslab::relay::run(store, args, eslab::relay::shutdown_signal()).await,
+            Command::Worker(args) => eslab::worker::run(store, args, eslab::relay::shutdown_signal()).await,
             Command::Events(EventsCommand::Stream { stream_id }) => {
                 events::stream(&store, &stream_id, &mut out).await.map(|_| ())
             }
