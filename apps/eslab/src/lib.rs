@@ -3,6 +3,6 @@
 //! `DATABASE_URL`, and, as they arrive, the HTTP service, the relay, the
 //! worker and the lab).
 
-pub mod store;
 pub mod relay;
+pub mod store;
 pub mod worker;

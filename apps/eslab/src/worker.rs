@@ -63,7 +63,8 @@ where
     B: Backend,
     B::Tx: ViewsTx + WorkerTx,
 {
-    let options = WorkerOptions { batch_size: args.batch.max(1), ..WorkerOptions::new(&args.group, &["account", "transfer"]) };
+    let options =
+        WorkerOptions { batch_size: args.batch.max(1), ..WorkerOptions::new(&args.group, &["account", "transfer"]) };
     let worker = Worker::new(&args.kafka.options(), Arc::new(backend), Arc::new(BankViews), options)
         .context("creating the Kafka consumer")?;
     tracing::info!(group = %args.group, brokers = %args.kafka.brokers, "worker started");

@@ -144,7 +144,8 @@ fn throughput(c: &mut Criterion) {
                     // A fresh checkpoint each time: the relay publishes all n events.
                     let name = format!("bench-relay-{}", round.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
                     let publisher = relay::Publisher::new(&bench.kafka, name, FeedFilter::All).unwrap();
-                    let backend = Arc::new(relay::RelayBackend::new(Arc::new(PgBackend::new(bench.store.pool().clone()))));
+                    let backend =
+                        Arc::new(relay::RelayBackend::new(Arc::new(PgBackend::new(bench.store.pool().clone()))));
                     let runner = Runner::new(bench.store.clone(), backend, Arc::new(publisher))
                         .with_options(RunnerOptions { batch_size: 5000, ..RunnerOptions::default() });
                     let start = Instant::now();
@@ -264,14 +265,16 @@ fn latency(c: &mut Criterion) {
 
     // Baseline: the projection runner in process, no Kafka (its own checkpoint).
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let runner_task = rt.block_on(async {
-        let runner = Runner::new(store.clone(), Arc::new(PgBackend::new(store.pool().clone())), Arc::new(BankViews));
-        runner.drain().await.unwrap();
-        let wakeup = Notified(store.listener().await.unwrap());
-        let task = tokio::spawn(async move { runner.run(wakeup, stopped(stop)).await });
-        Ok::<_, ()>(task)
-    })
-    .unwrap();
+    let runner_task = rt
+        .block_on(async {
+            let runner =
+                Runner::new(store.clone(), Arc::new(PgBackend::new(store.pool().clone())), Arc::new(BankViews));
+            runner.drain().await.unwrap();
+            let wakeup = Notified(store.listener().await.unwrap());
+            let task = tokio::spawn(async move { runner.run(wakeup, stopped(stop)).await });
+            Ok::<_, ()>(task)
+        })
+        .unwrap();
     group.bench_function("in_process_runner", |b| {
         b.to_async(&rt).iter_custom(|iters| {
             let (accounts, views, samples) = (&accounts, &views, &samples);

@@ -99,7 +99,8 @@ pub fn encode(event: &RecordedEvent) -> Result<Outgoing, String> {
         add(header::ACTOR, actor);
     }
     if !event.metadata.extra.is_empty() {
-        let extra = serde_json::to_string(&event.metadata.extra).map_err(|e| format!("cannot serialize metadata: {e}"))?;
+        let extra =
+            serde_json::to_string(&event.metadata.extra).map_err(|e| format!("cannot serialize metadata: {e}"))?;
         add(header::METADATA_EXTRA, &extra);
     }
     Ok(Outgoing { key: event.stream_id.as_str().to_owned(), payload, headers })

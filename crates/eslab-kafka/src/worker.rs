@@ -29,6 +29,7 @@ use std::time::Duration;
 use eslab_core::{EventId, RecordedEvent, StreamId, Version};
 use eslab_projection::{Backend, HandlerError, ParkedEvent, Projection};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::Mutex;
@@ -176,9 +177,16 @@ pub fn consumer_config(kafka: &KafkaOptions, group: &str) -> rdkafka::ClientConf
         .set("group.id", group)
         // Offsets are committed by hand, after the read model's transaction.
         .set("enable.auto.commit", "false")
+        // Nor stored implicitly as messages arrive: a consumer closing must
+        // never record a position past what the read model holds.
+        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000");
+        // A member that died is noticed within seconds. The rebalance waits
+        // for every known member up to max.poll.interval.ms, so keep it short
+        // too (a batch takes far less).
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "10000");
     for (k, v) in &kafka.extra {
         config.set(k, v);
     }
@@ -216,6 +224,14 @@ where
             pending: Mutex::new(Vec::new()),
             totals: std::sync::Mutex::new(WorkerOutcome::default()),
         })
+    }
+
+    /// Leaves the consumer group now, so its partitions go to the other
+    /// members at once (instead of after the session timeout). A batch
+    /// consumed but not committed is dropped: its offsets were never
+    /// committed, so whoever takes the partitions reads it again.
+    pub fn leave_group(&self) {
+        self.consumer.unsubscribe();
     }
 
     /// The group (the key of this worker's books).
@@ -277,7 +293,14 @@ where
     async fn poll_batch(&self, wait: Duration) -> Result<Vec<OwnedMessage>> {
         let first = match tokio::time::timeout(wait, self.consumer.recv()).await {
             Err(_elapsed) => return Ok(Vec::new()),
-            Ok(received) => received?.detach(),
+            Ok(Ok(m)) => m.detach(),
+            // Per-partition news (a subscribed topic that does not exist yet,
+            // e.g. no transfer was ever published): nothing to apply, nothing lost.
+            Ok(Err(KafkaError::MessageConsumption(code))) => {
+                tracing::debug!(group = %self.options.group, %code, "consumer notice");
+                return Ok(Vec::new());
+            }
+            Ok(Err(e)) => return Err(e.into()),
         };
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + self.options.linger;
@@ -531,13 +554,14 @@ macro_rules! sql_worker {
     ($db:ty, $pool:ty) => {
         impl WorkerTx for sqlx::Transaction<'static, $db> {
             async fn applied_version(&mut self, group: &str, stream: &StreamId) -> Result<u64, HandlerError> {
-                let v: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM kafka_applied WHERE consumer_group = $1 AND stream_id = $2")
-                        .bind(group)
-                        .bind(stream.as_str())
-                        .fetch_optional(&mut **self)
-                        .await
-                        .map_err(transient)?;
+                let v: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM kafka_applied WHERE consumer_group = $1 AND stream_id = $2",
+                )
+                .bind(group)
+                .bind(stream.as_str())
+                .fetch_optional(&mut **self)
+                .await
+                .map_err(transient)?;
                 Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
             }
 
@@ -617,12 +641,13 @@ macro_rules! sql_worker {
             /// # Errors
             /// The query failing.
             pub async fn applied_version(&self, group: &str, stream: &str) -> Result<u64> {
-                let v: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM kafka_applied WHERE consumer_group = $1 AND stream_id = $2")
-                        .bind(group)
-                        .bind(stream)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let v: Option<i64> = sqlx::query_scalar(
+                    "SELECT version FROM kafka_applied WHERE consumer_group = $1 AND stream_id = $2",
+                )
+                .bind(group)
+                .bind(stream)
+                .fetch_optional(&self.pool)
+                .await?;
                 Ok(v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0))
             }
 

@@ -71,7 +71,8 @@ impl Env {
         let kafka = KafkaOptions::new(brokers)
             .with_topic_prefix(format!("t{id}."))
             .with_partitions(4)
-            .with("client.id", format!("eslab-test-{id}"));
+            .with("client.id", format!("eslab-test-{id}"))
+            .with("debug", "cgrp");
         Env { store, kafka, group: format!("g{id}") }
     }
 
@@ -131,11 +132,14 @@ pub(crate) async fn seed(store: &PostgresStore, tag: &str, accounts: usize, depo
         ];
         for d in 1..=deposits {
             let balance = i64::try_from(d).unwrap() * 100;
-            let deposit = AccountEvent::MoneyDeposited { amount: Amount::new(100).unwrap(), balance: Balance::new(balance) };
+            let deposit =
+                AccountEvent::MoneyDeposited { amount: Amount::new(100).unwrap(), balance: Balance::new(balance) };
             events.push(JsonCodec.encode(&deposit, meta()).unwrap());
         }
         expected.events += events.len();
-        expected.accounts.insert(id.clone(), (i64::try_from(deposits).unwrap() * 100, u64::try_from(deposits + 1).unwrap()));
+        expected
+            .accounts
+            .insert(id.clone(), (i64::try_from(deposits).unwrap() * 100, u64::try_from(deposits + 1).unwrap()));
         appends.push(StreamAppend::new(format!("account-{id}").parse().unwrap(), ExpectedVersion::Any, events));
     }
     for chunk in appends.chunks(50) {
@@ -185,14 +189,36 @@ pub(crate) async fn run_worker_until(
         if read_model_is(env, expected).await {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "read model not complete after {within:?}: {:?}", worker.totals());
+        if tokio::time::Instant::now() >= deadline {
+            let gaps = env.tables().gaps(&env.group).await.unwrap();
+            let mut wrong = Vec::new();
+            for (id, want) in &expected.accounts {
+                let row = env.views().account(id).await.unwrap().map(|r| (r.balance, r.version));
+                let applied = env.tables().applied_version(&env.group, &format!("account-{id}")).await.unwrap();
+                if row != Some(*want) {
+                    wrong.push((id.clone(), row, *want, applied));
+                }
+            }
+            panic!(
+                "read model not complete after {within:?}: {:?}; gaps {:?}; wrong {} {:?}",
+                worker.totals(),
+                &gaps[..gaps.len().min(4)],
+                wrong.len(),
+                &wrong[..wrong.len().min(4)]
+            );
+        }
     }
 }
 
 /// Reads every message of the category topics (from the beginning, with a
 /// throwaway group) until `at_least` arrived and nothing more comes for a
 /// second, or `within` passes. Returns the decoded events.
-pub(crate) async fn read_topics(kafka: &KafkaOptions, categories: &[&str], at_least: usize, within: Duration) -> Vec<RecordedEvent> {
+pub(crate) async fn read_topics(
+    kafka: &KafkaOptions,
+    categories: &[&str],
+    at_least: usize,
+    within: Duration,
+) -> Vec<RecordedEvent> {
     let group = format!("reader-{}", uuid::Uuid::now_v7().simple());
     let consumer: StreamConsumer = eslab_kafka::worker::consumer_config(kafka, &group).create().unwrap();
     let topics: Vec<String> = categories.iter().map(|c| kafka.topic(c)).collect();
