@@ -69,6 +69,8 @@ where
         .context("creating the Kafka consumer")?;
     tracing::info!(group = %args.group, brokers = %args.kafka.brokers, "worker started");
     worker.run(shutdown).await?;
+    // Hand the partitions over now rather than after the session timeout.
+    worker.leave_group();
     let totals = worker.totals();
     tracing::info!(?totals, "worker stopped");
     Ok(())

@@ -110,14 +110,15 @@ fn throughput(c: &mut Criterion) {
     let mut group = c.benchmark_group("relay_throughput");
     group.throughput(Throughput::Elements(u64::try_from(n).unwrap()));
     group.sample_size(10);
-    group.measurement_time(Duration::from_secs(20));
+    group.measurement_time(Duration::from_secs(10));
 
     let producer: FutureProducer = relay::producer_config(&bench.kafka).create().unwrap();
     let raw_topic = bench.kafka.topic("raw");
     rt.block_on(async {
-        let admin = bench.kafka.clone();
-        let publisher = relay::Publisher::new(&admin, "topics", FeedFilter::All).unwrap();
-        drop(publisher);
+        let mut config = rdkafka::ClientConfig::new();
+        config.set("bootstrap.servers", &bench.kafka.brokers);
+        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = config.create().unwrap();
+        relay::ensure_topics(&admin, &[raw_topic.as_str()], bench.kafka.partitions).await.unwrap();
         raw_produce(&producer, &raw_topic, &bench.events[..10]).await;
     });
     group.bench_function("raw_producer", |b| {
