@@ -1,10 +1,11 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
 .PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
+.PHONY: services services-stop integration-test docker-up docker-down
 
 CARGO ?= cargo
 
 ## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
-test: fmt-check lint ensure-postgres unit-test doc-test doc
+test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz
 
 ## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
 ensure-postgres:
@@ -36,6 +37,7 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
+	bash scripts/services.sh start && $(CARGO) bench -p eslab-kafka --bench relay
 	$(CARGO) bench -p eslab-projection --features postgres --bench catchup
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
@@ -50,3 +52,26 @@ lab: ensure-postgres
 ## bench-http: deposits through `eslab serve` on PostgreSQL at 32 connections (wrk) beside the raw INSERT+COMMIT rate (pgbench)
 bench-http: ensure-postgres
 	bash scripts/bench-http.sh
+
+## services: the Kafka-compatible test broker (tansu) on 127.0.0.1:9092; installs it if missing
+services:
+	bash scripts/services.sh start
+
+## services-stop: stop the broker `make services` started (nothing else)
+services-stop:
+	bash scripts/services.sh stop
+
+# The test suite includes the Kafka tests: the broker must answer first.
+unit-test: services
+
+## integration-test: the tests against the real services (PostgreSQL, Kafka broker)
+integration-test: ensure-postgres services fuzz
+	$(CARGO) nextest run -p eslab-kafka --all-features --no-fail-fast
+
+## docker-up: PostgreSQL, Kafka, serve, relay and worker in containers (needs Docker)
+docker-up:
+	docker compose -f deployments/docker-compose.yml up -d --build
+
+## docker-down: stop and remove them
+docker-down:
+	docker compose -f deployments/docker-compose.yml down

@@ -5,8 +5,10 @@
 //! - `eslab migrate`: create or update the store's schema;
 //! - `eslab projections list|parked|retry|skip`: operate the projections;
 //! - `eslab rebuild <projection>`: replay into shadow tables and swap them in;
-//! - `eslab lab list|run`: measure the patterns on this machine, write a report.
-//! - `eslab serve`: the account service (HTTP API) with its projections and transfer saga.
+//! - `eslab lab list|run`: measure the patterns on this machine, write a report;
+//! - `eslab serve`: the account service (HTTP API) with its projections and transfer saga;
+//! - `eslab relay`: publish the store's events to Kafka (the outbox relay);
+//! - `eslab worker`: apply events from Kafka to the bank read models.
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
@@ -61,6 +63,12 @@ enum Command {
     /// Run the account service: the HTTP API, with the read models and the
     /// transfer saga in the same process.
     Serve(ServeArgs),
+    /// Publish the store's events to Kafka: the transactional outbox relay
+    /// (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX).
+    Relay(eslab::relay::RelayArgs),
+    /// Apply events from Kafka to the bank read models: a consumer-group
+    /// worker (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX, ESLAB_WORKER_GROUP).
+    Worker(eslab::worker::WorkerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -157,6 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 drop(store);
                 serve(&cli.database_url, args).await
             }
+            Command::Relay(args) => eslab::relay::run(store, args, eslab::relay::shutdown_signal()).await,
+            Command::Worker(args) => eslab::worker::run(store, args, eslab::relay::shutdown_signal()).await,
             Command::Events(EventsCommand::Stream { stream_id }) => {
                 events::stream(&store, &stream_id, &mut out).await.map(|_| ())
             }

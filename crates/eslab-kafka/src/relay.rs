@@ -1,0 +1,305 @@
+//! The outbox relay: a projection whose sink is Kafka.
+//!
+//! It is an [`eslab_projection::Runner`] (so it inherits checkpoints, the
+//! lease, batching, parked events and live mode) over a [`RelayBackend`]: a
+//! read-model backend wrapper whose transaction also collects the delivery
+//! futures of the batch's messages, and whose commit waits for the broker to
+//! acknowledge every one of them *before* committing the checkpoint. A failed
+//! delivery fails the commit: the checkpoint stays, and the batch is published
+//! again (duplicates, never losses; the worker dedupes by stream version).
+//!
+//! The producer is idempotent (`enable.idempotence=true`: no duplicates or
+//! reordering from its own retries) and keys each message by stream id, so a
+//! stream's events land in one partition in stream order.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use eslab_core::{Checkpoint, EventReader, FeedFilter, RecordedEvent, StreamId};
+use eslab_projection::{Backend, HandlerError, ParkedEvent, Projection, Runner, RunnerOptions};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+
+use crate::message::{self, Outgoing};
+use crate::{Error, KafkaOptions, Result};
+
+/// The relay's default name (its checkpoint, lease and parked events).
+pub const DEFAULT_NAME: &str = "kafka-relay";
+
+/// The relay: the runner of a [`Publisher`] over a [`RelayBackend`].
+pub type Relay<S, B> = Runner<S, RelayBackend<B>, Publisher>;
+
+/// A relay named [`DEFAULT_NAME`] publishing every category of `store`'s
+/// feed, with its checkpoint in `backend` (batches of 2000 events).
+///
+/// # Errors
+/// Unusable options or a producer librdkafka refuses to create.
+pub fn relay<S, B>(store: S, backend: Arc<B>, options: &KafkaOptions) -> Result<Relay<S, B>>
+where
+    S: EventReader + Clone + 'static,
+    B: Backend,
+{
+    let publisher = Publisher::new(options, DEFAULT_NAME, FeedFilter::All)?;
+    let runner = Runner::new(store, Arc::new(RelayBackend::new(backend)), Arc::new(publisher))
+        .with_options(RunnerOptions { batch_size: 2000, ..RunnerOptions::default() });
+    Ok(runner)
+}
+
+/// A transaction of the [`RelayBackend`]: the inner backend's transaction
+/// (for the checkpoint and parked events) and the deliveries still awaited.
+pub struct RelayTx<T> {
+    inner: T,
+    pending: Vec<DeliveryFuture>,
+    /// The checkpoint to save once every delivery is acknowledged. Writing it
+    /// only then keeps the database transaction read-only (no transaction id)
+    /// while the broker is slow or down, so it never holds back the gap-safe
+    /// feed's horizon for every other reader.
+    checkpoint: Option<(String, Checkpoint)>,
+}
+
+impl<T> std::fmt::Debug for RelayTx<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelayTx").field("pending", &self.pending.len()).finish_non_exhaustive()
+    }
+}
+
+impl<T> RelayTx<T> {
+    /// The inner backend's transaction.
+    pub fn inner(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+/// Wraps a backend so that committing a batch first waits for the broker's
+/// acknowledgement of every message the batch produced.
+#[derive(Debug)]
+pub struct RelayBackend<B> {
+    inner: Arc<B>,
+}
+
+impl<B> RelayBackend<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<B>) -> Self {
+        RelayBackend { inner }
+    }
+}
+
+fn delivery_error(e: KafkaError) -> eslab_projection::Error {
+    eslab_projection::Error::Backend(Box::new(e))
+}
+
+impl<B: Backend> Backend for RelayBackend<B> {
+    type Tx = RelayTx<B::Tx>;
+
+    async fn begin(&self) -> eslab_projection::Result<Self::Tx> {
+        Ok(RelayTx { inner: self.inner.begin().await?, pending: Vec::new(), checkpoint: None })
+    }
+
+    async fn commit(&self, tx: Self::Tx) -> eslab_projection::Result<()> {
+        let RelayTx { mut inner, pending, checkpoint } = tx;
+        for delivery in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _message))) => return Err(delivery_error(e)),
+                // The producer dropped the message without a report (it is shutting down).
+                Err(_canceled) => return Err(delivery_error(KafkaError::Canceled)),
+            }
+        }
+        if let Some((name, at)) = checkpoint {
+            self.inner.save_checkpoint(&mut inner, &name, at).await?;
+        }
+        self.inner.commit(inner).await
+    }
+
+    async fn checkpoint(&self, name: &str) -> eslab_projection::Result<Checkpoint> {
+        self.inner.checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, tx: &mut Self::Tx, name: &str, at: Checkpoint) -> eslab_projection::Result<()> {
+        // Written in `commit`, after the broker acknowledged the batch.
+        tx.checkpoint = Some((name.to_owned(), at));
+        Ok(())
+    }
+
+    async fn parked_streams(&self, projection: &str) -> eslab_projection::Result<HashSet<StreamId>> {
+        self.inner.parked_streams(projection).await
+    }
+
+    async fn park(
+        &self,
+        tx: &mut Self::Tx,
+        projection: &str,
+        event: &RecordedEvent,
+        reason: &str,
+    ) -> eslab_projection::Result<()> {
+        self.inner.park(&mut tx.inner, projection, event, reason).await
+    }
+
+    async fn parked(&self, projection: &str, stream: Option<&StreamId>) -> eslab_projection::Result<Vec<ParkedEvent>> {
+        self.inner.parked(projection, stream).await
+    }
+
+    async fn unpark(&self, tx: &mut Self::Tx, projection: &str, event: &RecordedEvent) -> eslab_projection::Result<()> {
+        self.inner.unpark(&mut tx.inner, projection, event).await
+    }
+
+    async fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> eslab_projection::Result<bool> {
+        self.inner.acquire_lease(name, owner, ttl).await
+    }
+
+    async fn release_lease(&self, name: &str, owner: &str) -> eslab_projection::Result<()> {
+        self.inner.release_lease(name, owner).await
+    }
+
+    async fn checkpoints(&self) -> eslab_projection::Result<Vec<(String, Checkpoint)>> {
+        self.inner.checkpoints().await
+    }
+
+    async fn lease(&self, name: &str) -> eslab_projection::Result<Option<eslab_projection::Lease>> {
+        self.inner.lease(name).await
+    }
+}
+
+/// The relay's projection: produces each event to its category's topic.
+pub struct Publisher {
+    name: String,
+    filter: FeedFilter,
+    prefix: String,
+    partitions: i32,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics known to exist (created or found by this publisher).
+    topics: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("name", &self.name)
+            .field("filter", &self.filter)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The producer settings the relay's guarantees rest on.
+pub fn producer_config(options: &KafkaOptions) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", &options.brokers)
+        // No duplicates or reordering from the producer's own retries; implies acks=all.
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", options.message_timeout.as_millis().to_string())
+        // Batch on the wire: the relay hands over thousands of messages at once.
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("compression.type", "lz4");
+    for (k, v) in &options.extra {
+        config.set(k, v);
+    }
+    config
+}
+
+impl Publisher {
+    /// A publisher named `name` (its checkpoint, lease and parked events)
+    /// for the events `filter` lets through.
+    ///
+    /// # Errors
+    /// Unusable options, or librdkafka refusing the configuration.
+    pub fn new(options: &KafkaOptions, name: impl Into<String>, filter: FeedFilter) -> Result<Self> {
+        options.validate()?;
+        let producer: FutureProducer = producer_config(options).create()?;
+        let admin: AdminClient<DefaultClientContext> = options.client_config().create()?;
+        Ok(Publisher {
+            name: name.into(),
+            filter,
+            prefix: options.topic_prefix.clone(),
+            partitions: options.partitions,
+            producer,
+            admin,
+            topics: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// The producer (to flush it, or read its statistics).
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Creates `topic` with the configured partitions unless it is known to exist.
+    async fn ensure_topic(&self, topic: &str) -> Result<()> {
+        if self.topics.lock().unwrap_or_else(PoisonError::into_inner).contains(topic) {
+            return Ok(());
+        }
+        ensure_topics(&self.admin, &[topic], self.partitions).await?;
+        self.topics.lock().unwrap_or_else(PoisonError::into_inner).insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Hands one event to the producer; returns its delivery future.
+    async fn send(&self, topic: &str, out: &Outgoing) -> Result<DeliveryFuture, KafkaError> {
+        let mut record = FutureRecord::to(topic).key(&out.key).payload(&out.payload).headers(out.headers.clone());
+        loop {
+            match self.producer.send_result(record) {
+                Ok(delivery) => return Ok(delivery),
+                // The local queue is full: let the producer drain it a little.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Creates the topics that do not exist yet, with `partitions` partitions
+/// and replication factor 1 (or the broker's default replication when it has
+/// more nodes: `-1`). Topics that already exist are left alone.
+///
+/// # Errors
+/// The broker unreachable, or refusing a topic for another reason than its existence.
+pub async fn ensure_topics(admin: &AdminClient<DefaultClientContext>, topics: &[&str], partitions: i32) -> Result<()> {
+    let new: Vec<NewTopic<'_>> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(-1))).collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(new.iter(), &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(Error::CreateTopic { topic, reason: code.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+impl<B: Backend> Projection<RelayBackend<B>> for Publisher {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn filter(&self) -> FeedFilter {
+        self.filter.clone()
+    }
+
+    async fn apply(&self, tx: &mut RelayTx<B::Tx>, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let topic = message::topic_for(&self.prefix, event.stream_id.category());
+        // A broker that cannot be reached now may be back for the next attempt.
+        self.ensure_topic(&topic).await.map_err(|e| HandlerError::transient(e.to_string()))?;
+        // An event that cannot be encoded never will be: park its stream.
+        let out = message::encode(event).map_err(HandlerError::new)?;
+        match self.send(&topic, &out).await {
+            Ok(delivery) => {
+                tx.pending.push(delivery);
+                Ok(())
+            }
+            // Refused outright (e.g. larger than message.max.bytes): retrying cannot help.
+            Err(e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
+                Err(HandlerError::new(e.to_string()))
+            }
+            Err(e) => Err(HandlerError::transient(e.to_string())),
+        }
+    }
+}

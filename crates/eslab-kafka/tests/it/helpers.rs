@@ -1,0 +1,324 @@
+//! Fresh schemas, fresh topics, fresh consumer groups; seeding bank events;
+//! reading a topic back; a broker of the test's own.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use eslab_bank::{AccountEvent, Amount, Balance, BankViews, OverdraftLimit, Owner, SqlViews};
+use eslab_core::{Codec, EventAppender, ExpectedVersion, JsonCodec, Metadata, RecordedEvent, StreamAppend};
+use eslab_kafka::{KafkaOptions, Worker, WorkerOptions, WorkerTables};
+use eslab_postgres::PostgresStore;
+use eslab_projection::PgBackend;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+/// The test database: `DATABASE_URL`, or the local cluster.
+pub(crate) fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// The shared test broker: `KAFKA_BROKERS`, or 127.0.0.1:9092.
+pub(crate) fn brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| eslab_kafka::DEFAULT_BROKERS.into())
+}
+
+/// Fails the test with instructions when nothing answers at `brokers`.
+pub(crate) fn require_broker(brokers: &str) {
+    let first = brokers.split(',').next().unwrap_or_default();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(first)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    assert!(
+        reachable,
+        "no Kafka broker answers at {brokers}: start the test broker with `make services` \
+         (scripts/services.sh start), or set KAFKA_BROKERS"
+    );
+}
+
+/// A fresh PostgreSQL schema holding the events, the read models, the
+/// checkpoints and the worker's tables. Call [`Env::cleanup`] at the end.
+pub(crate) struct Env {
+    pub(crate) store: PostgresStore,
+    pub(crate) kafka: KafkaOptions,
+    pub(crate) group: String,
+}
+
+impl Env {
+    /// A fresh schema, topic prefix `t<uuid>.` and consumer group, on the shared broker.
+    pub(crate) async fn new() -> Env {
+        let brokers = brokers();
+        require_broker(&brokers);
+        Env::on(&brokers).await
+    }
+
+    /// The same on the broker at `brokers`.
+    pub(crate) async fn on(brokers: &str) -> Env {
+        let url = database_url();
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        let schema = format!("eslab_test_{id}");
+        let store = PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL is not reachable at {url} ({e}); start it (`pg_ctlcluster 15 main start`) or set DATABASE_URL")
+        });
+        let backend = PgBackend::new(store.pool().clone());
+        backend.ensure_schema().await.unwrap();
+        SqlViews::new(store.pool().clone()).ensure_schema().await.unwrap();
+        WorkerTables::new(store.pool().clone()).ensure_schema().await.unwrap();
+        let kafka = KafkaOptions::new(brokers)
+            .with_topic_prefix(format!("t{id}."))
+            .with_partitions(4)
+            .with("client.id", format!("eslab-test-{id}"))
+            .with("debug", "cgrp");
+        Env { store, kafka, group: format!("g{id}") }
+    }
+
+    pub(crate) fn backend(&self) -> Arc<PgBackend> {
+        Arc::new(PgBackend::new(self.store.pool().clone()))
+    }
+
+    pub(crate) fn views(&self) -> SqlViews<sqlx::PgPool> {
+        SqlViews::new(self.store.pool().clone())
+    }
+
+    pub(crate) fn tables(&self) -> WorkerTables<sqlx::PgPool> {
+        WorkerTables::new(self.store.pool().clone())
+    }
+
+    /// A worker of this test's group applying the bank views.
+    pub(crate) fn worker(&self, batch: usize) -> Worker<PgBackend, BankViews> {
+        let options = WorkerOptions { batch_size: batch, ..WorkerOptions::new(&self.group, &["account", "transfer"]) };
+        Worker::new(&self.kafka, self.backend(), Arc::new(BankViews), options).unwrap()
+    }
+
+    pub(crate) async fn cleanup(self) {
+        self.store.drop_schema().await.unwrap();
+    }
+}
+
+/// What the seeded accounts must look like in the read model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Expected {
+    /// Account id -> (balance, version).
+    pub(crate) accounts: BTreeMap<String, (i64, u64)>,
+    /// Every event appended.
+    pub(crate) events: usize,
+}
+
+/// Appends, for each of `accounts` accounts with ids `<tag>-<n>`, an opening
+/// and `deposits` deposits of 1.00 (one append per account).
+pub(crate) async fn seed(store: &PostgresStore, tag: &str, accounts: usize, deposits: usize) -> Expected {
+    let eur = "EUR".parse().unwrap();
+    let mut expected = Expected { accounts: BTreeMap::new(), events: 0 };
+    let mut appends = Vec::new();
+    for n in 0..accounts {
+        let id = format!("{tag}{n}");
+        let correlation = uuid::Uuid::now_v7();
+        let meta = || Metadata::now().with_correlation_id(correlation).with_actor("seed");
+        let mut events = vec![
+            JsonCodec
+                .encode(
+                    &AccountEvent::AccountOpened {
+                        owner: Owner { name: id.clone() },
+                        currency: eur,
+                        overdraft_limit: OverdraftLimit::NONE,
+                    },
+                    meta(),
+                )
+                .unwrap(),
+        ];
+        for d in 1..=deposits {
+            let balance = i64::try_from(d).unwrap() * 100;
+            let deposit =
+                AccountEvent::MoneyDeposited { amount: Amount::new(100).unwrap(), balance: Balance::new(balance) };
+            events.push(JsonCodec.encode(&deposit, meta()).unwrap());
+        }
+        expected.events += events.len();
+        expected
+            .accounts
+            .insert(id.clone(), (i64::try_from(deposits).unwrap() * 100, u64::try_from(deposits + 1).unwrap()));
+        appends.push(StreamAppend::new(format!("account-{id}").parse().unwrap(), ExpectedVersion::Any, events));
+    }
+    for chunk in appends.chunks(50) {
+        store.append_streams(chunk.to_vec()).await.unwrap();
+    }
+    expected
+}
+
+/// Whether the read model holds exactly `expected` (balances, versions, one
+/// history row per deposit).
+pub(crate) async fn read_model_is(env: &Env, expected: &Expected) -> bool {
+    let views = env.views();
+    for (id, (balance, version)) in &expected.accounts {
+        match views.account(id).await.unwrap() {
+            Some(row) if row.balance == *balance && row.version == *version => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Asserts the read model is exact, history included.
+pub(crate) async fn assert_read_model(env: &Env, expected: &Expected) {
+    let views = env.views();
+    for (id, (balance, version)) in &expected.accounts {
+        let row = views.account(id).await.unwrap().unwrap_or_else(|| panic!("no summary for {id}"));
+        assert_eq!((row.balance, row.version), (*balance, *version), "account {id}");
+        let history = views.history(id, 0, 1_000_000).await.unwrap();
+        assert_eq!(history.len(), usize::try_from(version - 1).unwrap(), "history of {id}");
+        assert!(history.windows(2).all(|w| w[1].version == w[0].version + 1), "history of {id} in order, no repeat");
+        let applied = env.tables().applied_version(&env.group, &format!("account-{id}")).await.unwrap();
+        assert_eq!(applied, *version, "applied version of {id}");
+    }
+    assert!(env.tables().gaps(&env.group).await.unwrap().is_empty(), "no gaps");
+}
+
+/// Runs `worker` until the read model holds `expected` (or `within` passes).
+pub(crate) async fn run_worker_until(
+    env: &Env,
+    worker: &Worker<PgBackend, BankViews>,
+    expected: &Expected,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        worker.run_once(Duration::from_millis(200)).await.unwrap();
+        if read_model_is(env, expected).await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let gaps = env.tables().gaps(&env.group).await.unwrap();
+            let mut wrong = Vec::new();
+            for (id, want) in &expected.accounts {
+                let row = env.views().account(id).await.unwrap().map(|r| (r.balance, r.version));
+                let applied = env.tables().applied_version(&env.group, &format!("account-{id}")).await.unwrap();
+                if row != Some(*want) {
+                    wrong.push((id.clone(), row, *want, applied));
+                }
+            }
+            panic!(
+                "read model not complete after {within:?}: {:?}; gaps {:?}; wrong {} {:?}",
+                worker.totals(),
+                &gaps[..gaps.len().min(4)],
+                wrong.len(),
+                &wrong[..wrong.len().min(4)]
+            );
+        }
+    }
+}
+
+/// Reads every message of the category topics (from the beginning, with a
+/// throwaway group) until `at_least` arrived and nothing more comes for a
+/// second, or `within` passes. Returns the decoded events.
+pub(crate) async fn read_topics(
+    kafka: &KafkaOptions,
+    categories: &[&str],
+    at_least: usize,
+    within: Duration,
+) -> Vec<RecordedEvent> {
+    let group = format!("reader-{}", uuid::Uuid::now_v7().simple());
+    let consumer: StreamConsumer = eslab_kafka::worker::consumer_config(kafka, &group).create().unwrap();
+    let topics: Vec<String> = categories.iter().map(|c| kafka.topic(c)).collect();
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut out = Vec::new();
+    loop {
+        let quiet = if out.len() >= at_least { Duration::from_secs(1) } else { Duration::from_secs(5) };
+        let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(eslab_kafka::message::decode(&m).unwrap()),
+            Ok(Err(e)) => panic!("reading {topics:?}: {e}"),
+            Err(_) if out.len() >= at_least || tokio::time::Instant::now() >= deadline => return out,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Asserts every seeded event (stream, version) is among `events`.
+pub(crate) fn assert_all_published(expected: &Expected, events: &[RecordedEvent]) {
+    let mut seen: BTreeMap<String, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    for e in events {
+        seen.entry(e.stream_id.id().to_owned()).or_default().insert(e.stream_version.get());
+    }
+    for (id, (_, version)) in &expected.accounts {
+        let versions = seen.get(id).cloned().unwrap_or_default();
+        let all: std::collections::BTreeSet<u64> = (1..=*version).collect();
+        assert_eq!(versions, all, "versions of account-{id} on the topic");
+    }
+}
+
+/// A tansu broker of the test's own, on a free port, storing in SQLite under
+/// a temp dir so it can be stopped and started again with its data.
+pub(crate) struct OwnBroker {
+    pub(crate) port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The tansu binary: `TANSU`, on `PATH`, or in `~/.cargo/bin`.
+fn tansu() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return p.into();
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("tansu"))
+        .find(|p| p.is_file());
+    let home = std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cargo/bin/tansu"));
+    on_path.or(home.filter(|p| p.is_file())).unwrap_or_else(|| {
+        panic!("tansu is not installed: run `make services` (it installs it) or set TANSU to its path")
+    })
+}
+
+impl OwnBroker {
+    pub(crate) fn start() -> OwnBroker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut broker = OwnBroker { port, dir: tempfile::tempdir().unwrap(), child: None };
+        broker.restart();
+        broker
+    }
+
+    pub(crate) fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again) and waits until it answers.
+    pub(crate) fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.path().join("tansu.log")).unwrap();
+        let child = Command::new(tansu())
+            .current_dir(self.dir.path())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("own tansu broker did not answer on port {}", self.port);
+    }
+
+    /// Kills the broker (SIGKILL: no clean shutdown).
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The Kafka-compatible test broker (tansu, Apache-2.0) on 127.0.0.1:9092.
+#
+#   scripts/services.sh start    install tansu if missing, start it unless a broker already answers
+#   scripts/services.sh stop     stop the broker this script started (and nothing else)
+#   scripts/services.sh status
+#
+# What it started is recorded in target/services/tansu.pid; its log is
+# target/services/tansu.log. The broker keeps its data in memory: a restart
+# starts empty (tests create their own topics).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+host=127.0.0.1
+port="${KAFKA_PORT:-9092}"
+dir=target/services
+pidfile="$dir/tansu.pid"
+logfile="$dir/tansu.log"
+
+answers() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+
+tansu_bin() {
+  if [ -n "${TANSU:-}" ] && [ -x "$TANSU" ]; then echo "$TANSU"; return 0; fi
+  if command -v tansu >/dev/null 2>&1; then command -v tansu; return 0; fi
+  if [ -x "$HOME/.cargo/bin/tansu" ]; then echo "$HOME/.cargo/bin/tansu"; return 0; fi
+  return 1
+}
+
+ours() {
+  [ -f "$pidfile" ] || return 1
+  local pid
+  pid="$(cat "$pidfile")"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && grep -q tansu "/proc/$pid/cmdline" 2>/dev/null
+}
+
+start() {
+  if answers; then
+    echo "services: a broker already answers on $host:$port; leaving it alone" >&2
+    return 0
+  fi
+  local bin
+  if ! bin="$(tansu_bin)"; then
+    echo "services: installing tansu (cargo install tansu --locked --features dynostore,libsql; takes a few minutes)" >&2
+    cargo install tansu --locked --features dynostore,libsql >&2
+    bin="$(tansu_bin)"
+  fi
+  mkdir -p "$dir"
+  nohup "$bin" broker \
+    --listener-url "tcp://$host:$port" \
+    --advertised-listener-url "tcp://$host:$port" \
+    --storage-engine memory://tansu/ >"$logfile" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 60); do
+    if answers; then
+      echo "services: tansu started on $host:$port (pid $(cat "$pidfile"), log $logfile)" >&2
+      return 0
+    fi
+    if ! ours; then break; fi
+    sleep 0.5
+  done
+  echo "services: tansu did not come up on $host:$port; see $logfile" >&2
+  tail -20 "$logfile" >&2 || true
+  return 1
+}
+
+stop() {
+  if ours; then
+    local pid
+    pid="$(cat "$pidfile")"
+    kill "$pid"
+    for _ in $(seq 1 20); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.25
+    done
+    kill -0 "$pid" 2>/dev/null && kill -9 "$pid"
+    echo "services: stopped tansu (pid $pid)" >&2
+  else
+    echo "services: nothing started by this script is running" >&2
+  fi
+  rm -f "$pidfile"
+}
+
+status() {
+  if ours; then echo "tansu running (pid $(cat "$pidfile")), started by this script"
+  elif answers; then echo "a broker answers on $host:$port (not started by this script)"
+  else echo "no broker on $host:$port"; fi
+}
+
+case "${1:-start}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
