@@ -85,6 +85,10 @@ struct ServeArgs {
     /// PostgreSQL pool size.
     #[arg(long, env = "ESLAB_PG_MAX_CONNECTIONS", default_value_t = 32)]
     pg_max_connections: u32,
+    /// Commit the appends of concurrent requests together on PostgreSQL
+    /// (group commit; each append keeps its own version check).
+    #[arg(long, env = "ESLAB_PG_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    pg_group_commit: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +215,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         api_token: args.api_token,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
         pg_max_connections: args.pg_max_connections,
+        pg_group_commit: args.pg_group_commit,
         ..eslab::serve::Config::new(database_url)
     };
     let store = eslab::serve::open_store(&config).await?;

@@ -12,7 +12,7 @@ use eslab_core::{
     Checkpoint, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter, Metadata, NewEvent, StreamId,
     Version,
 };
-use eslab_postgres::{AppendStrategy, GroupCommit, GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
+use eslab_postgres::{AppendStrategy, GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
 use futures_util::TryStreamExt;
 use serde_json::json;
 use sqlx::PgPool;
@@ -124,7 +124,7 @@ fn bench_concurrent(c: &mut Criterion, rt: &Runtime, store: &PostgresStore, vari
         {
             // The opt-in group-commit appender over the default store options.
             let owned = PostgresStore::connect_lazy(variants[0].1.clone()).unwrap();
-            let appender = GroupCommit::new(owned.clone(), GroupCommitOptions::default()).unwrap();
+            let appender = owned.with_group_commit(GroupCommitOptions::default()).unwrap();
             let a = &appender;
             group.bench_with_input(BenchmarkId::new("group_commit", tasks), &tasks, |b, &tasks| {
                 b.to_async(rt).iter(|| async move {

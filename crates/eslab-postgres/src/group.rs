@@ -1,6 +1,7 @@
-//! Group commit: an opt-in appender that coalesces the single-stream appends
-//! of concurrent callers into one statement and one commit, so a burst of
-//! small commands pays for one WAL flush instead of one each.
+//! Group commit: an opt-in mode of the store that coalesces the
+//! single-stream appends of concurrent callers into one statement and one
+//! commit, so a burst of small commands pays for one WAL flush instead of one
+//! each.
 //!
 //! Each append is still judged on its own expectation: a conflict on one
 //! stream fails that caller only (see the crate's `GROUP_SQL`).
@@ -8,10 +9,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
-use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, FeedHead, RecordedEvent, Result,
-    StreamAppend, StreamId, Version,
-};
+use eslab_core::{AppendResult, Error, EventAppender, Result, StreamAppend};
 use futures_util::future::join_all;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -19,7 +17,25 @@ use crate::append::{Batch, GroupOutcome};
 use crate::error::db;
 use crate::{Notify, PostgresStore};
 
-/// Settings of a [`GroupCommit`] appender.
+/// Settings of group commit ([`PostgresOptions::group_commit`](crate::PostgresOptions::group_commit),
+/// [`PostgresStore::with_group_commit`]).
+///
+/// Semantics stay the store's: the same optimistic concurrency per stream
+/// (one stream's conflict fails only its own caller), the same gap-safe feed
+/// (a group is one transaction), the same NOTIFY. What changes is cost: at
+/// 32 concurrent callers a group carries tens of appends per commit.
+/// Multi-stream appends and empty appends are never grouped.
+///
+/// ```no_run
+/// # async fn run() -> eslab_core::Result<()> {
+/// use eslab_postgres::{GroupCommitOptions, PostgresOptions, PostgresStore};
+///
+/// let url = "postgres://postgres@127.0.0.1:5432/postgres";
+/// let options = PostgresOptions::new(url, "eslab").group_commit(GroupCommitOptions::default());
+/// let store = PostgresStore::connect_with(options).await?;
+/// // Use `store` as any store: `EventStore::new(store)`, `Repository`, …
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct GroupCommitOptions {
     max_batch: usize,
@@ -58,36 +74,9 @@ impl GroupCommitOptions {
 }
 
 /// One caller's append, waiting for its statement.
-struct Request {
+pub(crate) struct Request {
     append: StreamAppend,
     reply: oneshot::Sender<Result<AppendResult>>,
-}
-
-/// An [`EventAppender`] over a [`PostgresStore`] that commits the
-/// single-stream appends of concurrent callers together.
-///
-/// Semantics are the store's: the same optimistic concurrency per stream
-/// (one stream's conflict fails only its own caller), the same gap-safe feed
-/// (a group is one transaction), the same NOTIFY. What changes is cost: at
-/// 32 concurrent callers a group carries tens of appends per commit.
-/// Multi-stream appends and empty appends go straight to the store.
-///
-/// Clones share the queue; the flusher tasks end when the last clone is
-/// dropped, after flushing what was queued.
-///
-/// ```no_run
-/// # async fn run() -> eslab_core::Result<()> {
-/// use eslab_postgres::{GroupCommit, GroupCommitOptions, PostgresStore};
-///
-/// let store = PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres", "eslab").await?;
-/// let appender = GroupCommit::new(store, GroupCommitOptions::default())?;
-/// // Use `appender` wherever an event store goes: `EventStore::new(appender)`, `Repository`, …
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct GroupCommit {
-    store: PostgresStore,
-    queue: mpsc::Sender<Request>,
 }
 
 impl std::fmt::Debug for Request {
@@ -96,67 +85,46 @@ impl std::fmt::Debug for Request {
     }
 }
 
-impl GroupCommit {
-    /// Starts the flusher tasks on the current Tokio runtime.
-    ///
-    /// # Errors
-    /// [`Error::InvalidRequest`] when called outside a Tokio runtime.
-    pub fn new(store: PostgresStore, options: GroupCommitOptions) -> Result<Self> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| Error::InvalidRequest("GroupCommit::new must be called inside a Tokio runtime".into()))?;
-        let (queue, rx) = mpsc::channel(options.queue);
-        let rx = Arc::new(Mutex::new(rx));
-        for _ in 0..options.flushers {
-            runtime.spawn(flusher(store.clone(), Arc::clone(&rx), options.max_batch));
-        }
-        Ok(GroupCommit { store, queue })
-    }
+/// The sending end of a store's group-commit queue.
+pub(crate) type Queue = mpsc::Sender<Request>;
 
-    /// The underlying store (for reads, snapshots and checkpoints).
-    pub fn store(&self) -> &PostgresStore {
-        &self.store
+/// Starts the flusher tasks of a queue on the current Tokio runtime; they
+/// append through `direct` (a store without a queue).
+pub(crate) fn spawn(direct: PostgresStore, options: &GroupCommitOptions) -> Result<Queue> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| Error::InvalidRequest("group commit must be started inside a Tokio runtime".into()))?;
+    let (queue, rx) = mpsc::channel(options.queue);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..options.flushers {
+        runtime.spawn(flusher(direct.clone(), Arc::clone(&rx), options.max_batch));
     }
+    Ok(queue)
 }
 
-impl EventAppender for GroupCommit {
-    async fn append_streams(&self, mut appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        let single = appends.len() == 1 && appends.first().is_some_and(|a| !a.events.is_empty());
-        if !single {
-            return self.store.append_streams(appends).await;
-        }
-        let Some(append) = appends.pop() else {
-            return self.store.append_streams(appends).await;
-        };
-        let (reply, result) = oneshot::channel();
-        self.queue
-            .send(Request { append, reply })
-            .await
-            .map_err(|_| Error::Unavailable("the group-commit flushers have stopped".into()))?;
-        let appended = result.await.map_err(|_| {
-            // The flusher task ended without answering (runtime shutting down):
-            // the append may or may not have committed.
-            Error::Unavailable("the group-commit flusher ended before answering".into())
-        })??;
-        Ok(vec![appended])
+/// Queues a single-stream append with events and waits for its group's
+/// verdict; gives any other request back untouched.
+pub(crate) async fn enqueue(
+    queue: &Queue,
+    mut appends: Vec<StreamAppend>,
+) -> Result<std::result::Result<Vec<AppendResult>, Vec<StreamAppend>>> {
+    let single = appends.len() == 1 && appends.first().is_some_and(|a| !a.events.is_empty());
+    if !single {
+        return Ok(Err(appends));
     }
-}
-
-impl EventReader for GroupCommit {
-    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.store.read_stream(stream, from, limit).await
-    }
-
-    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.store.read_feed(filter, after, limit).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        self.store.stream_version(stream).await
-    }
-
-    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
-        self.store.feed_head(filter).await
-    }
+    let Some(append) = appends.pop() else {
+        return Ok(Err(appends));
+    };
+    let (reply, result) = oneshot::channel();
+    queue
+        .send(Request { append, reply })
+        .await
+        .map_err(|_| Error::Unavailable("the group-commit flushers have stopped".into()))?;
+    let appended = result.await.map_err(|_| {
+        // The flusher task ended without answering (runtime shutting down):
+        // the append may or may not have committed.
+        Error::Unavailable("the group-commit flusher ended before answering".into())
+    })??;
+    Ok(Ok(vec![appended]))
 }
 
 /// Takes batches off the shared queue and commits them, until every sender

@@ -100,7 +100,7 @@ use eslab_core::{
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
-pub use group::{GroupCommit, GroupCommitOptions};
+pub use group::GroupCommitOptions;
 pub use listener::{Listener, Wake};
 
 use crate::append::{Batch, Failure, classify};
@@ -169,6 +169,7 @@ pub struct PostgresOptions {
     notify: Notify,
     strategy: AppendStrategy,
     acquire_timeout: Duration,
+    group_commit: Option<GroupCommitOptions>,
 }
 
 impl PostgresOptions {
@@ -182,7 +183,17 @@ impl PostgresOptions {
             notify: Notify::InTransaction,
             strategy: AppendStrategy::VersionRow,
             acquire_timeout: Duration::from_secs(10),
+            group_commit: None,
         }
+    }
+
+    /// Commits the single-stream appends of concurrent callers together: one
+    /// statement and one commit per batch instead of one each (see
+    /// [`GroupCommitOptions`]). Off by default.
+    #[must_use]
+    pub fn group_commit(mut self, options: GroupCommitOptions) -> Self {
+        self.group_commit = Some(options);
+        self
     }
 
     /// The pool's size (default 10).
@@ -258,6 +269,8 @@ pub struct PostgresStore {
     options: Arc<PostgresOptions>,
     /// Wakes the coalescing notifier task ([`Notify::AfterCommit`]).
     notifier: Option<tokio::sync::mpsc::Sender<()>>,
+    /// The group-commit queue, when grouping is on.
+    group: Option<group::Queue>,
 }
 
 impl PostgresStore {
@@ -292,7 +305,34 @@ impl PostgresStore {
             .test_before_acquire(false)
             .connect_lazy_with(connect);
         let notifier = (options.notify == Notify::AfterCommit).then(|| spawn_notifier(pool.clone(), &options.schema));
-        Ok(PostgresStore { pool, options: Arc::new(options), notifier })
+        let group_commit = options.group_commit.clone();
+        let store = PostgresStore { pool, options: Arc::new(options), notifier, group: None };
+        match group_commit {
+            Some(group) => store.with_group_commit(group),
+            None => Ok(store),
+        }
+    }
+
+    /// This store (sharing its pool) with group commit on: single-stream
+    /// appends of concurrent callers are committed together, each still
+    /// judged on its own expectation (see [`GroupCommitOptions`]). Starts the
+    /// flusher tasks, which end when the last clone of the returned store is
+    /// dropped, after flushing what was queued.
+    ///
+    /// # Errors
+    /// [`Error::InvalidRequest`] when called outside a Tokio runtime.
+    pub fn with_group_commit(&self, options: GroupCommitOptions) -> Result<Self> {
+        // The flushers append through a clone without the queue: their
+        // appends go straight to the database, and they hold no sender that
+        // would keep their own queue open for ever.
+        let direct = PostgresStore { group: None, ..self.clone() };
+        let queue = group::spawn(direct, &options)?;
+        Ok(PostgresStore { group: Some(queue), ..self.clone() })
+    }
+
+    /// Whether single-stream appends are group-committed.
+    pub fn is_group_commit(&self) -> bool {
+        self.group.is_some()
     }
 
     /// Creates the schema if needed and applies pending migrations (idempotent).
@@ -380,6 +420,14 @@ impl PostgresStore {
     }
 
     async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let appends = match &self.group {
+            Some(queue) => match group::enqueue(queue, appends).await? {
+                Ok(appended) => return Ok(appended),
+                // Not a single-stream append with events: no group for it.
+                Err(appends) => appends,
+            },
+            None => appends,
+        };
         let batch = Batch::new(appends)?;
         let notify = self.options.notify == Notify::InTransaction;
         let one_stream = self.options.strategy == AppendStrategy::VersionRow && batch.is_one_stream();

@@ -1,7 +1,7 @@
 //! Experiment 4: group commit. Single-event appends from 1 to 128 concurrent
 //! callers, each committed alone (eslab's store, and a raw one-row INSERT
 //! per commit as the baseline) or coalesced by eslab-postgres's
-//! [`GroupCommit`] appender into one statement and one commit per batch,
+//! group commit ([`PostgresStore::with_group_commit`]) into one statement and one commit per batch,
 //! with optimistic concurrency per stream kept: callers share streams, and a
 //! caller whose expected version is stale gets its own conflict while the
 //! rest of its batch commits.
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use eslab_core::{Error, EventAppender, EventReader, ExpectedVersion, Metadata, NewEvent, StreamId};
-use eslab_postgres::{GroupCommit, GroupCommitOptions, PostgresStore};
+use eslab_postgres::{GroupCommitOptions, PostgresStore};
 use futures_util::future::LocalBoxFuture;
 use sqlx::PgPool;
 
@@ -131,7 +131,7 @@ async fn measure(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let group = match variant {
-        Variant::Group => Some(Arc::new(GroupCommit::new(store.clone(), GroupCommitOptions::default())?)),
+        Variant::Group => Some(Arc::new(store.with_group_commit(GroupCommitOptions::default())?)),
         _ => None,
     };
     let plain = Arc::new(store.clone());
@@ -184,7 +184,7 @@ impl Experiment for GroupCommitExperiment {
 
     fn question(&self) -> &'static str {
         "How many single-event appends per second do 1 to 128 concurrent callers get when each append commits \
-         alone, and when eslab's GroupCommit appender coalesces them into one statement and one commit, with \
+         alone, and when eslab's group commit coalesces them into one statement and one commit, with \
          optimistic concurrency kept per stream?"
     }
 
@@ -292,7 +292,7 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget) -> Report {
         ),
         "Baseline: a raw one-row INSERT into the same events table, autocommit (one commit per row), each caller \
          on its own stream. Store: PostgresStore::append (one statement, one commit; NOTIFY in the transaction). \
-         GroupCommit: eslab_postgres::GroupCommit with default options (up to 512 appends per statement, two \
+         GroupCommit: PostgresStore::with_group_commit with default options (up to 512 appends per statement, two \
          statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pool of 64."
             .to_owned(),
     ];

@@ -64,6 +64,8 @@ pub struct Config {
     pub max_attempts: u32,
     /// PostgreSQL pool size.
     pub pg_max_connections: u32,
+    /// Group-commit concurrent single-stream appends on PostgreSQL (default on).
+    pub pg_group_commit: bool,
 }
 
 impl Config {
@@ -77,6 +79,7 @@ impl Config {
             request_timeout: Duration::from_secs(10),
             max_attempts: 10,
             pg_max_connections: 32,
+            pg_group_commit: true,
         }
     }
 }
@@ -349,7 +352,10 @@ async fn problem_fallback(request: Request, next: Next) -> Response {
 /// `config.pg_max_connections`, and NOTIFY after commit: a NOTIFY inside the
 /// append's transaction takes PostgreSQL's global notification lock at
 /// commit, which serializes every append of the service (the projections'
-/// polling covers a wake-up lost in a crash).
+/// polling covers a wake-up lost in a crash). With `config.pg_group_commit`
+/// the deposits and withdrawals of concurrent requests are committed
+/// together (`eslab_postgres::GroupCommitOptions`), each still checked
+/// against its own expected version.
 pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
     let url = &config.database_url;
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -358,6 +364,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
         let options = eslab_postgres::PostgresOptions::new(url.as_str(), schema.as_str())
             .max_connections(config.pg_max_connections.max(2))
             .notify(eslab_postgres::Notify::AfterCommit);
+        let options = if config.pg_group_commit {
+            options.group_commit(eslab_postgres::GroupCommitOptions::default())
+        } else {
+            options
+        };
         let store = eslab_postgres::PostgresStore::connect_with(options).await.map_err(|e| {
             anyhow::anyhow!("connecting to PostgreSQL (schema {schema}) at {}: {e}", crate::store::redact(url))
         })?;

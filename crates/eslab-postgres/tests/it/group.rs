@@ -9,15 +9,15 @@ use eslab_core::{
     AppendResult, Checkpoint, Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter, FeedHead,
     RecordedEvent, Result, StreamAppend, StreamId, Version,
 };
-use eslab_postgres::{GroupCommit, GroupCommitOptions};
+use eslab_postgres::{GroupCommitOptions, PostgresStore};
 use futures_util::StreamExt;
 
 use crate::helpers::{TestStore, event, fresh, stream};
 
-/// A group-commit appender over a fresh schema (kept alive with it).
+/// A group-committing store over a fresh schema (kept alive with it).
 #[derive(Debug, Clone)]
 pub struct GroupStore {
-    group: GroupCommit,
+    group: PostgresStore,
     _schema: TestStore,
 }
 
@@ -44,7 +44,8 @@ impl EventReader for GroupStore {
 
 async fn new_store() -> GroupStore {
     let schema = fresh().await;
-    let group = GroupCommit::new(schema.store.clone(), GroupCommitOptions::default()).unwrap();
+    let group = schema.store.with_group_commit(GroupCommitOptions::default()).unwrap();
+    assert!(group.is_group_commit());
     GroupStore { group, _schema: schema }
 }
 
@@ -143,14 +144,15 @@ fn a_bad_append_does_not_fail_its_group() {
 
 /// The suite again, grouping over the unique-index append strategy.
 mod unique_index {
-    use eslab_postgres::{AppendStrategy, GroupCommit, GroupCommitOptions};
+    use eslab_postgres::{AppendStrategy, GroupCommitOptions};
 
     use super::GroupStore;
     use crate::helpers::fresh_with;
 
     async fn new_store() -> GroupStore {
         let schema = fresh_with(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await;
-        let group = GroupCommit::new(schema.store.clone(), GroupCommitOptions::default()).unwrap();
+        let group = schema.store.with_group_commit(GroupCommitOptions::default()).unwrap();
+        assert!(group.is_group_commit());
         GroupStore { group, _schema: schema }
     }
 
