@@ -1,0 +1,44 @@
+# Rewrites the "## Lab" section at the end of each pattern page from docs/lab-results/
+# (everything after a page's "## Lab" heading is replaced). Run after `eslab lab run all --quick --out docs/lab-results`.
+import re, sys
+import os
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'docs') + '/'
+def table(id):
+    md = open(root + f'lab-results/{id}.md').read()
+    lines = md.split('\n')
+    out = [l for l in lines if l.startswith('|')]
+    return '\n'.join(out)
+def finding(id):
+    md = open(root + f'lab-results/{id}.md').read()
+    m = re.search(r'## Findings\n\n(.*?)\n\n', md, re.S)
+    return m.group(1) if m else ''
+pages = {
+  'postgres-event-store.md': [('append', 'experiment 1, append strategies'), ('ordering', 'experiment 3, global-feed ordering'), ('group-commit', 'experiment 4, group commit')],
+  'optimistic-concurrency.md': [('concurrency', 'experiment 2, concurrency control under contention')],
+  'snapshots.md': [('snapshots', 'experiment 5, snapshots and the state cache')],
+  'caching.md': [('snapshots', 'experiment 5, snapshots and the state cache')],
+  'projections.md': [('projections', 'experiment 6, projection catch-up')],
+  'sqlite-event-store.md': [('stores', 'experiment 9, memory vs SQLite vs PostgreSQL')],
+  'aggregate.md': [('stores', 'experiment 9, the same Repository workload on every store')],
+  'schema-evolution.md': [('codecs', 'experiment 7, event codecs')],
+}
+for page, exps in pages.items():
+    ids = ' '.join(e for e, _ in exps)
+    s = '\n## Lab\n\n'
+    s += 'Measured by ' + ' and '.join(f'[{t}](../lab-results/{e}.md)' for e, t in exps)
+    s += f'; rerun with `eslab lab run {ids} --quick` (how to read a report: [docs/lab.md](../lab.md)). '
+    s += 'Latest quick run, on the machine recorded in [lab-results/index.md](../lab-results/index.md) (2 vCPU AMD EPYC, 24 GiB, PostgreSQL 15):\n'
+    for e, t in exps:
+        if len(exps) > 1:
+            s += f'\n{t[0].upper() + t[1:]}:\n'
+        s += '\n' + table(e) + '\n'
+        f = finding(e)
+        if f:
+            s += '\n' + f + '\n'
+    p = root + 'patterns/' + page
+    body = open(p).read()
+    if '\n## Lab\n' in body:
+        body = body[:body.index('\n## Lab\n')]
+    body = body.rstrip('\n') + '\n' + s
+    open(p, 'w').write(body)
+    print('updated', page)
