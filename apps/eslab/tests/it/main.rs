@@ -8,6 +8,7 @@ mod helpers;
 mod api;
 mod bad_input;
 mod concurrency;
+mod crash;
 mod limits;
 mod projections;
 mod retries;
