@@ -227,31 +227,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "try: curl -i -X POST http://{addr}/accounts -H 'Content-Type: application/json'{auth} -d '{{\"owner\":\"Ada\",\"currency\":\"EUR\"}}'"
     );
-    shutdown_signal().await;
+    eslab::relay::shutdown_signal().await;
     eprintln!("eslab serve: shutting down (draining requests, flushing projections)");
     running.stop().await
-}
-
-/// Ctrl-C, or SIGTERM on Unix.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }

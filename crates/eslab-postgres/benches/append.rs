@@ -121,32 +121,6 @@ fn bench_concurrent(c: &mut Criterion, rt: &Runtime, store: &PostgresStore, vari
             });
             rt.block_on(owned.pool().close());
         }
-        {
-            // The opt-in group-commit appender over the default store options.
-            let owned = PostgresStore::connect_lazy(variants[0].1.clone()).unwrap();
-            let appender = owned.with_group_commit(GroupCommitOptions::default()).unwrap();
-            let a = &appender;
-            group.bench_with_input(BenchmarkId::new("group_commit", tasks), &tasks, |b, &tasks| {
-                b.to_async(rt).iter(|| async move {
-                    let handles: Vec<_> = (0..tasks)
-                        .map(|t| {
-                            let a = a.clone();
-                            tokio::spawn(async move {
-                                let id = stream(format!("g{t}-{}", Uuid::now_v7().simple()));
-                                for i in 0..PER_ITER / tasks {
-                                    a.append(&id, ExpectedVersion::Any, vec![event(i as u64)]).await.unwrap();
-                                }
-                            })
-                        })
-                        .collect();
-                    for h in handles {
-                        h.await.unwrap();
-                    }
-                });
-            });
-            drop(appender);
-            rt.block_on(owned.pool().close());
-        }
         group.bench_with_input(BenchmarkId::new("raw_insert_commit", tasks), &tasks, |b, &tasks| {
             b.to_async(rt).iter(|| async move {
                 let handles: Vec<_> = (0..tasks)
@@ -272,6 +246,10 @@ fn main() {
         ("store_notify_after_commit", variant(AppendStrategy::VersionRow, Notify::AfterCommit)),
         ("store_unique_index", variant(AppendStrategy::UniqueIndex, Notify::InTransaction)),
         ("store_unique_index_notify_after_commit", variant(AppendStrategy::UniqueIndex, Notify::AfterCommit)),
+        (
+            "group_commit",
+            variant(AppendStrategy::VersionRow, Notify::InTransaction).group_commit(GroupCommitOptions::default()),
+        ),
     ];
 
     let mut c = Criterion::default()
