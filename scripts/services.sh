@@ -49,13 +49,19 @@ start() {
     --listener-url "tcp://$host:$port" \
     --advertised-listener-url "tcp://$host:$port" \
     --storage-engine memory://tansu/ >"$logfile" 2>&1 &
-  echo $! >"$pidfile"
-  for _ in $(seq 1 60); do
+  local pid=$!
+  echo "$pid" >"$pidfile"
+  # Poll the process itself, not its command line: right after the fork, /proc/<pid>/cmdline
+  # still reads "bash scripts/services.sh" until nohup has exec'd the broker.
+  for _ in $(seq 1 120); do
     if answers; then
-      echo "services: tansu started on $host:$port (pid $(cat "$pidfile"), log $logfile)" >&2
+      echo "services: tansu started on $host:$port (pid $pid, log $logfile)" >&2
       return 0
     fi
-    if ! ours; then break; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "services: tansu (pid $pid) exited before it listened" >&2
+      break
+    fi
     sleep 0.5
   done
   echo "services: tansu did not come up on $host:$port; see $logfile" >&2
