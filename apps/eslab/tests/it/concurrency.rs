@@ -78,3 +78,47 @@ async fn two_services_on_one_store_lose_nothing() {
     two.running.take().unwrap().stop().await.unwrap();
     one.stop().await;
 }
+
+/// Two services on one store, the first allowed a single attempt: its cached
+/// state is stale once the second has written, so its append conflicts and,
+/// with no attempt left, it answers 409 (problem+json) and writes nothing.
+/// Allowed a second attempt, the same request reloads and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_that_outlasts_the_retries_is_409_and_writes_nothing() {
+    use reqwest::header::CONTENT_TYPE;
+
+    let one = TestApp::spawn_with(Backend::Postgres, |c| c.max_attempts = 1).await;
+    let schema = match one.running.as_ref().unwrap().state.events().backend().clone() {
+        eslab::store::AnyStore::Postgres(pg) => pg.schema().to_owned(),
+        _ => unreachable!(),
+    };
+    let two = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema.clone())).await;
+    let a = one.open("Ada", 0).await;
+    assert_eq!(one.deposit(&a, 10).await.status(), StatusCode::OK); // one caches version 2
+    assert_eq!(two.deposit(&a, 10).await.status(), StatusCode::OK); // the store is at 3
+    let before = one.event_count().await;
+
+    let r = one.deposit(&a, 10).await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["status"], 409);
+    assert!(problem["detail"].as_str().unwrap().contains("gave up after 1 attempts"), "{problem}");
+    assert_eq!(one.event_count().await, before, "a refused command writes nothing");
+    assert_eq!(one.strong(&a).await["balance"], 20);
+
+    // A third service on the same schema, with the default attempts, caches
+    // version 3 through its own deposit; after `two` writes again its next
+    // deposit conflicts once, reloads and succeeds.
+    let three = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema)).await;
+    assert_eq!(three.deposit(&a, 10).await.status(), StatusCode::OK);
+    assert_eq!(two.deposit(&a, 10).await.status(), StatusCode::OK);
+    let r = three.deposit(&a, 10).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(three.strong(&a).await["balance"], 50);
+
+    let (mut two, mut three) = (two, three);
+    two.running.take().unwrap().stop().await.unwrap();
+    three.running.take().unwrap().stop().await.unwrap();
+    one.stop().await;
+}
