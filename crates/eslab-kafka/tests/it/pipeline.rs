@@ -176,11 +176,17 @@ async fn drain_worker(worker: &eslab_kafka::Worker<eslab_projection::PgBackend, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "on tansu 0.6 the restarted worker is never given some partitions of the killed one (see \
-            docs/patterns/outbox-and-kafka.md); run with --run-ignored all against Apache Kafka"]
 async fn a_worker_killed_and_restarted_leaves_the_read_model_exact() {
     within(Duration::from_secs(120), async {
-        let env = Env::new().await;
+        // A broker of the test's own, with SQLite storage: tansu 0.6's memory
+        // storage (the shared test broker's) serves a fetch only from the
+        // first offset of a stored record batch, so a member resuming from a
+        // committed offset inside a batch is given nothing (or skips to the
+        // next batch). SQLite storage keeps records one by one and fetches
+        // from any offset, as Apache Kafka does. See
+        // docs/patterns/outbox-and-kafka.md.
+        let broker = OwnBroker::start();
+        let env = Env::on(&broker.brokers()).await;
         let expected = seed(&env.store, "w", 40, 49).await; // 2000 events
         let r = relay::relay(env.store.clone(), env.backend(), &env.kafka).unwrap();
         assert_eq!(r.drain().await.unwrap(), expected.events);
@@ -188,9 +194,9 @@ async fn a_worker_killed_and_restarted_leaves_the_read_model_exact() {
         // Workers of the group killed once each has joined and applied
         // batches, a few milliseconds later (inside a batch, or between a
         // batch's commit and its offset commit). The killed worker's consumer
-        // then leaves the group, as a dead process's session would expire
-        // (tansu 0.6 was seen keeping dead members' partitions: see
-        // docs/patterns/outbox-and-kafka.md).
+        // then leaves the group, as a dead process's session would expire;
+        // whoever comes next resumes each partition from its committed offset,
+        // usually inside a record batch the relay produced.
         for millis in [0_u64, 7, 23] {
             let worker = Arc::new(env.worker(50));
             let task = {
