@@ -185,6 +185,38 @@ async fn projections_build_correct_read_models_and_compare_inline_with_async() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_relay_publishes_every_event_at_every_setting_beside_a_bare_producer() {
+    let brokers = kafka_brokers();
+    let (dir, mut outcomes) = run_with("kafka-relay", postgres_url(), brokers.clone()).await;
+    let report = match outcomes.pop().unwrap().report {
+        Ok(r) => r,
+        Err(e) => panic!("experiment kafka-relay failed: {e}"),
+    };
+    assert!(
+        !report.findings.iter().any(|f| f.starts_with("skipped")),
+        "no Kafka broker at {brokers}: start one (scripts/services.sh start) or set KAFKA_BROKERS: {:?}",
+        report.findings
+    );
+    let t = &report.table;
+    check_files(dir.path(), "kafka-relay", t);
+    // The baseline, then relay batch 20/200 × linger.ms 0/5.
+    assert_eq!(t.rows.len(), 1 + 2 * 2, "{t:?}");
+    let baseline = t.rows_where("run", "bare producer (baseline)").next().unwrap();
+    assert_eq!(num(t, baseline, "events"), 200.0, "8 accounts × 25 events, one pass");
+    assert!((num(t, baseline, "× bare producer") - 1.0).abs() < 1e-9);
+    for row in t.rows_where("run", "relay") {
+        assert_eq!(num(t, row, "events"), 200.0, "{row:?}");
+        assert_eq!(text(t, row, "all acknowledged"), "yes", "{row:?}");
+        let batch = num(t, row, "relay batch");
+        assert!(num(t, row, "batches") >= (200.0 / batch).ceil(), "{row:?}");
+        assert!(num(t, row, "events/s") > 0.0 && num(t, row, "× bare producer") > 0.0, "{row:?}");
+        assert!(num(t, row, "batch p99 (ms)") >= num(t, row, "batch p50 (ms)"), "{row:?}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("kafka-relay.md")).unwrap();
+    assert!(md.contains("topics were deleted") || md.contains("could not be deleted"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_relay_is_skipped_with_a_note_when_no_broker_answers() {
     // Nothing listens on port 1.
     let (dir, mut outcomes) = run_with("kafka-relay", postgres_url(), "127.0.0.1:1".into()).await;
