@@ -61,7 +61,7 @@ impl Experiment for ProjectionBatches {
             let (accounts, per_account) = scale.pick((20_usize, 5_usize), (200, 25), (1_000, 50));
             let batches: Vec<usize> = scale.pick(vec![10, 100], vec![10, 100, 1000], vec![10, 100, 1000]);
             let partitions: Vec<u16> = scale.pick(vec![1, 2], vec![1, 4], vec![1, 2, 4, 8]);
-            lab.steps((4 + batches.len() * partitions.len()) as u64);
+            lab.steps((3 + batches.len() * partitions.len()) as u64);
             lab.doing("seeding the feed");
             let store = lab.pg_store(|o| o.max_connections(4)).await?;
             let mut expected_total: i64 = 0;
@@ -145,13 +145,7 @@ impl Experiment for ProjectionBatches {
                 }
             }
             let (fresh_accounts, deposits) = scale.pick((4_usize, 4_usize), (20, 10), (50, 20));
-            let mut freshness = Vec::with_capacity(3);
-            for mode in [Mode::Plain, Mode::Async, Mode::Inline] {
-                lab.doing(format!("{}: {fresh_accounts} accounts × {deposits} deposits", mode.label()));
-                let store = lab.pg_store(|o| o.max_connections(4)).await?;
-                freshness.push(freshness_of(mode, &store, fresh_accounts, deposits).await?);
-                lab.step("");
-            }
+            let freshness = freshness(lab, fresh_accounts, deposits).await?;
             let mut report = report(&batches, &partitions, &baseline, &measured, accounts, per_account);
             add_freshness(&mut report, &freshness, fresh_accounts, deposits);
             Ok(report)
@@ -200,127 +194,181 @@ impl Wakeup for Notified {
     }
 }
 
-/// Opens `accounts` accounts, then appends `deposits` single-event deposits
-/// to each (round robin), one at a time: the write latency of each append
-/// and, with a read model, how long until a read shows it.
-async fn freshness_of(
+/// One of the inline-vs-async subjects: its store, read model and numbers.
+struct Subject {
     mode: Mode,
-    store: &PostgresStore,
-    accounts: usize,
-    deposits: usize,
-) -> anyhow::Result<Freshness> {
-    let views = SqlViews::new(store.pool().clone());
-    let backend = PgBackend::new(store.pool().clone());
-    if mode != Mode::Plain {
-        backend.ensure_schema().await?;
-        views.ensure_schema().await?;
-    }
-    let inline = Inline::new(store.clone(), Arc::new(backend.clone()), Arc::new(BankViews));
-    let append = |stream: StreamId, expected: ExpectedVersion, rows: Vec<NewEvent>| {
-        let (store, inline) = (store.clone(), inline.clone());
-        async move {
-            if mode == Mode::Inline {
-                inline.append(&stream, expected, rows).await
-            } else {
-                store.append(&stream, expected, rows).await
+    store: PostgresStore,
+    views: SqlViews<sqlx::PgPool>,
+    inline: Inline<PostgresStore, PgBackend, BankViews>,
+    /// Each account's stream and its deposits still to append.
+    streams: Vec<(StreamId, std::vec::IntoIter<NewEvent>)>,
+    expected_total: i64,
+    write: Latencies,
+    staleness: Latencies,
+    at_once: u64,
+    appends: u64,
+    /// The live runner (async mode) and what stops it (dropping it does too).
+    runner: Option<(tokio::task::JoinHandle<eslab_projection::Result<()>>, tokio::sync::oneshot::Sender<()>)>,
+}
+
+impl Subject {
+    /// Opens `accounts` accounts (each with `deposits` deposits to come) in
+    /// `store`; in async mode, starts the runner once it has applied them.
+    async fn new(mode: Mode, store: PostgresStore, accounts: usize, deposits: usize) -> anyhow::Result<Subject> {
+        let views = SqlViews::new(store.pool().clone());
+        let backend = PgBackend::new(store.pool().clone());
+        if mode != Mode::Plain {
+            backend.ensure_schema().await?;
+            views.ensure_schema().await?;
+        }
+        let inline = Inline::new(store.clone(), Arc::new(backend.clone()), Arc::new(BankViews));
+        let mut subject = Subject {
+            mode,
+            store,
+            views,
+            inline,
+            streams: Vec::with_capacity(accounts),
+            expected_total: 0,
+            write: Latencies::new()?,
+            staleness: Latencies::new()?,
+            at_once: 0,
+            appends: 0,
+            runner: None,
+        };
+        for a in 0..accounts {
+            let events = account_events(deposits + 1)?;
+            if let Some(eslab_bank::AccountEvent::MoneyDeposited { balance, .. }) = events.last() {
+                subject.expected_total =
+                    subject.expected_total.checked_add(balance.minor()).ok_or_else(|| anyhow::anyhow!("overflow"))?;
             }
+            let mut rows = super::workload::encode(&events)?.into_iter();
+            let stream = StreamId::new("account", &format!("f{a}"))?;
+            let opened = rows.next().ok_or_else(|| anyhow::anyhow!("no opening event"))?;
+            subject.append(&stream, ExpectedVersion::NoStream, opened).await?;
+            subject.streams.push((stream, rows));
         }
-    };
-    let mut all = Vec::with_capacity(accounts);
-    let mut expected_total: i64 = 0;
-    for a in 0..accounts {
-        let events = account_events(deposits + 1)?;
-        if let Some(eslab_bank::AccountEvent::MoneyDeposited { balance, .. }) = events.last() {
-            expected_total = expected_total.checked_add(balance.minor()).ok_or_else(|| anyhow::anyhow!("overflow"))?;
+        if mode == Mode::Async {
+            let runner = Runner::new(subject.store.clone(), Arc::new(backend), Arc::new(BankViews));
+            // Caught up with the openings before anything is timed.
+            let started = Instant::now();
+            let last = format!("f{}", accounts.saturating_sub(1));
+            loop {
+                runner.drain().await?;
+                if subject.views.account(&last).await?.is_some() {
+                    break;
+                }
+                anyhow::ensure!(started.elapsed() < PATIENCE, "the runner did not apply the openings in {PATIENCE:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let listener = subject.store.listener().await?;
+            let wakeup = Notified(listener.with_poll(Duration::from_millis(50), Duration::from_secs(1)));
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                runner
+                    .run(wakeup, async move {
+                        let _ = stopped.await;
+                    })
+                    .await
+            });
+            subject.runner = Some((task, stop));
         }
-        let rows = super::workload::encode(&events)?;
-        let stream = StreamId::new("account", &format!("f{a}"))?;
-        let mut rows = rows.into_iter();
-        let opened = rows.next().ok_or_else(|| anyhow::anyhow!("no opening event"))?;
-        append(stream.clone(), ExpectedVersion::NoStream, vec![opened]).await?;
-        all.push((stream, rows));
+        Ok(subject)
     }
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let runner_task = if mode == Mode::Async {
-        let runner = Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(BankViews));
-        // Caught up with the openings before anything is timed.
-        let started = Instant::now();
-        let last = format!("f{}", accounts.saturating_sub(1));
+    async fn append(&self, stream: &StreamId, expected: ExpectedVersion, row: NewEvent) -> anyhow::Result<()> {
+        if self.mode == Mode::Inline {
+            self.inline.append(stream, expected, vec![row]).await?;
+        } else {
+            self.store.append(stream, expected, vec![row]).await?;
+        }
+        Ok(())
+    }
+
+    /// Appends account `a`'s deposit number `d` (from 0); timed unless `warm_up`.
+    async fn deposit(&mut self, a: usize, d: usize, warm_up: bool) -> anyhow::Result<()> {
+        let (stream, rows) = self.streams.get_mut(a).ok_or_else(|| anyhow::anyhow!("no account {a}"))?;
+        let (stream, row) = (stream.clone(), rows.next().ok_or_else(|| anyhow::anyhow!("ran out of deposits"))?);
+        // The stream holds the opening and `d` deposits.
+        let version = u64::try_from(d + 1)?;
+        let t = Instant::now();
+        self.append(&stream, ExpectedVersion::Exact(Version::new(version)), row).await?;
+        let returned = Instant::now();
+        if !warm_up {
+            self.write.record(returned - t);
+            self.appends += 1;
+        }
+        if self.mode == Mode::Plain {
+            return Ok(());
+        }
+        let id = stream.id().to_owned();
+        let mut first = true;
         loop {
-            runner.drain().await?;
-            if views.account(&last).await?.is_some() {
-                break;
+            let asked = Instant::now();
+            if self.views.account(&id).await?.is_some_and(|r| r.version > version) {
+                if !warm_up {
+                    self.staleness.record(asked - returned);
+                    self.at_once += u64::from(first);
+                }
+                return Ok(());
             }
-            anyhow::ensure!(started.elapsed() < PATIENCE, "the runner did not apply the openings in {PATIENCE:?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            anyhow::ensure!(
+                returned.elapsed() < PATIENCE,
+                "the read model did not show {id} v{} in {PATIENCE:?}",
+                version + 1
+            );
+            first = false;
+            tokio::time::sleep(Duration::from_micros(200)).await;
         }
-        let wakeup = Notified(store.listener().await?.with_poll(Duration::from_millis(50), Duration::from_secs(1)));
-        Some(tokio::spawn(async move {
-            runner
-                .run(wakeup, async move {
-                    let _ = stopped.await;
-                })
-                .await
-        }))
-    } else {
-        None
-    };
+    }
 
-    let measured = async {
-        let mut write = Latencies::new()?;
-        let mut staleness = Latencies::new()?;
-        let mut at_once = 0_u64;
-        let mut appends = 0_u64;
-        for d in 0..deposits {
-            for (a, (stream, rows)) in all.iter_mut().enumerate() {
-                let row = rows.next().ok_or_else(|| anyhow::anyhow!("ran out of deposits"))?;
-                let version = u64::try_from(d + 1)?;
-                let t = Instant::now();
-                append(stream.clone(), ExpectedVersion::Exact(Version::new(version)), vec![row]).await?;
-                let returned = Instant::now();
-                write.record(returned - t);
-                appends += 1;
-                if mode == Mode::Plain {
-                    continue;
-                }
-                let id = format!("f{a}");
-                let mut first = true;
-                loop {
-                    let asked = Instant::now();
-                    let shown = views.account(&id).await?.is_some_and(|r| r.version > version);
-                    if shown {
-                        staleness.record(asked - returned);
-                        at_once += u64::from(first);
-                        break;
-                    }
-                    anyhow::ensure!(
-                        returned.elapsed() < PATIENCE,
-                        "the read model did not show {id} v{} in {PATIENCE:?}",
-                        version + 1
-                    );
-                    first = false;
-                    tokio::time::sleep(Duration::from_micros(200)).await;
-                }
+    /// Stops the runner and checks the read model.
+    async fn finish(mut self) -> anyhow::Result<Freshness> {
+        if let Some((task, stop)) = self.runner.take() {
+            let _ = stop.send(());
+            task.await.context("the async runner panicked")?.context("the async runner failed")?;
+        }
+        let balances_match = if self.mode == Mode::Plain {
+            None
+        } else {
+            Some(self.views.total_balance().await? == self.expected_total)
+        };
+        Ok(Freshness {
+            mode: self.mode,
+            appends: self.appends,
+            write: self.write,
+            staleness: (self.mode != Mode::Plain).then_some(self.staleness),
+            at_once: self.at_once,
+            balances_match,
+        })
+    }
+}
+
+/// Opens `accounts` accounts in each mode's own store, then appends
+/// `deposits` single-event deposits to each, one at a time, round robin over
+/// accounts and modes (so that the machine's changing load falls on every mode
+/// alike), after one untimed round: the write latency of each append and, with
+/// a read model, how long until a read shows it.
+async fn freshness(lab: &Lab, accounts: usize, deposits: usize) -> anyhow::Result<Vec<Freshness>> {
+    let mut subjects = Vec::with_capacity(3);
+    for mode in [Mode::Plain, Mode::Async, Mode::Inline] {
+        lab.doing(format!("{}: opening {accounts} accounts", mode.label()));
+        let store = lab.pg_store(|o| o.max_connections(4)).await?;
+        subjects.push(Subject::new(mode, store, accounts, deposits + 1).await?);
+    }
+    lab.step(format!("{accounts} accounts × {deposits} deposits, inline vs async"));
+    for d in 0..=deposits {
+        for a in 0..accounts {
+            for subject in &mut subjects {
+                subject.deposit(a, d, d == 0).await?;
             }
         }
-        anyhow::Ok((write, staleness, at_once, appends))
     }
-    .await;
-    let _ = stop.send(());
-    if let Some(task) = runner_task {
-        task.await.context("the async runner panicked")?.context("the async runner failed")?;
+    let mut measured = Vec::with_capacity(subjects.len());
+    for subject in subjects {
+        measured.push(subject.finish().await?);
     }
-    let (write, staleness, at_once, appends) = measured?;
-    let balances_match = if mode == Mode::Plain { None } else { Some(views.total_balance().await? == expected_total) };
-    Ok(Freshness {
-        mode,
-        appends,
-        write,
-        staleness: (mode != Mode::Plain).then_some(staleness),
-        at_once,
-        balances_match,
-    })
+    lab.step("");
+    Ok(measured)
 }
 
 /// Adds the inline-vs-async columns and rows (the catch-up rows leave them empty).
@@ -385,8 +433,9 @@ fn add_freshness(report: &mut Report, freshness: &[Freshness], accounts: usize, 
         ));
     }
     report.method.push(format!(
-        "Inline vs async: {accounts} accounts opened, then {deposits} single-event deposits each (round robin, one \
-         at a time, exact expected version), each in a fresh schema: plain appends with no read model (the \
+        "Inline vs async: {accounts} accounts opened in each variant's own fresh schema, then {deposits} \
+         single-event deposits each, one at a time with the exact expected version, round robin over accounts and \
+         variants (the machine's changing load falls on all three alike), after one untimed round: plain appends with no read model (the \
          baseline), plain appends while the runner follows the feed live (woken by LISTEN/NOTIFY, its default \
          batch), and appends through eslab-projection's Inline (the bank's read models written in the append's \
          own transaction). 'write' is the append call; 'staleness' is the time from the append returning until \
