@@ -11,10 +11,20 @@ fn postgres_url() -> String {
     lab::postgres_url(&std::env::var("DATABASE_URL").unwrap_or_default())
 }
 
+/// The shared test broker: `KAFKA_BROKERS`, or 127.0.0.1:9092 (`scripts/services.sh start`).
+fn kafka_brokers() -> String {
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| eslab_kafka::DEFAULT_BROKERS.into())
+}
+
 /// Runs one experiment at `Scale::Tiny` into a temporary directory.
 async fn run(id: &str, postgres_url: String) -> (tempfile::TempDir, Vec<Outcome>) {
+    run_with(id, postgres_url, kafka_brokers()).await
+}
+
+async fn run_with(id: &str, postgres_url: String, kafka_brokers: String) -> (tempfile::TempDir, Vec<Outcome>) {
     let dir = tempfile::tempdir().unwrap();
-    let options = RunOptions { scale: Scale::Tiny, postgres_url, out: dir.path().to_owned(), progress: false };
+    let options =
+        RunOptions { scale: Scale::Tiny, postgres_url, out: dir.path().to_owned(), kafka_brokers, progress: false };
     let selected = lab::select(&[id.to_owned()]).unwrap();
     let mut terminal = Vec::new();
     let outcomes = lab::run(&selected, &options, &mut terminal).await.unwrap();
@@ -139,16 +149,89 @@ async fn snapshots_replay_only_the_tail_and_the_cache_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn projections_build_correct_read_models_at_every_batch_size_and_partitioning() {
+async fn projections_build_correct_read_models_and_compare_inline_with_async() {
     let r = report_of("projections").await;
     let t = &r.table;
-    assert_eq!(t.rows.len(), 1 + 2 * 2, "{t:?}");
+    // Baseline, 2 batch sizes × 2 partition counts, then plain / async / inline.
+    assert_eq!(t.rows.len(), 1 + 2 * 2 + 3, "{t:?}");
     for row in t.rows_where("run", "runner + bank views") {
         assert_eq!(num(t, row, "events"), 100.0, "{row:?}");
         assert_eq!(text(t, row, "read model correct"), "yes", "{row:?}");
+        assert!(t.num(row, "write p50 (ms)").is_none_or(f64::is_nan), "catch-up rows have no write latency: {row:?}");
     }
     let baseline = t.rows_where("run", "feed read only (baseline)").next().unwrap();
     assert_eq!(num(t, baseline, "events"), 100.0);
+
+    // Inline vs async: write latency of each append, staleness of the read model.
+    let row = |run: &'static str| t.rows_where("run", run).next().unwrap_or_else(|| panic!("no row {run:?}: {t:?}"));
+    let (plain, live, inline) = (
+        row("plain append, no projection"),
+        row("plain append + async runner (live)"),
+        row("append + inline projection"),
+    );
+    for r in [plain, live, inline] {
+        // 4 accounts × 4 deposits, one append each.
+        assert_eq!(num(t, r, "events"), 16.0, "{r:?}");
+        assert!(num(t, r, "write p50 (ms)") > 0.0, "{r:?}");
+        assert!(num(t, r, "write p99 (ms)") >= num(t, r, "write p50 (ms)"), "{r:?}");
+    }
+    for r in [live, inline] {
+        assert_eq!(text(t, r, "read model correct"), "yes", "{r:?}");
+        assert!(num(t, r, "staleness p99 (ms)") >= num(t, r, "staleness p50 (ms)"), "{r:?}");
+    }
+    assert_eq!(text(t, inline, "visible on first read"), "100 %", "inline is read-your-writes: {inline:?}");
+    assert!(t.num(plain, "staleness p50 (ms)").is_none_or(f64::is_nan), "no read model, no staleness: {plain:?}");
+    assert!(r.findings.iter().any(|f| f.starts_with("inline projection: write p50")), "{:?}", r.findings);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_relay_publishes_every_event_at_every_setting_beside_a_bare_producer() {
+    let brokers = kafka_brokers();
+    let (dir, mut outcomes) = run_with("kafka-relay", postgres_url(), brokers.clone()).await;
+    let report = match outcomes.pop().unwrap().report {
+        Ok(r) => r,
+        Err(e) => panic!("experiment kafka-relay failed: {e}"),
+    };
+    assert!(
+        !report.findings.iter().any(|f| f.starts_with("skipped")),
+        "no Kafka broker at {brokers}: start one (scripts/services.sh start) or set KAFKA_BROKERS: {:?}",
+        report.findings
+    );
+    let t = &report.table;
+    check_files(dir.path(), "kafka-relay", t);
+    // The baseline, then relay batch 20/200 × linger.ms 0/5.
+    assert_eq!(t.rows.len(), 1 + 2 * 2, "{t:?}");
+    let baseline = t.rows_where("run", "bare producer (baseline)").next().unwrap();
+    assert_eq!(num(t, baseline, "events"), 200.0, "8 accounts × 25 events, one pass");
+    assert!((num(t, baseline, "× bare producer") - 1.0).abs() < 1e-9);
+    for row in t.rows_where("run", "relay") {
+        assert_eq!(num(t, row, "events"), 200.0, "{row:?}");
+        assert_eq!(text(t, row, "all acknowledged"), "yes", "{row:?}");
+        let batch = num(t, row, "relay batch");
+        assert!(num(t, row, "batches") >= (200.0 / batch).ceil(), "{row:?}");
+        assert!(num(t, row, "events/s") > 0.0 && num(t, row, "× bare producer") > 0.0, "{row:?}");
+        assert!(num(t, row, "batch p99 (ms)") >= num(t, row, "batch p50 (ms)"), "{row:?}");
+    }
+    let md = std::fs::read_to_string(dir.path().join("kafka-relay.md")).unwrap();
+    assert!(md.contains("topics were deleted") || md.contains("could not be deleted"), "{md}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_relay_is_skipped_with_a_note_when_no_broker_answers() {
+    // Nothing listens on port 1.
+    let (dir, mut outcomes) = run_with("kafka-relay", postgres_url(), "127.0.0.1:1".into()).await;
+    let report = outcomes.pop().unwrap().report.unwrap();
+    assert!(report.table.rows.is_empty(), "{:?}", report.table);
+    assert!(
+        report.findings[0].starts_with("skipped: no Kafka broker answered at 127.0.0.1:1"),
+        "{:?}",
+        report.findings
+    );
+    check_files(dir.path(), "kafka-relay", &report.table);
+    let md = std::fs::read_to_string(dir.path().join("kafka-relay.md")).unwrap();
+    assert!(md.contains("skipped: no Kafka broker answered") && md.contains("--kafka-brokers"), "{md}");
+    let index = std::fs::read_to_string(dir.path().join("index.md")).unwrap();
+    assert!(index.contains("skipped: no Kafka broker"), "{index}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,6 +270,7 @@ async fn without_postgres_its_experiments_fail_clearly_and_the_others_run() {
         // Nothing listens on port 1.
         postgres_url: "postgres://postgres@127.0.0.1:1/postgres".into(),
         out: dir.path().to_owned(),
+        kafka_brokers: kafka_brokers(),
         progress: false,
     };
     let selected = lab::select(&["1".to_owned(), "codecs".to_owned(), "stores".to_owned()]).unwrap();
@@ -235,6 +319,7 @@ async fn the_cli_lists_every_experiment_and_fails_when_one_fails() {
             quick: false,
             tiny: true,
             out: dir.path().to_owned(),
+            kafka_brokers: kafka_brokers(),
         })
     };
     let mut out = Vec::new();

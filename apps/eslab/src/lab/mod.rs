@@ -11,6 +11,7 @@ pub mod chart;
 mod codecs;
 mod concurrency;
 mod group_commit;
+mod kafka_relay;
 mod machine;
 pub mod measure;
 mod ordering;
@@ -79,6 +80,10 @@ pub trait Experiment: Send + Sync {
     fn needs_postgres(&self) -> bool {
         true
     }
+    /// A server it uses when one answers, and is skipped (with a note) without.
+    fn uses_if_reachable(&self) -> Option<&'static str> {
+        None
+    }
     /// Runs the experiment and reports its numbers.
     ///
     /// Not `Send`: experiments run one after another on the caller's task
@@ -97,6 +102,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         Box::new(snapshots::SnapshotsAndCache),
         Box::new(projections::ProjectionBatches),
         Box::new(codecs::Codecs),
+        Box::new(kafka_relay::KafkaRelay),
         Box::new(stores::Stores),
     ]
 }
@@ -122,6 +128,7 @@ pub struct Lab {
     scale: Scale,
     postgres_url: String,
     postgres: Result<String, String>,
+    kafka_brokers: String,
     experiment: String,
     progress: ProgressBar,
     schemas: Mutex<Vec<String>>,
@@ -141,6 +148,17 @@ impl Lab {
     /// The server version, or why PostgreSQL cannot be used.
     pub fn postgres(&self) -> anyhow::Result<&str> {
         self.postgres.as_deref().map_err(|e| anyhow::anyhow!("{e}"))
+    }
+
+    /// The Kafka bootstrap servers (`--kafka-brokers`, `KAFKA_BROKERS`).
+    pub fn kafka_brokers(&self) -> &str {
+        &self.kafka_brokers
+    }
+
+    /// A fresh name for this run's own Kafka topics (`lab<uuid>.`): each run
+    /// publishes only under its own prefix.
+    pub fn topic_prefix(&self) -> String {
+        format!("lab{}.", uuid::Uuid::now_v7().simple())
     }
 
     /// Sets how many steps the progress bar counts.
@@ -218,6 +236,8 @@ pub struct RunOptions {
     pub postgres_url: String,
     /// The report directory.
     pub out: PathBuf,
+    /// Kafka bootstrap servers, for the experiments that publish (skipped when none answers).
+    pub kafka_brokers: String,
     /// Show progress bars (off in tests).
     pub progress: bool,
 }
@@ -279,6 +299,7 @@ pub async fn run(
             scale: options.scale,
             postgres_url: options.postgres_url.clone(),
             postgres: postgres.clone(),
+            kafka_brokers: options.kafka_brokers.clone(),
             experiment: experiment.id().to_owned(),
             progress,
             schemas: Mutex::new(Vec::new()),
@@ -371,6 +392,9 @@ pub struct RunArgs {
     /// The report directory.
     #[arg(long, default_value = "lab-report")]
     pub out: PathBuf,
+    /// Kafka bootstrap servers for the relay experiment (skipped, with a note, when none answers).
+    #[arg(long, env = "KAFKA_BROKERS", default_value = eslab_kafka::DEFAULT_BROKERS)]
+    pub kafka_brokers: String,
 }
 
 /// The PostgreSQL the lab uses: `database_url` if it is a `postgres://` URL, else the local default.
@@ -387,7 +411,10 @@ pub async fn main(command: LabCommand, database_url: &str, terminal: &mut (dyn W
     match command {
         LabCommand::List => {
             for e in experiments() {
-                let needs = if e.needs_postgres() { "PostgreSQL" } else { "no server" };
+                let mut needs = if e.needs_postgres() { "PostgreSQL" } else { "no server" }.to_owned();
+                if let Some(also) = e.uses_if_reachable() {
+                    needs.push_str(&format!(", {also} (skipped without)"));
+                }
                 writeln!(terminal, "{:>2}  {:<12} {} ({needs})\n    {}", e.number(), e.id(), e.title(), e.question())?;
             }
             Ok(())
@@ -401,7 +428,13 @@ pub async fn main(command: LabCommand, database_url: &str, terminal: &mut (dyn W
             } else {
                 Scale::Full
             };
-            let options = RunOptions { scale, postgres_url: postgres_url(database_url), out: args.out, progress: true };
+            let options = RunOptions {
+                scale,
+                postgres_url: postgres_url(database_url),
+                out: args.out,
+                kafka_brokers: args.kafka_brokers,
+                progress: true,
+            };
             let outcomes = run(&selected, &options, terminal).await?;
             let failed: Vec<_> = outcomes.iter().filter(|o| o.report.is_err()).map(|o| o.id).collect();
             if failed.is_empty() {
