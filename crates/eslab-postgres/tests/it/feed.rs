@@ -230,3 +230,19 @@ async fn concurrent_writers(strategy: AppendStrategy) {
     assert_eq!(unique, committed, "every committed event, and no rolled-back one");
     assert!(pages > 10, "the reader followed while writers wrote ({pages} pages)");
 }
+
+/// The head is the event with the greatest (transaction, position) as
+/// numbers: transaction 1000 is after 999 (as text it would sort before).
+#[tokio::test]
+async fn the_head_orders_transactions_as_numbers() {
+    let store = fresh_with(|o| o).await;
+    let insert = "INSERT INTO events (transaction_id, stream_id, category, stream_version, event_id, event_type, \
+         schema_version, payload, metadata) VALUES ($1::text::xid8, $2, 'acct', 1, $3, 'Opened', 1, '{}', '{}')";
+    for (xid, stream) in [("999", "acct-a"), ("1000", "acct-b")] {
+        sqlx::query(insert).bind(xid).bind(stream).bind(Uuid::now_v7()).execute(store.pool()).await.unwrap();
+    }
+    for filter in [FeedFilter::All, FeedFilter::Category("acct".into())] {
+        let head = store.feed_head(&filter).await.unwrap().unwrap();
+        assert_eq!(head.checkpoint.transaction, 1000, "{filter:?}");
+    }
+}

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent,
-    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, FeedHead,
+    NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
 };
 use eslab_postgres::{PostgresOptions, PostgresStore};
 use sqlx::Connection;
@@ -108,6 +108,9 @@ impl EventReader for TestStore {
     }
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         self.store.stream_version(stream).await
+    }
+    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
+        self.store.feed_head(filter).await
     }
 }
 
