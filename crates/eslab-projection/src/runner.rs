@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use eslab_core::{Checkpoint, EventId, EventReader, RecordedEvent, StreamId, Version};
 
@@ -100,6 +100,9 @@ pub struct Runner<S, B, P> {
     backend: Arc<B>,
     projection: Arc<P>,
     options: RunnerOptions,
+    /// Until when this runner's lease needs no renewal (half its TTL after
+    /// the last renewal was asked for), shared by clones (same owner).
+    lease_fresh_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl<S: Clone, B, P> Clone for Runner<S, B, P> {
@@ -109,6 +112,7 @@ impl<S: Clone, B, P> Clone for Runner<S, B, P> {
             backend: self.backend.clone(),
             projection: self.projection.clone(),
             options: self.options.clone(),
+            lease_fresh_until: self.lease_fresh_until.clone(),
         }
     }
 }
@@ -121,7 +125,13 @@ where
 {
     /// A runner of `projection`, reading `store`'s feed, writing to `backend`.
     pub fn new(store: S, backend: Arc<B>, projection: Arc<P>) -> Self {
-        Runner { store, backend, projection, options: RunnerOptions::default() }
+        Runner {
+            store,
+            backend,
+            projection,
+            options: RunnerOptions::default(),
+            lease_fresh_until: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Sets the options.
@@ -177,11 +187,29 @@ where
         Ok(lag)
     }
 
+    /// Holds the lease: renews it in the backend only once half its TTL has
+    /// passed since the last renewal was asked for. The lease cannot expire
+    /// before a full TTL after that request (the backend stamps it later
+    /// still), so skipping the write in between leaves half a TTL of margin
+    /// and saves a committed write per batch (per wake-up, for a projection
+    /// whose events are rare).
+    async fn ensure_lease(&self, name: &str) -> Result<bool> {
+        let now = Instant::now();
+        let fresh = *self.lease_fresh_until.lock().unwrap_or_else(PoisonError::into_inner);
+        if fresh.is_some_and(|until| now < until) {
+            return Ok(true);
+        }
+        let held = self.backend.acquire_lease(name, &self.options.owner, self.options.lease_ttl).await;
+        *self.lease_fresh_until.lock().unwrap_or_else(PoisonError::into_inner) =
+            matches!(held, Ok(true)).then(|| now + self.options.lease_ttl / 2);
+        held
+    }
+
     /// Processes at most one batch: reads the feed after the checkpoint, applies
     /// the events and advances the checkpoint in one transaction (per partition).
     pub async fn run_once(&self) -> Result<Outcome> {
         let name = self.projection.name().to_owned();
-        if !self.backend.acquire_lease(&name, &self.options.owner, self.options.lease_ttl).await? {
+        if !self.ensure_lease(&name).await? {
             return Ok(Outcome::NotLeader);
         }
         let names = self.checkpoint_names();
@@ -366,6 +394,7 @@ where
                 () = tokio::time::sleep(wait) => idle = (idle * 2).min(self.options.max_idle_poll),
             }
         }
+        *self.lease_fresh_until.lock().unwrap_or_else(PoisonError::into_inner) = None;
         self.backend.release_lease(self.projection.name(), &self.options.owner).await
     }
 
