@@ -1,11 +1,11 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
 .PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
-.PHONY: services services-stop integration-test docker-up docker-down
+.PHONY: services services-stop integration-test docker-up docker-down schemathesis
 
 CARGO ?= cargo
 
 ## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
-test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz
+test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz schemathesis
 
 ## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
 ensure-postgres:
@@ -39,6 +39,10 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab --bench load
 	bash scripts/services.sh start && $(CARGO) bench -p eslab-kafka --bench relay
 	$(CARGO) bench -p eslab-projection --features postgres --bench catchup
+
+## schemathesis: property-based tests of the HTTP API from /openapi.json (no 5xx, responses match the schema); about 1 minute
+schemathesis:
+	bash scripts/schemathesis.sh
 
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
 fuzz:

@@ -117,7 +117,7 @@ async fn movement(
 
 /// Deposit money.
 #[utoipa::path(post, path = "/accounts/{id}/deposits", request_body = Movement, tag = "accounts",
-    params(("id" = String, Path, description = "Account id"),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id"),
         ("If-Match" = Option<String>, Header, description = "Only if the account is at this version (\"3\")"),
         ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 409, body = Problem),
@@ -128,7 +128,7 @@ pub async fn deposit(State(state): State<AppState>, id: Id, write: Write<Movemen
 
 /// Withdraw money.
 #[utoipa::path(post, path = "/accounts/{id}/withdrawals", request_body = Movement, tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), ("If-Match" = Option<String>, Header),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id"), ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 409, body = Problem),
         (status = 412, body = Problem), (status = 422, description = "insufficient-funds, currency-mismatch, closed, ...", body = Problem)))]
@@ -138,7 +138,7 @@ pub async fn withdraw(State(state): State<AppState>, id: Id, write: Write<Moveme
 
 /// Close an account (its balance must be zero).
 #[utoipa::path(post, path = "/accounts/{id}/close", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), ("If-Match" = Option<String>, Header),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id"), ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 412, body = Problem),
         (status = 422, description = "non-zero-balance, closed", body = Problem)))]
@@ -193,7 +193,7 @@ pub async fn request_transfer(
 }
 
 /// A transfer's status (from the read model; from the store while the read model has not seen it yet).
-#[utoipa::path(get, path = "/transfers/{id}", tag = "transfers", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/transfers/{id}", tag = "transfers", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 200, body = TransferBody, headers(("ETag" = String))), (status = 404, body = Problem)))]
 pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Response, ApiError> {
     if let Some(row) = state.views().transfer(&id.0).await? {
@@ -208,7 +208,7 @@ pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Respo
 }
 
 /// One account: from the read model, or with `consistency=strong` folded from the event store.
-#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", params(("id" = String, Path), ConsistencyQuery),
+#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ConsistencyQuery),
     responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem),
         (status = 404, body = Problem)))]
 pub async fn get_account(
@@ -248,7 +248,7 @@ pub async fn list_accounts(
 }
 
 /// The account's events, a page at a time (from the event store).
-#[utoipa::path(get, path = "/accounts/{id}/events", tag = "accounts", params(("id" = String, Path), EventsQuery),
+#[utoipa::path(get, path = "/accounts/{id}/events", tag = "accounts", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), EventsQuery),
     responses((status = 200, body = EventPage, headers(("ETag" = String))), (status = 404, body = Problem)))]
 pub async fn account_events(
     State(state): State<AppState>,
@@ -271,7 +271,7 @@ pub async fn account_events(
 }
 
 /// The account as it was at `version` (folded from the event store).
-#[utoipa::path(get, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path), StateQuery),
+#[utoipa::path(get, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), StateQuery),
     responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem),
         (status = 404, description = "No such account, or it never reached that version", body = Problem)))]
 pub async fn account_state(
