@@ -1,6 +1,6 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
 .PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
-.PHONY: services services-stop integration-test docker-up docker-down schemathesis
+.PHONY: services services-stop integration-test docker-up docker-down schemathesis soak
 
 CARGO ?= cargo
 
@@ -44,6 +44,10 @@ bench: ensure-postgres
 schemathesis:
 	bash scripts/schemathesis.sh
 
+## soak: deposits at a moderate rate on `eslab serve --release` (PostgreSQL) for SOAK_SECONDS (default 300): no errors, bounded RSS growth
+soak: ensure-postgres
+	bash scripts/soak.sh
+
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
 fuzz:
 	bash scripts/fuzz.sh
@@ -71,6 +75,7 @@ unit-test: services
 ## integration-test: the tests against the real services (PostgreSQL, Kafka broker)
 integration-test: ensure-postgres services fuzz
 	$(CARGO) nextest run -p eslab-kafka --all-features --no-fail-fast
+	SOAK_SECONDS=60 bash scripts/soak.sh
 
 ## docker-up: PostgreSQL, Kafka, serve, relay and worker in containers (needs Docker)
 docker-up:
