@@ -228,6 +228,7 @@ pub struct AccountsQuery {
     /// Only accounts whose id sorts after this one (the previous page's `next`).
     pub after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -246,6 +247,7 @@ pub struct EventsQuery {
     /// First version to return (default 1).
     pub from: Option<u64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
