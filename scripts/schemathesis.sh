@@ -50,10 +50,11 @@ curl -fs "$base/health" >/dev/null || { echo "schemathesis: eslab serve did not 
 seed_args=()
 [ "$seed" = random ] || seed_args=(--seed "$seed")
 status=0
-"$venv/bin/schemathesis" --no-color run "$base/openapi.json" \
+# From the temporary directory: its example database (.schemathesis/) is not left in the checkout.
+(cd "$work" && "$venv/bin/schemathesis" --no-color run "$base/openapi.json" \
   --checks not_a_server_error,response_schema_conformance \
   --max-examples "$max_examples" "${seed_args[@]}" \
-  --request-timeout 15 --workers 2 \
+  --request-timeout 15 --workers 2) \
   || status=$?
 if [ "$status" -ne 0 ]; then
   echo "schemathesis: failures (exit $status); the server's log:" >&2
