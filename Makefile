@@ -1,11 +1,11 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
 .PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
-.PHONY: services services-stop integration-test docker-up docker-down
+.PHONY: services services-stop integration-test docker-up docker-down schemathesis soak
 
 CARGO ?= cargo
 
 ## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
-test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz
+test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz schemathesis
 
 ## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
 ensure-postgres:
@@ -40,6 +40,14 @@ bench: ensure-postgres
 	bash scripts/services.sh start && $(CARGO) bench -p eslab-kafka --bench relay
 	$(CARGO) bench -p eslab-projection --features postgres --bench catchup
 
+## schemathesis: property-based tests of the HTTP API from /openapi.json (no 5xx, responses match the schema); about 1 minute
+schemathesis:
+	bash scripts/schemathesis.sh
+
+## soak: deposits at a moderate rate on `eslab serve --release` (PostgreSQL) for SOAK_SECONDS (default 300): no errors, bounded RSS growth
+soak: ensure-postgres
+	bash scripts/soak.sh
+
 ## fuzz: every cargo-fuzz target for FUZZ_SECONDS each (default 20; longer by hand)
 fuzz:
 	bash scripts/fuzz.sh
@@ -67,6 +75,7 @@ unit-test: services
 ## integration-test: the tests against the real services (PostgreSQL, Kafka broker)
 integration-test: ensure-postgres services fuzz
 	$(CARGO) nextest run -p eslab-kafka --all-features --no-fail-fast
+	SOAK_SECONDS=60 bash scripts/soak.sh
 
 ## docker-up: PostgreSQL, Kafka, serve, relay and worker in containers (needs Docker)
 docker-up:

@@ -7,6 +7,7 @@
 # measurement, default 20), CONNECTIONS (default 32), ACCOUNTS (default 256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/http-load.sh
 
 url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 case "$url" in postgres://*|postgresql://*) ;; *) url="postgres://postgres@127.0.0.1:5432/postgres" ;; esac
@@ -28,10 +29,7 @@ cleanup() {
 trap cleanup EXIT
 
 DATABASE_URL="$url" bash scripts/ensure-postgres.sh
-if ! command -v wrk >/dev/null 2>&1; then
-  echo "bench-http: installing wrk (Debian package)" >&2
-  if [ "$(id -u)" -eq 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
-fi
+http_load_ensure_wrk
 command -v pgbench >/dev/null || { echo "bench-http: pgbench not found (apt-get install postgresql-contrib or postgresql-15)" >&2; exit 1; }
 
 echo "== building eslab (release)" >&2
@@ -45,48 +43,19 @@ raw_tps=$(awk '/^tps = / { print $3; exit }' "$work/pgbench.txt")
 raw_lat=$(awk '/^latency average = / { print $4; exit }' "$work/pgbench.txt")
 
 echo "== eslab serve on PostgreSQL (schema $schema)" >&2
-DATABASE_URL="$url" ESLAB_SCHEMA="$schema" ESLAB_BIND="127.0.0.1:$port" RUST_LOG=warn \
-  ./target/release/eslab serve > "$work/serve.log" 2>&1 &
-server_pid=$!
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-curl -fs "http://127.0.0.1:$port/health" >/dev/null || { cat "$work/serve.log" >&2; exit 1; }
+http_load_start_serve "$url" "$schema" "$port" "$work/serve.log"
+server_pid=$HTTP_LOAD_PID
 
 echo "== opening $accounts accounts" >&2
-{
-  echo "ids = {"
-  for _ in $(seq 1 "$accounts"); do
-    id=$(curl -fs -X POST "http://127.0.0.1:$port/accounts" -H 'Content-Type: application/json' \
-      -d '{"owner":"bench","currency":"EUR"}' | sed -E 's/.*"id":"([^"]+)".*/\1/')
-    echo "  \"$id\","
-  done
-  echo "}"
-  cat <<'LUA'
-counter = 0
-request = function()
-  counter = counter + 1
-  local id = ids[(counter % #ids) + 1]
-  return wrk.format("POST", "/accounts/" .. id .. "/deposits", {["Content-Type"] = "application/json"},
-    '{"amount": 100, "currency": "EUR"}')
-end
-done = function(summary, latency, requests)
-  io.write(string.format("RESULT requests=%d errors_status=%d errors_connect=%d p50_ms=%.2f p99_ms=%.2f\n",
-    summary.requests, summary.errors.status, summary.errors.connect,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-LUA
-} > "$work/deposits.lua"
+http_load_deposits_lua "$port" "$accounts" "$work/deposits.lua"
 
 echo "== deposits: $connections connections, ${duration}s (wrk)" >&2
 wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "$work/deposits.lua" "http://127.0.0.1:$port" > "$work/wrk.txt"
 http_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.txt")
-result=$(grep '^RESULT' "$work/wrk.txt")
-errors=$(echo "$result" | sed -E 's/.*errors_status=([0-9]+).*/\1/')
+errors=$(http_load_field "$work/wrk.txt" errors_status)
 
 echo
 echo "machine: $(nproc) vCPU $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GiB, $(psql -tA "$url" -c 'show server_version')"
 echo "raw INSERT+COMMIT (pgbench, $connections conns): ${raw_tps} tx/s (mean latency ${raw_lat} ms)"
-echo "HTTP deposits     (wrk, $connections conns):     ${http_rps} req/s, $(echo "$result" | sed -E 's/.*p50_ms=([0-9.]+) p99_ms=([0-9.]+).*/p50 \1 ms, p99 \2 ms/'), non-2xx: ${errors}"
+echo "HTTP deposits     (wrk, $connections conns):     ${http_rps} req/s, p50 $(http_load_field "$work/wrk.txt" p50_ms) ms, p99 $(http_load_field "$work/wrk.txt" p99_ms) ms, non-2xx: ${errors}"
 awk -v h="$http_rps" -v r="$raw_tps" 'BEGIN { printf "ratio HTTP deposits / raw commits: %.1f%%\n", 100 * h / r }'

@@ -89,6 +89,14 @@ struct ServeArgs {
     /// (group commit; each append keeps its own version check).
     #[arg(long, env = "ESLAB_PG_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
     pg_group_commit: bool,
+    /// Requests per second each client (peer IP address; behind a proxy, the
+    /// proxy) may make, sustained; 429 above it. 0: no limit.
+    #[arg(long, env = "ESLAB_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    rate_limit_per_second: u32,
+    /// Requests a client may make at once after being idle (the token bucket's
+    /// size; default: one second's worth).
+    #[arg(long, env = "ESLAB_RATE_LIMIT_BURST")]
+    rate_limit_burst: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -216,6 +224,10 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
         pg_max_connections: args.pg_max_connections,
         pg_group_commit: args.pg_group_commit,
+        rate_limit: eslab::serve::limit::RateLimit::new(
+            args.rate_limit_per_second,
+            args.rate_limit_burst.unwrap_or(args.rate_limit_per_second),
+        ),
         ..eslab::serve::Config::new(database_url)
     };
     let store = eslab::serve::open_store(&config).await?;

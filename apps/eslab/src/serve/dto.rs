@@ -10,11 +10,14 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(deny_unknown_fields)]
 pub struct OpenAccount {
     /// The owner's name (non-blank; stored as given).
+    #[schema(min_length = 1)]
     pub owner: String,
     /// ISO 4217 code, e.g. `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
     /// How far below zero the balance may go, in minor units (default 0).
     #[serde(default)]
+    #[schema(minimum = 0)]
     pub overdraft_limit: i64,
 }
 
@@ -23,8 +26,10 @@ pub struct OpenAccount {
 #[serde(deny_unknown_fields)]
 pub struct Movement {
     /// Minor units (cents), strictly positive.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// ISO 4217 code; must be the account's.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
 }
 
@@ -33,12 +38,16 @@ pub struct Movement {
 #[serde(deny_unknown_fields)]
 pub struct RequestTransfer {
     /// Source account id.
+    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub from: String,
     /// Target account id.
+    #[schema(pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")]
     pub to: String,
     /// Minor units, strictly positive.
+    #[schema(minimum = 1)]
     pub amount: i64,
     /// ISO 4217 code.
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
 }
 
@@ -219,6 +228,7 @@ pub struct AccountsQuery {
     /// Only accounts whose id sorts after this one (the previous page's `next`).
     pub after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -237,6 +247,7 @@ pub struct EventsQuery {
     /// First version to return (default 1).
     pub from: Option<u64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

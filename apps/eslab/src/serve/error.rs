@@ -60,6 +60,9 @@ pub enum ApiError {
         /// What it said.
         detail: String,
     },
+    /// 429: this client made more requests than its rate limit allows; try again after this many seconds.
+    #[error("too many requests from this client; try again in {0} s")]
+    TooManyRequests(u64),
     /// 503: the store cannot be reached.
     #[error("the store is unavailable; try again later")]
     Unavailable(#[source] eslab_core::Error),
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -102,6 +106,7 @@ impl ApiError {
             ApiError::PreconditionFailed(_) => ("precondition-failed", None),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", None),
             ApiError::UnsupportedMediaType => ("unsupported-media-type", None),
+            ApiError::TooManyRequests(_) => ("too-many-requests", None),
             ApiError::Unavailable(_) => ("unavailable", None),
             ApiError::Internal(_) => ("internal", None),
         };

@@ -75,8 +75,8 @@ fn account_response(status: StatusCode, id: &str, location: bool) -> impl Fn(&Ac
 #[utoipa::path(post, path = "/accounts", request_body = OpenAccount, tag = "accounts",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the first response again")),
     responses((status = 201, description = "Opened", body = AccountBody, headers(("Location" = String), ("ETag" = String))),
-        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, description = "A rule refused it (unknown-currency, blank-owner, ...)", body = Problem)))]
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, description = "A rule refused it (unknown-currency, blank-owner, ...)", body = Problem, content_type = "application/problem+json")))]
 pub async fn open_account(State(state): State<AppState>, write: Write<OpenAccount>) -> Result<Response, ApiError> {
     let Write { body, options } = write;
     let command = AccountCommand::Open {
@@ -117,31 +117,39 @@ async fn movement(
 
 /// Deposit money.
 #[utoipa::path(post, path = "/accounts/{id}/deposits", request_body = Movement, tag = "accounts",
-    params(("id" = String, Path, description = "Account id"),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id"),
         ("If-Match" = Option<String>, Header, description = "Only if the account is at this version (\"3\")"),
         ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 412, body = Problem), (status = 422, body = Problem)))]
+    responses((status = 200, body = AccountBody),
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"), (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn deposit(State(state): State<AppState>, id: Id, write: Write<Movement>) -> Result<Response, ApiError> {
     movement(state, id, write, |amount, currency| AccountCommand::Deposit { amount, currency }).await
 }
 
 /// Withdraw money.
 #[utoipa::path(post, path = "/accounts/{id}/withdrawals", request_body = Movement, tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), ("If-Match" = Option<String>, Header),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id"), ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 409, body = Problem),
-        (status = 412, body = Problem), (status = 422, description = "insufficient-funds, currency-mismatch, closed, ...", body = Problem)))]
+    responses((status = 200, body = AccountBody),
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 412, body = Problem, content_type = "application/problem+json"), (status = 422, description = "insufficient-funds, currency-mismatch, closed, ...", body = Problem, content_type = "application/problem+json")))]
 pub async fn withdraw(State(state): State<AppState>, id: Id, write: Write<Movement>) -> Result<Response, ApiError> {
     movement(state, id, write, |amount, currency| AccountCommand::Withdraw { amount, currency }).await
 }
 
 /// Close an account (its balance must be zero).
 #[utoipa::path(post, path = "/accounts/{id}/close", tag = "accounts",
-    params(("id" = String, Path, description = "Account id"), ("If-Match" = Option<String>, Header),
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id"), ("If-Match" = Option<String>, Header),
         ("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 200, body = AccountBody), (status = 404, body = Problem), (status = 412, body = Problem),
-        (status = 422, description = "non-zero-balance, closed", body = Problem)))]
+    responses((status = 200, body = AccountBody), (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"), (status = 412, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "non-zero-balance, closed", body = Problem, content_type = "application/problem+json")))]
 pub async fn close(State(state): State<AppState>, id: Id, write: BodilessWrite) -> Result<Response, ApiError> {
     commands::execute::<Account>(
         &state,
@@ -158,8 +166,10 @@ pub async fn close(State(state): State<AppState>, id: Id, write: BodilessWrite) 
 #[utoipa::path(post, path = "/transfers", request_body = RequestTransfer, tag = "transfers",
     params(("Idempotency-Key" = Option<String>, Header)),
     responses((status = 202, description = "Accepted; follow Location", body = TransferAccepted),
-        (status = 400, body = Problem), (status = 404, description = "Unknown account", body = Problem),
-        (status = 422, description = "same-account, non-positive-amount, unknown-currency", body = Problem)))]
+        (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown account", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "same-account, non-positive-amount, unknown-currency", body = Problem, content_type = "application/problem+json")))]
 pub async fn request_transfer(
     State(state): State<AppState>,
     write: Write<RequestTransfer>,
@@ -193,8 +203,9 @@ pub async fn request_transfer(
 }
 
 /// A transfer's status (from the read model; from the store while the read model has not seen it yet).
-#[utoipa::path(get, path = "/transfers/{id}", tag = "transfers", params(("id" = String, Path)),
-    responses((status = 200, body = TransferBody, headers(("ETag" = String))), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/transfers/{id}", tag = "transfers", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
+    responses((status = 200, body = TransferBody, headers(("ETag" = String))), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Response, ApiError> {
     if let Some(row) = state.views().transfer(&id.0).await? {
         let version = row.version;
@@ -208,9 +219,9 @@ pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Respo
 }
 
 /// One account: from the read model, or with `consistency=strong` folded from the event store.
-#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", params(("id" = String, Path), ConsistencyQuery),
-    responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem),
-        (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/accounts/{id}", tag = "accounts", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), ConsistencyQuery),
+    responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn get_account(
     State(state): State<AppState>,
     id: Id,
@@ -234,7 +245,7 @@ pub async fn get_account(
 
 /// Accounts by id, a page at a time (from the read model).
 #[utoipa::path(get, path = "/accounts", tag = "accounts", params(AccountsQuery),
-    responses((status = 200, body = AccountPage), (status = 400, body = Problem)))]
+    responses((status = 200, body = AccountPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_accounts(
     State(state): State<AppState>,
     query: Result<Query<AccountsQuery>, QueryRejection>,
@@ -248,8 +259,9 @@ pub async fn list_accounts(
 }
 
 /// The account's events, a page at a time (from the event store).
-#[utoipa::path(get, path = "/accounts/{id}/events", tag = "accounts", params(("id" = String, Path), EventsQuery),
-    responses((status = 200, body = EventPage, headers(("ETag" = String))), (status = 404, body = Problem)))]
+#[utoipa::path(get, path = "/accounts/{id}/events", tag = "accounts", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), EventsQuery),
+    responses((status = 200, body = EventPage, headers(("ETag" = String))), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn account_events(
     State(state): State<AppState>,
     id: Id,
@@ -271,9 +283,9 @@ pub async fn account_events(
 }
 
 /// The account as it was at `version` (folded from the event store).
-#[utoipa::path(get, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path), StateQuery),
-    responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem),
-        (status = 404, description = "No such account, or it never reached that version", body = Problem)))]
+#[utoipa::path(get, path = "/accounts/{id}/state", tag = "accounts", params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"), StateQuery),
+    responses((status = 200, body = AccountBody, headers(("ETag" = String))), (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account, or it never reached that version", body = Problem, content_type = "application/problem+json")))]
 pub async fn account_state(
     State(state): State<AppState>,
     id: Id,

@@ -12,6 +12,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod limit;
 pub mod read;
 
 use std::net::SocketAddr;
@@ -66,6 +67,8 @@ pub struct Config {
     pub pg_max_connections: u32,
     /// Group-commit concurrent single-stream appends on PostgreSQL (default on).
     pub pg_group_commit: bool,
+    /// Per-client (peer IP) request rate limit, 429 above it (default: none).
+    pub rate_limit: Option<limit::RateLimit>,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             max_attempts: 10,
             pg_max_connections: 32,
             pg_group_commit: true,
+            rate_limit: None,
         }
     }
 }
@@ -95,6 +99,7 @@ struct Inner {
     max_attempts: u32,
     request_timeout: Duration,
     states: moka::sync::Cache<StreamId, Arc<dyn std::any::Any + Send + Sync>>,
+    limiter: Option<limit::Limiter>,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -139,6 +144,7 @@ impl AppState {
                 max_attempts: config.max_attempts,
                 request_timeout: config.request_timeout,
                 states: moka::sync::Cache::new(STATE_CACHE_ENTRIES),
+                limiter: config.rate_limit.map(limit::Limiter::new),
             }),
         }
     }
@@ -253,6 +259,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(handlers::not_found)
         .layer(middleware::from_fn(reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), limit::rate_limit))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -454,7 +461,8 @@ pub async fn start_with(store: AnyStore, config: Config) -> anyhow::Result<Runni
     let (stop_http, mut http_stopped) = watch::channel(false);
     let router = app(prepared.state.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        // The peer's address is the rate limit's key.
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = http_stopped.wait_for(|stop| *stop).await;
             })

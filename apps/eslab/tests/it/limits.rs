@@ -1,8 +1,11 @@
-//! Access and lifecycle: the bearer token on writes, and a graceful shutdown
-//! that flushes the projections.
+//! Access and lifecycle: the bearer token on writes, the per-client rate
+//! limit, and a graceful shutdown that flushes the projections.
 
+use std::time::Duration;
+
+use eslab::serve::limit::RateLimit;
 use reqwest::StatusCode;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use serde_json::json;
 
 use crate::helpers::{Backend, TestApp, on_every_store};
@@ -87,5 +90,51 @@ async fn a_request_that_takes_too_long_is_cut_with_503() {
     assert_eq!(problem["detail"], "the request took too long; try again");
     sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
     assert_eq!(app.strong(&a).await["version"], 1, "the cut request wrote nothing");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_within_its_rate_limit_is_served() {
+    // 50 requests a second with a burst of 20: 10 requests at once all pass.
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.rate_limit = RateLimit::new(50, 20)).await;
+    let a = app.open("Ada", 0).await;
+    for _ in 0..9 {
+        assert_eq!(app.deposit(&a, 5).await.status(), StatusCode::OK);
+    }
+    assert_eq!(app.strong(&a).await["balance"], 45);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
+    // 1 request a second with a burst of 3: deposits sent back to back soon
+    // find the bucket empty, however slow the machine (each takes well under 1 s).
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.rate_limit = RateLimit::new(1, 3)).await;
+    let a = app.open("Ada", 0).await;
+    let mut served = 0;
+    let mut refused = None;
+    for _ in 0..50 {
+        let r = app.deposit(&a, 5).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::OK);
+        served += 1;
+    }
+    let r = refused.expect("no 429 after 50 back-to-back deposits at 1 request/s with a burst of 3");
+    assert!(served >= 2, "the burst of 3 (the open and 2 deposits) was served: {served}");
+    assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+    let retry_after: u64 = r.headers()[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert_eq!(retry_after, 1, "a token comes back within a second");
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["status"], 429);
+    assert_eq!(problem["type"], "urn:eslab:problem:too-many-requests");
+    // Probes are not limited.
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    // After Retry-After the client is served again, and the refused deposit wrote nothing.
+    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    assert_eq!(app.strong(&a).await["balance"], 5 * served);
     app.stop().await;
 }

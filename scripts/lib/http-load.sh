@@ -1,0 +1,68 @@
+# Shared by scripts/bench-http.sh and scripts/soak.sh (source it): wrk, a
+# release `eslab serve` on PostgreSQL, and the wrk script that deposits
+# round-robin over freshly opened accounts.
+
+# Installs wrk from Debian if it is missing.
+http_load_ensure_wrk() {
+  command -v wrk >/dev/null 2>&1 && return 0
+  echo "installing wrk (Debian package)" >&2
+  if [ "$(id -u)" -eq 0 ]; then apt-get install -y wrk >/dev/null; else sudo apt-get install -y wrk >/dev/null; fi
+}
+
+# http_load_start_serve URL SCHEMA PORT LOG: starts ./target/release/eslab
+# serve on PostgreSQL URL in SCHEMA, listening on PORT, logging to LOG; sets
+# HTTP_LOAD_PID and waits until it answers (fails with its log if it does not).
+http_load_start_serve() {
+  local url="$1" schema="$2" port="$3" log="$4"
+  DATABASE_URL="$url" ESLAB_SCHEMA="$schema" ESLAB_BIND="127.0.0.1:$port" RUST_LOG=warn \
+    ./target/release/eslab serve > "$log" 2>&1 &
+  HTTP_LOAD_PID=$!
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  curl -fs "http://127.0.0.1:$port/health" >/dev/null || { cat "$log" >&2; return 1; }
+}
+
+# http_load_deposits_lua PORT ACCOUNTS FILE [DELAY_MS]: opens ACCOUNTS
+# accounts and writes to FILE a wrk script that deposits 100 EUR round-robin
+# over them (each connection waiting DELAY_MS between requests, default 0) and
+# prints one line `RESULT requests=… errors_status=… errors_connect=…
+# errors_read=… errors_write=… errors_timeout=… p50_ms=… p99_ms=…` at the end.
+http_load_deposits_lua() {
+  local port="$1" accounts="$2" file="$3" delay_ms="${4:-0}"
+  {
+    echo "ids = {"
+    for _ in $(seq 1 "$accounts"); do
+      id=$(curl -fs -X POST "http://127.0.0.1:$port/accounts" -H 'Content-Type: application/json' \
+        -d '{"owner":"bench","currency":"EUR"}' | sed -E 's/.*"id":"([^"]+)".*/\1/')
+      echo "  \"$id\","
+    done
+    echo "}"
+    echo "delay_ms = $delay_ms"
+    cat <<'LUA'
+counter = 0
+request = function()
+  counter = counter + 1
+  local id = ids[(counter % #ids) + 1]
+  return wrk.format("POST", "/accounts/" .. id .. "/deposits", {["Content-Type"] = "application/json"},
+    '{"amount": 100, "currency": "EUR"}')
+end
+if delay_ms > 0 then
+  delay = function()
+    return delay_ms
+  end
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT requests=%d errors_status=%d errors_connect=%d errors_read=%d errors_write=%d errors_timeout=%d p50_ms=%.2f p99_ms=%.2f\n",
+    summary.requests, summary.errors.status, summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.timeout, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+LUA
+  } > "$file"
+}
+
+# http_load_field FILE NAME: the value of NAME=… on the RESULT line of wrk's output FILE.
+http_load_field() {
+  grep '^RESULT' "$1" | sed -E "s/.*[ ]$2=([0-9.]+).*/\1/"
+}
