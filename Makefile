@@ -1,11 +1,11 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
 .PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
-.PHONY: services services-stop integration-test docker-up docker-down schemathesis soak
+.PHONY: services services-stop integration-test docker-up docker-down schemathesis soak soak-short
 
 CARGO ?= cargo
 
 ## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
-test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz schemathesis
+test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz schemathesis soak-short
 
 ## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
 ensure-postgres:
@@ -72,10 +72,13 @@ services-stop:
 # The test suite includes the Kafka tests: the broker must answer first.
 unit-test: services
 
-## integration-test: the tests against the real services (PostgreSQL, Kafka broker)
-integration-test: ensure-postgres services fuzz
-	$(CARGO) nextest run -p eslab-kafka --all-features --no-fail-fast
-	SOAK_SECONDS=60 bash scripts/soak.sh
+## integration-test: the fault, bad-input and security checks against the real services (make test runs them too)
+integration-test: ensure-postgres services fuzz schemathesis soak-short
+	$(CARGO) nextest run -p eslab -p eslab-kafka -p eslab-testing --all-features --no-fail-fast
+
+## soak-short: the soak for 60 s on the debug build (part of make test): no failed request, bounded RSS growth
+soak-short: ensure-postgres
+	SOAK_SECONDS=60 SOAK_SLICE=15 SOAK_PROFILE=debug bash scripts/soak.sh
 
 ## docker-up: PostgreSQL, Kafka, serve, relay and worker in containers (needs Docker)
 docker-up:

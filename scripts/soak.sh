@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make soak: a moderate, steady load of deposits on `eslab serve --release`
+# make soak: a moderate, steady load of deposits on `eslab serve` (release build)
 # (PostgreSQL, a schema of its own, dropped afterwards) for SOAK_SECONDS
 # (default 300) in slices of SOAK_SLICE seconds (default 30). Per slice it
 # records throughput, p50/p99, non-2xx and socket errors (wrk), and the
@@ -41,8 +41,18 @@ http_load_ensure_wrk
 slices=$(( seconds / slice ))
 [ "$slices" -ge 1 ] || { echo "soak: SOAK_SECONDS ($seconds) must be at least SOAK_SLICE ($slice)" >&2; exit 1; }
 
-echo "== building eslab (release)" >&2
-cargo build --release -q -p eslab
+# SOAK_PROFILE=debug soaks the debug build instead (what `make test` does, for
+# a short soak that needs no release build: errors and memory growth are
+# checked the same way, latencies are not representative).
+if [ "${SOAK_PROFILE:-release}" = debug ]; then
+  echo "== building eslab (debug)" >&2
+  cargo build -q -p eslab
+  export ESLAB_BIN=./target/debug/eslab
+else
+  echo "== building eslab (release)" >&2
+  cargo build --release -q -p eslab
+  export ESLAB_BIN=./target/release/eslab
+fi
 
 echo "== eslab serve on PostgreSQL (schema $schema, port $port)" >&2
 http_load_start_serve "$url" "$schema" "$port" "$work/serve.log"

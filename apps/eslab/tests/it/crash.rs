@@ -6,61 +6,26 @@
 //! process's projection lease runs out).
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
-fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
+use crate::helpers::{ServeProcess, free_port, postgres_url};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(schema: &str, port: u16) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eslab"))
-            .arg("serve")
-            .env("DATABASE_URL", postgres_url())
-            .env("ESLAB_SCHEMA", schema)
-            .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Server { child, base };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "eslab serve did not answer on {base} within 15 s (is PostgreSQL running? `make ensure-postgres` starts it)"
-        );
-    }
-
-    fn kill(mut self) {
-        // SIGKILL: no graceful shutdown, no flush.
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
+async fn start(schema: &str, port: u16) -> ServeProcess {
+    let mut command = ServeProcess::command();
+    command
+        .arg("serve")
+        .env("DATABASE_URL", postgres_url())
+        .env("ESLAB_SCHEMA", schema)
+        .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    ServeProcess::start(command, port, "is PostgreSQL running? `make ensure-postgres` starts it").await
 }
 
 async fn deposit(client: &reqwest::Client, base: &str, account: &str, key: &str) -> Option<StatusCode> {
@@ -78,7 +43,7 @@ async fn deposit(client: &reqwest::Client, base: &str, account: &str, key: &str)
 async fn kill_9_mid_load_loses_no_acknowledged_deposit_and_retries_add_nothing_twice() {
     let schema = format!("eslab_crash_{}", uuid::Uuid::now_v7().simple());
     let port = free_port();
-    let server = Server::start(&schema, port).await;
+    let server = start(&schema, port).await;
     let client = reqwest::Client::new();
 
     let mut accounts = Vec::new();
@@ -121,7 +86,7 @@ async fn kill_9_mid_load_loses_no_acknowledged_deposit_and_retries_add_nothing_t
     assert!(acknowledged > 0, "no deposit was acknowledged before the kill");
 
     // Restart on the same schema; retry every deposit with its key.
-    let server = Server::start(&schema, port).await;
+    let server = start(&schema, port).await;
     for (account, keys) in &sent {
         for (key, _) in keys {
             let status = deposit(&client, &server.base, account, key).await;

@@ -26,7 +26,7 @@ pub(crate) struct TestApp {
     pub(crate) dir: tempfile::TempDir,
 }
 
-fn postgres_url() -> String {
+pub(crate) fn postgres_url() -> String {
     std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| u.starts_with("postgres"))
@@ -160,3 +160,52 @@ macro_rules! on_every_store {
     };
 }
 pub(crate) use on_every_store;
+
+/// A free TCP port on 127.0.0.1 (free when asked; a test binds it soon after).
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real `eslab serve` process (the crate's own binary); killed when dropped.
+pub(crate) struct ServeProcess {
+    child: std::process::Child,
+    pub(crate) base: String,
+}
+
+impl ServeProcess {
+    /// The crate's `eslab` binary, to be given `serve` and its settings.
+    pub(crate) fn command() -> std::process::Command {
+        std::process::Command::new(env!("CARGO_BIN_EXE_eslab"))
+    }
+
+    /// Spawns `command` (an `eslab serve` listening on 127.0.0.1:`port`) and
+    /// waits up to 15 s until `/health` answers; `hint` goes in the panic
+    /// message when it does not.
+    pub(crate) async fn start(mut command: std::process::Command, port: u16, hint: &str) -> ServeProcess {
+        let mut child = command.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
+                return ServeProcess { child, base };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("eslab serve did not answer on {base} within 15 s ({hint})");
+    }
+
+    /// SIGKILL: no graceful shutdown, no flush.
+    pub(crate) fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

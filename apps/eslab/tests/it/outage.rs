@@ -7,7 +7,7 @@
 //! store exactly once (retries with the idempotency keys add nothing twice).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -16,14 +16,12 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
+use crate::helpers::{ServeProcess, free_port};
+
 /// The service's request timeout in this test.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// What a request may take beyond it (scheduling on a busy machine).
 const MARGIN: Duration = Duration::from_millis(1_500);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// PostgreSQL's server programs: `PG_BIN`, else `pg_config --bindir`, else Debian's path.
 fn pg_bin() -> PathBuf {
@@ -136,45 +134,20 @@ impl Drop for Cluster {
     }
 }
 
-/// `eslab serve` as a child process; killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    async fn start(database_url: &str, log: &Path) -> Server {
-        let port = free_port();
-        let log = std::fs::File::create(log).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eslab"))
-            .args(["serve", "--request-timeout-secs", &REQUEST_TIMEOUT.as_secs().to_string()])
-            .env("DATABASE_URL", database_url)
-            .env("ESLAB_SCHEMA", "eslab_outage")
-            .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        for _ in 0..300 {
-            if client.get(format!("{base}/health")).send().await.is_ok_and(|r| r.status().is_success()) {
-                return Server { child, base };
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("eslab serve did not answer on {base} within 15 s");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `eslab serve` on `database_url` with the test's request timeout.
+async fn start(database_url: &str, log: &Path) -> ServeProcess {
+    let port = free_port();
+    let log = std::fs::File::create(log).unwrap();
+    let mut command = ServeProcess::command();
+    command
+        .args(["serve", "--request-timeout-secs", &REQUEST_TIMEOUT.as_secs().to_string()])
+        .env("DATABASE_URL", database_url)
+        .env("ESLAB_SCHEMA", "eslab_outage")
+        .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+    ServeProcess::start(command, port, "see the log in the test's cluster directory").await
 }
 
 /// One deposit request and what came of it.
@@ -212,7 +185,7 @@ async fn ready(client: &reqwest::Client, base: &str) -> (Option<StatusCode>, Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_mid_load_is_503_fast_then_recovers_losing_nothing() {
     let cluster = tokio::task::spawn_blocking(Cluster::init).await.unwrap();
-    let server = Server::start(&cluster.url(), &cluster.dir.path().join("eslab.log")).await;
+    let server = start(&cluster.url(), &cluster.dir.path().join("eslab.log")).await;
     let client = reqwest::Client::new();
 
     let mut accounts = Vec::new();
