@@ -13,7 +13,7 @@
 //! stream's events land in one partition in stream order.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use eslab_core::{Checkpoint, EventReader, FeedFilter, RecordedEvent, StreamId};
@@ -21,7 +21,7 @@ use eslab_projection::{Backend, HandlerError, ParkedEvent, Projection, Runner, R
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use crate::message::{self, Outgoing};
 use crate::{Error, KafkaOptions, Result};
@@ -169,7 +169,10 @@ pub struct Publisher {
     filter: FeedFilter,
     prefix: String,
     partitions: i32,
-    producer: FutureProducer,
+    /// The producer's settings, to build a new one when it fails for good.
+    options: KafkaOptions,
+    /// The producer; replaced after a fatal error (see [`Publisher::send`]).
+    producer: RwLock<FutureProducer>,
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist (created or found by this publisher).
     topics: Mutex<HashSet<String>>,
@@ -218,15 +221,43 @@ impl Publisher {
             filter,
             prefix: options.topic_prefix.clone(),
             partitions: options.partitions,
-            producer,
+            options: options.clone(),
+            producer: RwLock::new(producer),
             admin,
             topics: Mutex::new(HashSet::new()),
         })
     }
 
-    /// The producer (to flush it, or read its statistics).
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// The producer (to flush it, warm it up, or read its statistics); a
+    /// handle to the one in use now.
+    pub fn producer(&self) -> FutureProducer {
+        self.producer.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces a producer that reported a fatal error with a new one (a new
+    /// idempotent producer id). A fatal error (e.g. the broker lost the
+    /// producer's sequence state across a crash) fails every later send of
+    /// that producer, so without this the relay would never resume.
+    /// Duplicates are possible across the switch; losses are not (the batch
+    /// is published again, the checkpoint has not moved).
+    fn replace_if_fatal(&self, failed: &FutureProducer) -> bool {
+        let Some((code, reason)) = failed.client().fatal_error() else { return false };
+        let mut current = self.producer.write().unwrap_or_else(PoisonError::into_inner);
+        // Another task may have replaced it already.
+        if current.client().fatal_error().is_none() {
+            return true;
+        }
+        match producer_config(&self.options).create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(relay = %self.name, %code, %reason, "the producer failed for good; using a new one");
+                *current = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(relay = %self.name, error = %e, "cannot create a new producer");
+                false
+            }
+        }
     }
 
     /// Creates `topic` with the configured partitions unless it is known to exist.
@@ -242,13 +273,22 @@ impl Publisher {
     /// Hands one event to the producer; returns its delivery future.
     async fn send(&self, topic: &str, out: &Outgoing) -> Result<DeliveryFuture, KafkaError> {
         let mut record = FutureRecord::to(topic).key(&out.key).payload(&out.payload).headers(out.headers.clone());
+        let mut producer = self.producer();
+        let mut replaced = false;
         loop {
-            match self.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 // The local queue is full: let the producer drain it a little.
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                // Once per call: a producer that failed for good is replaced
+                // and the record goes to the new one.
+                Err((_, back)) if !replaced && self.replace_if_fatal(&producer) => {
+                    replaced = true;
+                    record = back;
+                    producer = self.producer();
                 }
                 Err((e, _)) => return Err(e),
             }

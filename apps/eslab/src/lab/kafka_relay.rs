@@ -372,7 +372,7 @@ async fn relay_pass(
     // A fresh producer spends its first request on the connection, its
     // idempotent producer id and the topic's metadata: not the batching this
     // measures (the bare producer warms up too).
-    warm_up(publisher.producer(), &kafka.topic("account")).await?;
+    warm_up(&publisher.producer(), &kafka.topic("account")).await?;
     let start = t.elapsed();
     let runner =
         Runner::new(store.clone(), Arc::new(relay::RelayBackend::new(Arc::new(backend.clone()))), Arc::new(publisher))

@@ -58,6 +58,10 @@ impl Env {
 
     /// The same on the broker at `brokers`.
     pub(crate) async fn on(brokers: &str) -> Env {
+        // The relay's and worker's warnings (a failed batch and why) go into
+        // the test's captured output, shown when it fails. RUST_LOG overrides.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
         let url = database_url();
         let id = uuid::Uuid::now_v7().simple().to_string();
         let schema = format!("eslab_test_{id}");
