@@ -18,15 +18,7 @@ threads=2
 port="${BENCH_PORT:-18080}"
 schema="eslab_bench_http_$$"
 raw_schema="eslab_bench_raw_$$"
-work="$(mktemp -d)"
-server_pid=""
-
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE; DROP SCHEMA IF EXISTS $raw_schema CASCADE" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+http_load_scratch "$url" "$schema" "$raw_schema"
 
 DATABASE_URL="$url" bash scripts/ensure-postgres.sh
 http_load_ensure_wrk

@@ -15,14 +15,8 @@ cd "$(dirname "$0")/.."
 venv="${SCHEMATHESIS_VENV:-$HOME/.cache/eslab/venv-schemathesis}"
 max_examples="${ST_MAX_EXAMPLES:-50}"
 seed="${ST_SEED:-9}"
-work="$(mktemp -d)"
-server_pid=""
-
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/http-load.sh
+http_load_scratch ""
 
 if [ ! -x "$venv/bin/schemathesis" ]; then
   echo "schemathesis: installing it into $venv (once)" >&2

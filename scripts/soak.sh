@@ -26,15 +26,7 @@ accounts="${SOAK_ACCOUNTS:-64}"
 max_growth_mb="${SOAK_MAX_RSS_GROWTH_MB:-32}"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 schema="eslab_soak_$$"
-work="$(mktemp -d)"
-server_pid=""
-
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  psql -q "$url" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+http_load_scratch "$url" "$schema"
 
 DATABASE_URL="$url" bash scripts/ensure-postgres.sh
 http_load_ensure_wrk

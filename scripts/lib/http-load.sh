@@ -2,6 +2,28 @@
 # release `eslab serve` on PostgreSQL, and the wrk script that deposits
 # round-robin over freshly opened accounts.
 
+# http_load_scratch URL SCHEMA...: sets `work` (a new temporary directory) and
+# `server_pid` (empty), and an EXIT trap that stops the process in
+# `server_pid` (once set), drops each SCHEMA on PostgreSQL URL and removes
+# `work`. URL may be empty when there is no schema.
+http_load_scratch() {
+  HTTP_LOAD_CLEAN_URL="$1"
+  shift
+  HTTP_LOAD_CLEAN_SCHEMAS="$*"
+  work="$(mktemp -d)"
+  server_pid=""
+  trap http_load_cleanup EXIT
+}
+
+http_load_cleanup() {
+  if [ -n "${server_pid:-}" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  local schema
+  for schema in $HTTP_LOAD_CLEAN_SCHEMAS; do
+    psql -q "$HTTP_LOAD_CLEAN_URL" -c "DROP SCHEMA IF EXISTS $schema CASCADE" >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+}
+
 # Installs wrk from Debian if it is missing.
 http_load_ensure_wrk() {
   command -v wrk >/dev/null 2>&1 && return 0
