@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/http-load.sh
 
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-case "$url" in postgres://*|postgresql://*) ;; *) url="postgres://postgres@127.0.0.1:5432/postgres" ;; esac
+url="$(http_load_postgres_url)"
 duration="${DURATION:-20}"
 connections="${CONNECTIONS:-32}"
 accounts="${ACCOUNTS:-256}"

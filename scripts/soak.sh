@@ -16,8 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/http-load.sh
 
-url="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-case "$url" in postgres://*|postgresql://*) ;; *) url="postgres://postgres@127.0.0.1:5432/postgres" ;; esac
+url="$(http_load_postgres_url)"
 seconds="${SOAK_SECONDS:-300}"
 slice="${SOAK_SLICE:-30}"
 connections="${SOAK_CONNECTIONS:-8}"

@@ -2,6 +2,12 @@
 # release `eslab serve` on PostgreSQL, and the wrk script that deposits
 # round-robin over freshly opened accounts.
 
+# http_load_postgres_url: DATABASE_URL when it is a PostgreSQL URL, else the local cluster.
+http_load_postgres_url() {
+  local url="${DATABASE_URL:-}"
+  case "$url" in postgres://*|postgresql://*) echo "$url" ;; *) echo "postgres://postgres@127.0.0.1:5432/postgres" ;; esac
+}
+
 # http_load_scratch URL SCHEMA...: sets `work` (a new temporary directory) and
 # `server_pid` (empty), and an EXIT trap that stops the process in
 # `server_pid` (once set), drops each SCHEMA on PostgreSQL URL and removes
