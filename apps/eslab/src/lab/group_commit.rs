@@ -52,9 +52,26 @@ struct Measured {
     callers: u64,
     appends: u64,
     conflicts: u64,
+    elapsed: Duration,
     per_s: f64,
     latency: Latencies,
     stored: u64,
+    /// Appends per second of each round, in round order.
+    rounds: Vec<f64>,
+}
+
+impl Measured {
+    /// Adds a later round of the same variant and callers.
+    fn absorb(&mut self, round: Measured) -> anyhow::Result<()> {
+        self.appends += round.appends;
+        self.conflicts += round.conflicts;
+        self.elapsed += round.elapsed;
+        self.per_s = per_second(self.appends, self.elapsed);
+        self.latency.merge(&round.latency)?;
+        self.stored += round.stored;
+        self.rounds.extend(round.rounds);
+        Ok(())
+    }
 }
 
 const RAW_INSERT: &str = "INSERT INTO events (stream_id, category, stream_version, event_id, event_type, \
@@ -161,7 +178,8 @@ async fn measure(
         conflicts += c;
         latency.merge(&l)?;
     }
-    let per_s = per_second(appends, started.elapsed());
+    let elapsed = started.elapsed();
+    let per_s = per_second(appends, elapsed);
     // Every acknowledged append is stored exactly once.
     let stored: i64 = match variant {
         Variant::Raw => 0,
@@ -172,7 +190,17 @@ async fn measure(
                 .await?
         }
     };
-    Ok(Measured { variant, callers, appends, conflicts, per_s, latency, stored: u64::try_from(stored)? })
+    Ok(Measured {
+        variant,
+        callers,
+        appends,
+        conflicts,
+        elapsed,
+        per_s,
+        latency,
+        stored: u64::try_from(stored)?,
+        rounds: vec![per_s],
+    })
 }
 
 impl Experiment for GroupCommitExperiment {
@@ -198,48 +226,71 @@ impl Experiment for GroupCommitExperiment {
         Box::pin(async move {
             let scale = lab.scale();
             let callers: Vec<u64> = scale.pick(vec![1, 8], vec![1, 8, 32, 128], vec![1, 8, 32, 128]);
+            // Per round; each variant runs once per round, so a change in the
+            // machine's load falls on all of them alike, not on whichever
+            // variant happened to run then.
             let budget = scale.pick(
                 Budget::new(5, 5, Duration::ZERO),
-                Budget::new(5, 1_000_000, Duration::from_secs(2)),
-                Budget::new(20, 10_000_000, Duration::from_secs(10)),
+                Budget::new(5, 1_000_000, Duration::from_millis(700)),
+                Budget::new(20, 10_000_000, Duration::from_secs(2)),
             );
+            let rounds: usize = scale.pick(1, 3, 5);
             let variants = [Variant::Raw, Variant::Store, Variant::Group, Variant::GroupShared];
-            lab.steps(u64::try_from(callers.len() * variants.len())?);
+            lab.steps(u64::try_from(callers.len() * variants.len() * rounds)?);
             // 64 connections: the raw and store callers share them beyond that.
             let store = lab.pg_store(|o| o.max_connections(64)).await?;
-            let mut measured = Vec::new();
+            let mut measured: Vec<Measured> = Vec::new();
             for &n in &callers {
-                for variant in variants {
-                    measured.push(measure(lab, &store, variant, n, budget).await?);
-                    lab.step("");
+                let first = measured.len();
+                for _ in 0..rounds {
+                    for (i, variant) in variants.into_iter().enumerate() {
+                        let round = measure(lab, &store, variant, n, budget).await?;
+                        match measured.get_mut(first + i) {
+                            Some(total) => total.absorb(round)?,
+                            None => measured.push(round),
+                        }
+                        lab.step("");
+                    }
                 }
             }
-            Ok(report(&measured, &callers, budget))
+            Ok(report(&measured, &callers, budget, rounds))
         })
     }
 }
 
-fn report(measured: &[Measured], callers: &[u64], budget: Budget) -> Report {
+/// The lowest and highest per-round ratio of `m` to `raw` (rounds paired in order).
+fn round_ratios(m: &Measured, raw: &Measured) -> (f64, f64) {
+    m.rounds
+        .iter()
+        .zip(&raw.rounds)
+        .map(|(&a, &b)| ratio(a, b))
+        .fold((f64::NAN, f64::NAN), |(lo, hi), r| (lo.min(r), hi.max(r)))
+}
+
+fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize) -> Report {
     let mut table = Table::new(&[
         "callers",
         "variant",
         "appends",
         "appends/s",
         "× raw",
+        "× raw per round (min-max)",
         "p50 (ms)",
         "p99 (ms)",
         "conflicts",
         "stored (= appends)",
     ]);
-    let raw_at =
-        |n: u64| measured.iter().find(|m| m.callers == n && m.variant == Variant::Raw).map_or(f64::NAN, |m| m.per_s);
+    let raw_at = |n: u64| measured.iter().find(|m| m.callers == n && m.variant == Variant::Raw);
     for m in measured {
+        let raw = raw_at(m.callers);
+        let (lo, hi) = raw.map_or((f64::NAN, f64::NAN), |raw| round_ratios(m, raw));
         table.push(vec![
             Cell::Int(m.callers),
             Cell::text(m.variant.name()),
             Cell::Int(m.appends),
             Cell::num(m.per_s, 0),
-            Cell::num(ratio(m.per_s, raw_at(m.callers)), 2),
+            Cell::num(ratio(m.per_s, raw.map_or(f64::NAN, |r| r.per_s)), 2),
+            Cell::text(format!("{lo:.2}-{hi:.2}")),
             Cell::num(m.latency.p50_ms(), 3),
             Cell::num(m.latency.p99_ms(), 3),
             Cell::Int(m.conflicts),
@@ -274,8 +325,10 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget) -> Report {
             let (raw, store, group, shared) =
                 (at(Variant::Raw)?, at(Variant::Store)?, at(Variant::Group)?, at(Variant::GroupShared)?);
             let stored_once = [store, group, shared].iter().all(|m| m.stored == m.appends);
+            let (lo, hi) = round_ratios(group, raw);
             Some(format!(
-                "{n} callers: GroupCommit {:.0} appends/s = {:.2}× raw one-commit-per-row ({:.0}/s) and {:.2}× \
+                "{n} callers: GroupCommit {:.0} appends/s = {:.2}× raw one-commit-per-row ({:.0}/s; {lo:.2}-{hi:.2}× \
+                 round by round) and {:.2}× \
                  the store committing each append ({:.0}/s); p99 {:.2} ms vs {:.2} ms; with 4 callers per stream \
                  {:.0} appends/s and {} conflicts, each failing only its own caller; every acknowledged append \
                  stored once: {}",
@@ -296,7 +349,10 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget) -> Report {
         format!(
             "Each caller appends one event at a time with ExpectedVersion::Exact(the version it last saw) to its own \
              stream, or (the shared rows) to a stream it shares with up to three other callers, so conflicts happen \
-             and the loser catches up and goes on; at least {} appends per caller, then until {:.1} s have passed.",
+             and the loser catches up and goes on; at least {} appends per caller, then until {:.1} s have passed, \
+             in each of {rounds} rounds. A round runs every variant once, one after another, so that the machine's \
+             changing load falls on every variant alike; the totals add the rounds up, and 'per round' pairs each \
+             round's figure with the raw baseline of the same round.",
             budget.min,
             budget.time.as_secs_f64()
         ),
@@ -307,4 +363,40 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget) -> Report {
             .to_owned(),
     ];
     Report { table, chart, findings, method }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(variant: Variant, appends: u64, millis: u64) -> Measured {
+        let elapsed = Duration::from_millis(millis);
+        let per_s = per_second(appends, elapsed);
+        Measured {
+            variant,
+            callers: 8,
+            appends,
+            conflicts: 1,
+            elapsed,
+            per_s,
+            latency: Latencies::new().unwrap(),
+            stored: appends,
+            rounds: vec![per_s],
+        }
+    }
+
+    #[test]
+    fn rounds_add_up_and_pair_with_the_raw_round_they_ran_beside() {
+        let mut raw = round(Variant::Raw, 1_000, 1_000);
+        raw.absorb(round(Variant::Raw, 500, 1_000)).unwrap();
+        let mut group = round(Variant::Group, 1_500, 1_000);
+        group.absorb(round(Variant::Group, 1_500, 1_000)).unwrap();
+        assert_eq!((group.appends, group.conflicts, group.stored), (3_000, 2, 3_000));
+        assert_eq!(group.elapsed, Duration::from_secs(2));
+        assert!((group.per_s - 1_500.0).abs() < 1e-9);
+        assert!((raw.per_s - 750.0).abs() < 1e-9);
+        // Round 1: 1500 vs 1000; round 2: 1500 vs 500.
+        let (lo, hi) = round_ratios(&group, &raw);
+        assert!((lo - 1.5).abs() < 1e-9 && (hi - 3.0).abs() < 1e-9, "{lo} {hi}");
+    }
 }

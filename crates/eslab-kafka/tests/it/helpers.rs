@@ -215,8 +215,15 @@ pub(crate) async fn run_worker_until(
 }
 
 /// Reads every message of the category topics (from the beginning, with a
-/// throwaway group) until `at_least` arrived and nothing more comes for a
-/// second, or `within` passes. Returns the decoded events.
+/// throwaway group) until `at_least` distinct events (stream, version)
+/// arrived and nothing more comes for a second, or `within` passes. Returns
+/// the decoded events, duplicates included.
+///
+/// Distinct, not messages: the relay is at-least-once, so a batch published
+/// again after a broker outage puts duplicates on the topic; counting them
+/// let the reader stop early while a partition was still unread (seen when
+/// the reader's group session timed out on a loaded machine and it paused to
+/// rejoin for more than the quiet second).
 pub(crate) async fn read_topics(
     kafka: &KafkaOptions,
     categories: &[&str],
@@ -228,14 +235,19 @@ pub(crate) async fn read_topics(
     let topics: Vec<String> = categories.iter().map(|c| kafka.topic(c)).collect();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let deadline = tokio::time::Instant::now() + within;
-    let mut out = Vec::new();
+    let mut out: Vec<RecordedEvent> = Vec::new();
+    let mut distinct = std::collections::HashSet::new();
     loop {
-        let quiet = if out.len() >= at_least { Duration::from_secs(1) } else { Duration::from_secs(5) };
+        let quiet = if distinct.len() >= at_least { Duration::from_secs(1) } else { Duration::from_secs(5) };
         let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
         match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(eslab_kafka::message::decode(&m).unwrap()),
+            Ok(Ok(m)) => {
+                let event = eslab_kafka::message::decode(&m).unwrap();
+                distinct.insert((event.stream_id.clone(), event.stream_version));
+                out.push(event);
+            }
             Ok(Err(e)) => panic!("reading {topics:?}: {e}"),
-            Err(_) if out.len() >= at_least || tokio::time::Instant::now() >= deadline => return out,
+            Err(_) if distinct.len() >= at_least || tokio::time::Instant::now() >= deadline => return out,
             Err(_) => {}
         }
     }
