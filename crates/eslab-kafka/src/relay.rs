@@ -13,6 +13,7 @@
 //! stream's events land in one partition in stream order.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ pub struct RelayTx<T> {
     /// while the broker is slow or down, so it never holds back the gap-safe
     /// feed's horizon for every other reader.
     checkpoint: Option<(String, Checkpoint)>,
+    /// The publisher's count of batches failed in a row, told how this one went.
+    failures: Option<Arc<AtomicU32>>,
 }
 
 impl<T> std::fmt::Debug for RelayTx<T> {
@@ -95,18 +98,25 @@ impl<B: Backend> Backend for RelayBackend<B> {
     type Tx = RelayTx<B::Tx>;
 
     async fn begin(&self) -> eslab_projection::Result<Self::Tx> {
-        Ok(RelayTx { inner: self.inner.begin().await?, pending: Vec::new(), checkpoint: None })
+        Ok(RelayTx { inner: self.inner.begin().await?, pending: Vec::new(), checkpoint: None, failures: None })
     }
 
     async fn commit(&self, tx: Self::Tx) -> eslab_projection::Result<()> {
-        let RelayTx { mut inner, pending, checkpoint } = tx;
+        let RelayTx { mut inner, pending, checkpoint, failures } = tx;
         for delivery in pending {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _message))) => return Err(delivery_error(e)),
+            let failed = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _message))) => e,
                 // The producer dropped the message without a report (it is shutting down).
-                Err(_canceled) => return Err(delivery_error(KafkaError::Canceled)),
+                Err(_canceled) => KafkaError::Canceled,
+            };
+            if let Some(failures) = &failures {
+                failures.fetch_add(1, Ordering::Relaxed);
             }
+            return Err(delivery_error(failed));
+        }
+        if let Some(failures) = &failures {
+            failures.store(0, Ordering::Relaxed);
         }
         if let Some((name, at)) = checkpoint {
             self.inner.save_checkpoint(&mut inner, &name, at).await?;
@@ -176,7 +186,13 @@ pub struct Publisher {
     admin: AdminClient<DefaultClientContext>,
     /// Topics known to exist (created or found by this publisher).
     topics: Mutex<HashSet<String>>,
+    /// Batches whose deliveries failed in a row (reset by one that succeeds).
+    failed_batches: Arc<AtomicU32>,
 }
+
+/// After this many batches failed in a row, the next one goes through a new
+/// producer (see [`Publisher::replace_if_failing`]).
+pub const REPLACE_PRODUCER_AFTER: u32 = 3;
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,6 +241,7 @@ impl Publisher {
             producer: RwLock::new(producer),
             admin,
             topics: Mutex::new(HashSet::new()),
+            failed_batches: Arc::new(AtomicU32::new(0)),
         })
     }
 
@@ -251,6 +268,40 @@ impl Publisher {
             Ok(fresh) => {
                 tracing::warn!(relay = %self.name, %code, %reason, "the producer failed for good; using a new one");
                 *current = fresh;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(relay = %self.name, error = %e, "cannot create a new producer");
+                false
+            }
+        }
+    }
+
+    /// Replaces the producer when [`REPLACE_PRODUCER_AFTER`] batches in a row
+    /// failed, and counts again from zero. Not every producer that can no
+    /// longer deliver reports a fatal error: a broker that restarted without
+    /// the idempotent producer's sequence state may answer each of its
+    /// batches with an error (tansu answers "unknown broker error") while
+    /// the producer itself stays healthy, so the relay would retry the same
+    /// batch for ever. A new producer gets a new producer id and starts its
+    /// sequences afresh. As with a fatal error: duplicates are possible
+    /// across the switch, losses are not. Returns whether it replaced it.
+    fn replace_if_failing(&self) -> bool {
+        let due = self
+            .failed_batches
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n >= REPLACE_PRODUCER_AFTER).then_some(0))
+            .is_ok();
+        if !due {
+            return false;
+        }
+        match producer_config(&self.options).create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::warn!(
+                    relay = %self.name,
+                    batches = REPLACE_PRODUCER_AFTER,
+                    "deliveries kept failing; using a new producer"
+                );
+                *self.producer.write().unwrap_or_else(PoisonError::into_inner) = fresh;
                 true
             }
             Err(e) => {
@@ -330,6 +381,11 @@ impl<B: Backend> Projection<RelayBackend<B>> for Publisher {
         self.ensure_topic(&topic).await.map_err(|e| HandlerError::transient(e.to_string()))?;
         // An event that cannot be encoded never will be: park its stream.
         let out = message::encode(event).map_err(HandlerError::new)?;
+        if tx.failures.is_none() {
+            // The batch's first event: its commit will say how it went.
+            tx.failures = Some(Arc::clone(&self.failed_batches));
+            self.replace_if_failing();
+        }
         match self.send(&topic, &out).await {
             Ok(delivery) => {
                 tx.pending.push(delivery);
@@ -341,5 +397,27 @@ impl<B: Backend> Projection<RelayBackend<B>> for Publisher {
             }
             Err(e) => Err(HandlerError::transient(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_producer_whose_batches_keep_failing_is_replaced_once_per_run_of_failures() {
+        // Creating a producer does not connect: no broker is needed.
+        let publisher = Publisher::new(&KafkaOptions::new("127.0.0.1:1"), "t", FeedFilter::All).unwrap();
+        let first = publisher.producer().client().native_ptr();
+        publisher.failed_batches.store(REPLACE_PRODUCER_AFTER - 1, Ordering::Relaxed);
+        assert!(!publisher.replace_if_failing(), "not yet");
+        assert_eq!(publisher.producer().client().native_ptr(), first);
+        publisher.failed_batches.store(REPLACE_PRODUCER_AFTER, Ordering::Relaxed);
+        assert!(publisher.replace_if_failing());
+        let second = publisher.producer().client().native_ptr();
+        assert_ne!(second, first, "a new producer");
+        assert_eq!(publisher.failed_batches.load(Ordering::Relaxed), 0, "counting starts again");
+        assert!(!publisher.replace_if_failing(), "once per run of failures");
+        assert_eq!(publisher.producer().client().native_ptr(), second);
     }
 }
