@@ -324,6 +324,28 @@ impl OwnBroker {
         panic!("own tansu broker did not answer on port {}", self.port);
     }
 
+    /// Stops the broker as an operator's restart does: SIGTERM, then SIGKILL
+    /// if it is still there after 5 s. Not SIGKILL at once: tansu's SQLite
+    /// storage does not recover its idempotent-producer state from a crash
+    /// (seen in loaded CI runs: afterwards it answered the relay's producer
+    /// with "unknown broker error" and reset the connection of every new
+    /// producer, so nothing could be published again), and this test is of
+    /// the relay, not of the test broker's crash recovery.
+    pub(crate) fn stop(&mut self) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        for _ in 0..50 {
+            let exited = self.child.as_mut().is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited {
+                self.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill();
+    }
+
     /// Kills the broker (SIGKILL: no clean shutdown).
     pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

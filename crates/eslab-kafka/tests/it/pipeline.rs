@@ -261,7 +261,7 @@ async fn the_relay_resumes_by_itself_after_the_broker_restarts() {
             })
         };
         tokio::time::sleep(Duration::from_millis(800)).await;
-        broker.kill();
+        broker.stop();
         tokio::time::sleep(Duration::from_secs(2)).await;
         broker.restart();
         let expected = load.await.unwrap();
