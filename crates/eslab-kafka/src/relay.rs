@@ -190,8 +190,11 @@ pub struct Publisher {
     failed_batches: Arc<AtomicU32>,
 }
 
-/// After this many batches failed in a row, the next one goes through a new
-/// producer (see [`Publisher::replace_if_failing`]).
+/// After this many batches failed in a row, the relay's next batch goes
+/// through a new producer (a new idempotent producer id): a broker that lost
+/// the producer's sequence state can refuse every batch of the old one
+/// without ever reporting a fatal error. Duplicates are possible across the
+/// switch, losses are not.
 pub const REPLACE_PRODUCER_AFTER: u32 = 3;
 
 impl std::fmt::Debug for Publisher {
