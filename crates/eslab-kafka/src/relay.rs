@@ -267,17 +267,18 @@ impl Publisher {
         if current.client().fatal_error().is_none() {
             return true;
         }
-        match producer_config(&self.options).create::<FutureProducer>() {
-            Ok(fresh) => {
-                tracing::warn!(relay = %self.name, %code, %reason, "the producer failed for good; using a new one");
-                *current = fresh;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(relay = %self.name, error = %e, "cannot create a new producer");
-                false
-            }
-        }
+        let Some(fresh) = self.new_producer() else { return false };
+        tracing::warn!(relay = %self.name, %code, %reason, "the producer failed for good; using a new one");
+        *current = fresh;
+        true
+    }
+
+    /// A new producer with the relay's settings (`None`, logged, if librdkafka refuses it).
+    fn new_producer(&self) -> Option<FutureProducer> {
+        producer_config(&self.options)
+            .create::<FutureProducer>()
+            .inspect_err(|e| tracing::warn!(relay = %self.name, error = %e, "cannot create a new producer"))
+            .ok()
     }
 
     /// Replaces the producer when [`REPLACE_PRODUCER_AFTER`] batches in a row
@@ -297,21 +298,10 @@ impl Publisher {
         if !due {
             return false;
         }
-        match producer_config(&self.options).create::<FutureProducer>() {
-            Ok(fresh) => {
-                tracing::warn!(
-                    relay = %self.name,
-                    batches = REPLACE_PRODUCER_AFTER,
-                    "deliveries kept failing; using a new producer"
-                );
-                *self.producer.write().unwrap_or_else(PoisonError::into_inner) = fresh;
-                true
-            }
-            Err(e) => {
-                tracing::warn!(relay = %self.name, error = %e, "cannot create a new producer");
-                false
-            }
-        }
+        let Some(fresh) = self.new_producer() else { return false };
+        tracing::warn!(relay = %self.name, batches = REPLACE_PRODUCER_AFTER, "deliveries kept failing; using a new producer");
+        *self.producer.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        true
     }
 
     /// Creates `topic` with the configured partitions unless it is known to exist.
