@@ -204,67 +204,55 @@ pub(crate) const APPEND_UPDATE_SQL: &str = one_stream_sql!(
 
 /// The group-commit statement ([`GroupCommit`](crate::GroupCommit)): the
 /// single-stream appends of many callers in one statement and one commit,
-/// each judged on its own. Same shape as [`APPEND_SQL`], but a stream whose
-/// expectation fails only drops its own events; a stream another session
-/// created after the statement's snapshot is skipped (`ON CONFLICT DO
-/// NOTHING`) instead of failing everyone, and reported as not written so its
-/// caller retries alone. Result rows add `written` to the `s` rows and the
-/// stream id to the `e` rows.
+/// each judged on its own, as the one-stream statements judge theirs: one
+/// `UPDATE` bumps every stream whose version its expectation accepts (the
+/// row lock and the check in one step, in stream order), one `INSERT ... ON
+/// CONFLICT DO NOTHING` creates the new streams that may be created, and
+/// the events of the streams so claimed are inserted. A stream neither
+/// bumped nor created drops only its own events and gets an `s` row with its
+/// version as of the statement's snapshot: the caller judges it (a failed
+/// expectation is a conflict; an accepted one means a concurrent writer got
+/// there first, and the append is retried alone). Written streams get no `s`
+/// row: their `e` rows carry the versions.
 pub(crate) const GROUP_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
         AS i(stream_id, expect_kind, expect_version, n)
 ),
-current AS (
-    SELECT s.stream_id, s.version FROM streams s
-    WHERE s.stream_id = ANY($1::text[])
-    ORDER BY s.stream_id
-    FOR UPDATE
-),
-checked AS (
-    SELECT i.stream_id, i.n, c.stream_id IS NOT NULL AS present, coalesce(c.version, 0) AS actual,
-           CASE i.expect_kind
-               WHEN 0 THEN true
-               WHEN 1 THEN c.version IS NULL
-               WHEN 2 THEN c.version IS NOT NULL
-               ELSE coalesce(c.version, 0) = i.expect_version
-           END AS ok
-    FROM input i LEFT JOIN current c ON c.stream_id = i.stream_id
+bumped AS (
+    UPDATE streams s SET version = s.version + i.n
+    FROM (SELECT * FROM input ORDER BY stream_id) i
+    WHERE s.stream_id = i.stream_id AND i.n > 0
+      AND CASE i.expect_kind WHEN 0 THEN true WHEN 2 THEN true WHEN 3 THEN s.version = i.expect_version ELSE false END
+    RETURNING s.stream_id, s.version - i.n AS actual
 ),
 created AS (
     INSERT INTO streams (stream_id, version)
-    SELECT c.stream_id, c.n FROM checked c
-    WHERE c.ok AND NOT c.present AND c.n > 0
-    ORDER BY c.stream_id
+    SELECT i.stream_id, i.n FROM input i
+    WHERE i.n > 0 AND (i.expect_kind IN (0, 1) OR (i.expect_kind = 3 AND i.expect_version = 0))
+    ORDER BY i.stream_id
     ON CONFLICT (stream_id) DO NOTHING
-    RETURNING stream_id
+    RETURNING stream_id, 0::bigint AS actual
 ),
-bumped AS (
-    UPDATE streams s SET version = c.actual + c.n
-    FROM checked c
-    WHERE c.ok AND c.present AND c.n > 0 AND s.stream_id = c.stream_id
-    RETURNING s.stream_id
-),
-written AS (SELECT stream_id FROM created UNION ALL SELECT stream_id FROM bumped),
+written AS (SELECT stream_id, actual FROM bumped UNION ALL SELECT stream_id, actual FROM created),
 inserted AS (
     INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
-    SELECT e.stream_id, e.category, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version,
+    SELECT e.stream_id, e.category, w.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version,
            e.payload, e.metadata
     FROM unnest($5::text[], $6::text[], $7::bigint[], $8::uuid[], $9::text[], $10::int[], $11::jsonb[], $12::jsonb[])
         WITH ORDINALITY AS e(stream_id, category, offset_in_stream, event_id, event_type, schema_version, payload,
                              metadata, ord)
-    JOIN checked c ON c.stream_id = e.stream_id
     JOIN written w ON w.stream_id = e.stream_id
     ORDER BY e.ord
-    RETURNING global_position, transaction_id, event_id, stream_id, stream_version, recorded_at, category
+    RETURNING global_position, transaction_id, event_id, stream_version, recorded_at, category
 )
-SELECT 's' AS row_kind, c.stream_id, c.actual AS version, c.ok,
-       EXISTS (SELECT 1 FROM written w WHERE w.stream_id = c.stream_id) AS written,
+SELECT 's' AS row_kind, i.stream_id, coalesce(s.version, 0) AS version, NULL::bool AS ok, NULL::bool AS written,
        NULL::bigint AS global_position, NULL::text AS transaction_id, NULL::uuid AS event_id,
        NULL::timestamptz AS recorded_at
-FROM checked c
+FROM input i LEFT JOIN streams s ON s.stream_id = i.stream_id
+WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.stream_id = i.stream_id)
 UNION ALL
-SELECT 'e', i.stream_id, i.stream_version, NULL, NULL, i.global_position, i.transaction_id::text, i.event_id,
+SELECT 'e', NULL, i.stream_version, NULL, NULL, i.global_position, i.transaction_id::text, i.event_id,
        i.recorded_at
 FROM inserted i
 UNION ALL
@@ -584,7 +572,10 @@ impl Batch {
     /// Turns a group-commit statement's rows into one outcome per append, in
     /// request order.
     pub(crate) fn group_results(self, rows: &[PgRow]) -> Result<Vec<GroupOutcome>> {
-        let mut streams: HashMap<String, (Version, bool, bool)> = HashMap::new();
+        // Streams with an `s` row: version, and (GROUP_UNIQUE_SQL) whether
+        // their expectation held and whether they were written; GROUP_SQL
+        // leaves both NULL and reports only streams it did not write.
+        let mut streams: HashMap<String, (Version, Option<bool>, Option<bool>)> = HashMap::new();
         let mut recorded: HashMap<Uuid, (Version, Position, u64, OffsetDateTime)> = HashMap::new();
         for row in rows {
             let kind: String = row.try_get("row_kind").map_err(db)?;
@@ -592,8 +583,8 @@ impl Batch {
                 "s" => {
                     let stream: String = row.try_get("stream_id").map_err(db)?;
                     let version: i64 = row.try_get("version").map_err(db)?;
-                    let ok: bool = row.try_get("ok").map_err(db)?;
-                    let written: bool = row.try_get("written").map_err(db)?;
+                    let ok: Option<bool> = row.try_get("ok").map_err(db)?;
+                    let written: Option<bool> = row.try_get("written").map_err(db)?;
                     streams.insert(stream, (Version::new(to_u64(version, "stream version")?), ok, written));
                 }
                 "e" => {
@@ -605,25 +596,39 @@ impl Batch {
         }
         let mut outcomes = Vec::with_capacity(self.appends.len());
         for append in self.appends {
-            let Some(&(before, ok, written)) = streams.get(append.stream_id.as_str()) else {
-                return Err(Error::backend(format!("stream {} missing from the group's result", append.stream_id)));
-            };
-            if !ok {
-                outcomes.push(GroupOutcome::Conflict(Error::Conflict {
-                    stream: append.stream_id,
-                    expected: append.expected,
-                    actual: before,
-                }));
-                continue;
-            }
-            if !written && !append.events.is_empty() {
-                outcomes.push(GroupOutcome::Retry(append));
+            let verdict = streams.get(append.stream_id.as_str()).copied();
+            if let Some((actual, ok, written)) = verdict
+                && written != Some(true)
+            {
+                if !ok.unwrap_or_else(|| append.expected.accepts(actual)) {
+                    outcomes.push(GroupOutcome::Conflict(Error::Conflict {
+                        stream: append.stream_id,
+                        expected: append.expected,
+                        actual,
+                    }));
+                } else if append.events.is_empty() {
+                    outcomes.push(GroupOutcome::Appended(AppendResult {
+                        stream_id: append.stream_id,
+                        version: actual,
+                        events: Vec::new(),
+                    }));
+                } else {
+                    // Accepted by the snapshot, yet not written: a concurrent
+                    // writer claimed the stream first.
+                    outcomes.push(GroupOutcome::Retry(append));
+                }
                 continue;
             }
             let StreamAppend { stream_id, events, .. } = append;
-            let version = before.advance(events.len()).ok_or_else(|| Error::OutOfRange("stream version".into()))?;
             let events =
                 events.into_iter().map(|e| into_recorded(&stream_id, e, &recorded)).collect::<Result<Vec<_>>>()?;
+            let version = match (events.last(), verdict) {
+                (Some(last), _) => last.stream_version,
+                (None, Some((before, ..))) => before,
+                (None, None) => {
+                    return Err(Error::backend(format!("stream {stream_id} missing from the group's result")));
+                }
+            };
             outcomes.push(GroupOutcome::Appended(AppendResult { stream_id, version, events }));
         }
         Ok(outcomes)

@@ -145,12 +145,7 @@ async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, 
                     None => return,
                 }
             }
-            while carried.len() < max_batch {
-                match queue.try_recv() {
-                    Ok(request) => carried.push_back(request),
-                    Err(_) => break,
-                }
-            }
+            gather(&mut queue, &mut carried, max_batch).await;
         }
         let mut streams = HashSet::new();
         let mut batch = Vec::with_capacity(carried.len());
@@ -164,6 +159,39 @@ async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, 
         }
         carried = later;
         flush(&store, batch).await;
+    }
+}
+
+/// At most this many times a flusher lets the callers it just answered run
+/// before it sends its batch (see [`gather`]).
+const GATHER_YIELDS: usize = 8;
+
+/// Fills `carried` from the queue up to `max_batch`: takes what is queued,
+/// then yields to the runtime and takes what arrived meanwhile, until a
+/// yield brings nothing new (or [`GATHER_YIELDS`] yields). The callers a
+/// flush has just answered are runnable, not yet queued: without the yields
+/// the next flusher would send their first one or two appends alone and
+/// pay a whole commit for them. A lone caller costs one yield.
+async fn gather(queue: &mut mpsc::Receiver<Request>, carried: &mut VecDeque<Request>, max_batch: usize) {
+    let drain = |queue: &mut mpsc::Receiver<Request>, carried: &mut VecDeque<Request>| {
+        while carried.len() < max_batch {
+            match queue.try_recv() {
+                Ok(request) => carried.push_back(request),
+                Err(_) => break,
+            }
+        }
+    };
+    drain(queue, carried);
+    for _ in 0..GATHER_YIELDS {
+        let before = carried.len();
+        if before >= max_batch {
+            return;
+        }
+        tokio::task::yield_now().await;
+        drain(queue, carried);
+        if carried.len() == before {
+            return;
+        }
     }
 }
 
