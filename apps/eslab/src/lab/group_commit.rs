@@ -318,7 +318,11 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
         series,
         log_y: false,
     };
-    let findings = callers
+    // The first finding is the one the report's index shows: lead with the
+    // smallest caller count of 32 or more (the target's), then the rest in order.
+    let mut ordered: Vec<u64> = callers.to_vec();
+    ordered.sort_by_key(|&n| (n < 32, n));
+    let findings = ordered
         .iter()
         .filter_map(|&n| {
             let at = |v| measured.iter().find(|m| m.callers == n && m.variant == v);
@@ -398,5 +402,18 @@ mod tests {
         // Round 1: 1500 vs 1000; round 2: 1500 vs 500.
         let (lo, hi) = round_ratios(&group, &raw);
         assert!((lo - 1.5).abs() < 1e-9 && (hi - 3.0).abs() < 1e-9, "{lo} {hi}");
+    }
+
+    #[test]
+    fn the_first_finding_is_the_one_at_32_callers() {
+        let variants = [Variant::Raw, Variant::Store, Variant::Group, Variant::GroupShared];
+        let callers = [1, 8, 32, 128];
+        let measured: Vec<Measured> = callers
+            .iter()
+            .flat_map(|&n| variants.iter().map(move |&v| Measured { callers: n, ..round(v, 1_000 * n, 1_000) }))
+            .collect();
+        let report = report(&measured, &callers, Budget::new(5, 5, Duration::ZERO), 1);
+        let starts: Vec<&str> = report.findings.iter().map(|f| f.split(':').next().unwrap_or("")).collect();
+        assert_eq!(starts, ["32 callers", "128 callers", "1 callers", "8 callers"]);
     }
 }
