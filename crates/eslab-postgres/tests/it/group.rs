@@ -142,6 +142,63 @@ fn a_bad_append_does_not_fail_its_group() {
     });
 }
 
+/// Every kind of expectation, on existing and on missing streams, queued at
+/// once so that they share statements: each gets the verdict a lone append
+/// would get (the group statement checks and claims each stream on its own).
+#[test]
+fn every_expectation_gets_its_lone_verdict_inside_a_group() {
+    eslab_testing::block_on(async {
+        let store = Arc::new(new_store().await);
+        let v = Version::new;
+        for round in 0..10_u64 {
+            // (stream exists beforehand, expectation, the verdict: Ok(new version) or Err(actual))
+            let cases: [(bool, ExpectedVersion, std::result::Result<Version, Version>); 10] = [
+                (true, ExpectedVersion::Any, Ok(v(2))),
+                (true, ExpectedVersion::StreamExists, Ok(v(2))),
+                (true, ExpectedVersion::Exact(v(1)), Ok(v(2))),
+                (true, ExpectedVersion::NoStream, Err(v(1))),
+                (true, ExpectedVersion::Exact(v(5)), Err(v(1))),
+                (false, ExpectedVersion::Any, Ok(v(1))),
+                (false, ExpectedVersion::NoStream, Ok(v(1))),
+                (false, ExpectedVersion::Exact(Version::NONE), Ok(v(1))),
+                (false, ExpectedVersion::StreamExists, Err(Version::NONE)),
+                (false, ExpectedVersion::Exact(v(3)), Err(Version::NONE)),
+            ];
+            let mut tasks = Vec::new();
+            for (i, (exists, expected, verdict)) in cases.into_iter().enumerate() {
+                let s = stream(&format!("kind{round}x{i}"));
+                if exists {
+                    store.append(&s, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
+                }
+                tasks.push((s, expected, verdict));
+            }
+            let handles: Vec<_> = tasks
+                .iter()
+                .map(|(s, expected, _)| {
+                    let (store, s, expected) = (Arc::clone(&store), s.clone(), *expected);
+                    tokio::spawn(async move { store.append(&s, expected, vec![event(2)]).await })
+                })
+                .collect();
+            for ((s, expected, verdict), handle) in tasks.into_iter().zip(handles) {
+                let got = handle.await.unwrap();
+                match (verdict, got) {
+                    (Ok(version), Ok(r)) => assert_eq!(r.version, version, "{s} {expected:?}"),
+                    (Err(actual), Err(Error::Conflict { actual: got, .. })) => {
+                        assert_eq!(got, actual, "{s} {expected:?}");
+                    }
+                    (verdict, got) => panic!("{s} {expected:?}: expected {verdict:?}, got {got:?}"),
+                }
+                let stored = store.stream_version(&s).await.unwrap();
+                let want = match verdict {
+                    Ok(version) => version,
+                    Err(actual) => actual,
+                };
+                assert_eq!(stored, want, "{s} {expected:?}: the stream holds exactly what was acknowledged");
+            }
+        }
+    });
+}
+
 /// The suite again, grouping over the unique-index append strategy.
 mod unique_index {
     use eslab_postgres::{AppendStrategy, GroupCommitOptions};
