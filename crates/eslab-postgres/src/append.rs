@@ -246,17 +246,16 @@ inserted AS (
     ORDER BY e.ord
     RETURNING global_position, transaction_id, event_id, stream_version, recorded_at, category
 )
-SELECT 's' AS row_kind, i.stream_id, coalesce(s.version, 0) AS version, NULL::bool AS ok, NULL::bool AS written,
+SELECT 's' AS row_kind, i.stream_id, coalesce(s.version, 0) AS version,
        NULL::bigint AS global_position, NULL::text AS transaction_id, NULL::uuid AS event_id,
        NULL::timestamptz AS recorded_at
 FROM input i LEFT JOIN streams s ON s.stream_id = i.stream_id
 WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.stream_id = i.stream_id)
 UNION ALL
-SELECT 'e', NULL, i.stream_version, NULL, NULL, i.global_position, i.transaction_id::text, i.event_id,
-       i.recorded_at
+SELECT 'e', NULL, i.stream_version, i.global_position, i.transaction_id::text, i.event_id, i.recorded_at
 FROM inserted i
 UNION ALL
-SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL
 FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DISTINCT category, ','))
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
@@ -264,7 +263,7 @@ FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DIS
 /// [`GROUP_SQL`] for [`AppendStrategy::UniqueIndex`](crate::AppendStrategy::UniqueIndex):
 /// the versions come from the events themselves; a concurrent writer that
 /// took a version fails the whole statement on the unique index, and the
-/// group then runs each append alone.
+/// group then runs each append alone. Same result rows as [`GROUP_SQL`].
 pub(crate) const GROUP_UNIQUE_SQL: &str = r#"
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
@@ -293,18 +292,18 @@ inserted AS (
     JOIN checked c ON c.stream_id = e.stream_id
     WHERE c.ok
     ORDER BY e.ord
-    RETURNING global_position, transaction_id, event_id, stream_id, stream_version, recorded_at, category
+    RETURNING global_position, transaction_id, event_id, stream_version, recorded_at, category
 )
-SELECT 's' AS row_kind, c.stream_id, c.actual AS version, c.ok, c.ok AS written,
+SELECT 's' AS row_kind, c.stream_id, c.actual AS version,
        NULL::bigint AS global_position, NULL::text AS transaction_id, NULL::uuid AS event_id,
        NULL::timestamptz AS recorded_at
 FROM checked c
+WHERE NOT c.ok
 UNION ALL
-SELECT 'e', i.stream_id, i.stream_version, NULL, NULL, i.global_position, i.transaction_id::text, i.event_id,
-       i.recorded_at
+SELECT 'e', NULL, i.stream_version, i.global_position, i.transaction_id::text, i.event_id, i.recorded_at
 FROM inserted i
 UNION ALL
-SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL
 FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DISTINCT category, ','))
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
@@ -572,10 +571,8 @@ impl Batch {
     /// Turns a group-commit statement's rows into one outcome per append, in
     /// request order.
     pub(crate) fn group_results(self, rows: &[PgRow]) -> Result<Vec<GroupOutcome>> {
-        // Streams with an `s` row: version, and (GROUP_UNIQUE_SQL) whether
-        // their expectation held and whether they were written; GROUP_SQL
-        // leaves both NULL and reports only streams it did not write.
-        let mut streams: HashMap<String, (Version, Option<bool>, Option<bool>)> = HashMap::new();
+        // The streams the statement did not write, at their version.
+        let mut unwritten: HashMap<String, Version> = HashMap::new();
         let mut recorded: HashMap<Uuid, (Version, Position, u64, OffsetDateTime)> = HashMap::new();
         for row in rows {
             let kind: String = row.try_get("row_kind").map_err(db)?;
@@ -583,9 +580,7 @@ impl Batch {
                 "s" => {
                     let stream: String = row.try_get("stream_id").map_err(db)?;
                     let version: i64 = row.try_get("version").map_err(db)?;
-                    let ok: Option<bool> = row.try_get("ok").map_err(db)?;
-                    let written: Option<bool> = row.try_get("written").map_err(db)?;
-                    streams.insert(stream, (Version::new(to_u64(version, "stream version")?), ok, written));
+                    unwritten.insert(stream, Version::new(to_u64(version, "stream version")?));
                 }
                 "e" => {
                     let id: Uuid = row.try_get("event_id").map_err(db)?;
@@ -596,38 +591,25 @@ impl Batch {
         }
         let mut outcomes = Vec::with_capacity(self.appends.len());
         for append in self.appends {
-            let verdict = streams.get(append.stream_id.as_str()).copied();
-            if let Some((actual, ok, written)) = verdict
-                && written != Some(true)
-            {
-                if !ok.unwrap_or_else(|| append.expected.accepts(actual)) {
-                    outcomes.push(GroupOutcome::Conflict(Error::Conflict {
+            if let Some(&actual) = unwritten.get(append.stream_id.as_str()) {
+                outcomes.push(if !append.expected.accepts(actual) {
+                    GroupOutcome::Conflict(Error::Conflict {
                         stream: append.stream_id,
                         expected: append.expected,
                         actual,
-                    }));
-                } else if append.events.is_empty() {
-                    outcomes.push(GroupOutcome::Appended(AppendResult {
-                        stream_id: append.stream_id,
-                        version: actual,
-                        events: Vec::new(),
-                    }));
+                    })
                 } else {
                     // Accepted by the snapshot, yet not written: a concurrent
                     // writer claimed the stream first.
-                    outcomes.push(GroupOutcome::Retry(append));
-                }
+                    GroupOutcome::Retry(append)
+                });
                 continue;
             }
             let StreamAppend { stream_id, events, .. } = append;
             let events =
                 events.into_iter().map(|e| into_recorded(&stream_id, e, &recorded)).collect::<Result<Vec<_>>>()?;
-            let version = match (events.last(), verdict) {
-                (Some(last), _) => last.stream_version,
-                (None, Some((before, ..))) => before,
-                (None, None) => {
-                    return Err(Error::backend(format!("stream {stream_id} missing from the group's result")));
-                }
+            let Some(version) = events.last().map(|e| e.stream_version) else {
+                return Err(Error::backend(format!("stream {stream_id} missing from the group's result")));
             };
             outcomes.push(GroupOutcome::Appended(AppendResult { stream_id, version, events }));
         }
