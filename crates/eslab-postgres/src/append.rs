@@ -89,7 +89,7 @@ FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DIS
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
 
-/// The append statement of [`AppendStrategy::UniqueIndex`](crate::AppendStrategy::UniqueIndex):
+/// The append statement of [`AppendStrategy::UniqueIndex`]:
 /// no version row; the current version is the stream's highest
 /// `stream_version` in the statement's snapshot (an index lookup), and the
 /// unique index on `(stream_id, stream_version)` is the arbiter: if another
@@ -141,11 +141,11 @@ FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DIS
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
 
-/// The fast path of [`AppendStrategy::VersionRow`](crate::AppendStrategy::VersionRow)
+/// The fast path of [`AppendStrategy::VersionRow`]
 /// for one stream with events: one row write claims the versions, instead of
 /// the general statement's lock plus update. `$claim` is either
-/// [`CLAIM_UPSERT`] (expectations that accept a missing stream) or
-/// [`CLAIM_UPDATE`] (expectations that need an existing one). Both check the
+/// [`APPEND_UPSERT_SQL`] (expectations that accept a missing stream) or
+/// [`APPEND_UPDATE_SQL`] (expectations that need an existing one). Both check the
 /// expectation against the row's latest committed version (READ COMMITTED
 /// re-evaluates the `WHERE` after waiting for a concurrent writer, and the
 /// upsert waits for a concurrent creator, then checks its row). A refused
@@ -202,7 +202,7 @@ pub(crate) const APPEND_UPDATE_SQL: &str = one_stream_sql!(
     RETURNING s.version - $4::bigint AS actual"
 );
 
-/// The group-commit statement ([`GroupCommit`](crate::GroupCommit)): the
+/// The group-commit statement ([`GroupCommitOptions`](crate::GroupCommitOptions)): the
 /// single-stream appends of many callers in one statement and one commit,
 /// each judged on its own, as the one-stream statements judge theirs: one
 /// `UPDATE` bumps every stream whose version its expectation accepts (the
@@ -260,7 +260,7 @@ FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DIS
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
 
-/// [`GROUP_SQL`] for [`AppendStrategy::UniqueIndex`](crate::AppendStrategy::UniqueIndex):
+/// [`GROUP_SQL`] for [`AppendStrategy::UniqueIndex`]:
 /// the versions come from the events themselves; a concurrent writer that
 /// took a version fails the whole statement on the unique index, and the
 /// group then runs each append alone. Same result rows as [`GROUP_SQL`].
