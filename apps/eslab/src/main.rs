@@ -76,9 +76,27 @@ struct ServeArgs {
     /// Where to listen.
     #[arg(long, env = "ESLAB_BIND", default_value = eslab::serve::DEFAULT_BIND)]
     bind: String,
-    /// When set, writes need `Authorization: Bearer <token>`.
+    /// When set, writes need `Authorization: Bearer <token>`. An empty or
+    /// blank token is refused. Without one, only a loopback address may be
+    /// served unless --no-auth says so.
     #[arg(long, env = "ESLAB_API_TOKEN", hide_env_values = true)]
     api_token: Option<String>,
+    /// Accept writes without a token even on an address other machines can
+    /// reach (auth off must be asked for; it is said at start-up).
+    #[arg(long, env = "ESLAB_NO_AUTH", conflicts_with = "api_token")]
+    no_auth: bool,
+    /// Most client connections open at once; when full, the connection idle
+    /// longest is closed for a new one (lowered to fit the open-file limit).
+    #[arg(long, env = "ESLAB_MAX_CONNECTIONS", default_value_t = eslab::serve::server::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a client has to send a request's head, and that a kept-alive
+    /// connection may stay idle.
+    #[arg(long, env = "ESLAB_HEADER_READ_TIMEOUT_SECS", default_value_t = eslab::serve::server::DEFAULT_HEADER_READ_TIMEOUT.as_secs())]
+    header_read_timeout_secs: u64,
+    /// Seconds a response write may make no progress (a client that stopped
+    /// reading) before the connection is closed.
+    #[arg(long, env = "ESLAB_WRITE_TIMEOUT_SECS", default_value_t = eslab::serve::server::DEFAULT_WRITE_TIMEOUT.as_secs())]
+    write_timeout_secs: u64,
     /// Longest a request may take, in seconds (503 after).
     #[arg(long, default_value_t = 10)]
     request_timeout_secs: u64,
@@ -163,6 +181,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         if let Command::Lab(lab) = cli.command {
             return eslab::lab::main(lab, &cli.database_url, &mut std::io::stdout()).await;
         }
+        // The service checks its configuration first, then opens its own store
+        // (PostgreSQL pool and NOTIFY tuned for it).
+        if let Command::Serve(args) = cli.command {
+            return serve(&cli.database_url, args).await;
+        }
         let store = AnyStore::open(&cli.database_url).await?;
         let mut out = std::io::stdout().lock();
         match cli.command {
@@ -172,11 +195,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{} store at {} is up to date", store.describe(), store::redact(&cli.database_url));
                 Ok(())
             }
-            Command::Serve(args) => {
-                // The service opens its own store (PostgreSQL pool and NOTIFY tuned for it).
-                drop(store);
-                serve(&cli.database_url, args).await
-            }
+            Command::Serve(_) => anyhow::bail!("the service opens its own store"),
             Command::Relay(args) => eslab::relay::run(store, args, eslab::relay::shutdown_signal()).await,
             Command::Worker(args) => eslab::worker::run(store, args, eslab::relay::shutdown_signal()).await,
             Command::Events(EventsCommand::Stream { stream_id }) => {
@@ -218,9 +237,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+    // clap takes an empty environment variable for an absent one; an empty
+    // ESLAB_API_TOKEN (an unset shell variable) must be refused, not ignored.
+    let api_token = args.api_token.or_else(|| std::env::var("ESLAB_API_TOKEN").ok());
     let config = eslab::serve::Config {
         bind: args.bind,
-        api_token: args.api_token,
+        api_token,
+        no_auth: args.no_auth,
+        limits: eslab::serve::server::ConnectionLimits {
+            header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout_secs.max(1)),
+            write_timeout: std::time::Duration::from_secs(args.write_timeout_secs.max(1)),
+            max_connections: args.max_connections.max(1),
+        },
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
         pg_max_connections: args.pg_max_connections,
         pg_group_commit: args.pg_group_commit,
@@ -230,12 +258,15 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
         ),
         ..eslab::serve::Config::new(database_url)
     };
+    // Refuse a bad configuration before opening (and migrating) the store.
+    let mode = config.check()?;
     let store = eslab::serve::open_store(&config).await?;
     let describe = store.describe();
-    let auth = if config.api_token.is_some() { " -H 'Authorization: Bearer <token>'" } else { "" };
+    let auth = if mode == eslab::serve::AuthMode::Token { " -H 'Authorization: Bearer <token>'" } else { "" };
     let running = eslab::serve::start_with(store, config).await?;
     let addr = running.addr;
     println!("eslab serve: listening on http://{addr} (store: {describe}, {})", store::redact(database_url));
+    println!("eslab serve: {}", mode.describe());
     println!(
         "try: curl -i -X POST http://{addr}/accounts -H 'Content-Type: application/json'{auth} -d '{{\"owner\":\"Ada\",\"currency\":\"EUR\"}}'"
     );

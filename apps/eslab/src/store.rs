@@ -37,7 +37,7 @@ impl AnyStore {
             return Ok(AnyStore::Memory(MemoryStore::new()));
         }
         if url.starts_with("sqlite:") {
-            let store = SqliteStore::connect(url).await.with_context(|| format!("opening {url}"))?;
+            let store = SqliteStore::connect(url).await.with_context(|| format!("opening {}", redact(url)))?;
             return Ok(AnyStore::Sqlite(store));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -60,18 +60,32 @@ impl AnyStore {
     }
 }
 
-/// The URL without its password, for messages.
+/// Query parameters whose values are secrets (libpq's and sqlx's names).
+const SECRET_PARAMETERS: &[&str] = &["password", "sslpassword", "passfile", "sslkey", "token", "secret"];
+
+/// The URL with every secret masked, for messages: the password of
+/// `user:password@` and the values of secret query parameters
+/// (`?password=…`). A URL that does not parse is shown as its scheme only.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        return format!("{scheme}:(unparseable URL, not shown)");
+    };
+    if parsed.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let secret = SECRET_PARAMETERS.iter().any(|s| key.eq_ignore_ascii_case(s));
+                (key.into_owned(), if secret { "***".to_owned() } else { value.into_owned() })
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
 }
 
 macro_rules! delegate {
@@ -154,5 +168,18 @@ mod tests {
         assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("sqlite://data/x.db"), "sqlite://data/x.db");
+        assert_eq!(redact("memory:"), "memory:");
+        assert_eq!(
+            redact("postgres://u@h/db?password=secret&sslmode=disable"),
+            "postgres://u@h/db?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact("postgresql://h/db?PassWord=s%20x&sslpassword=k"),
+            "postgresql://h/db?PassWord=***&sslpassword=***"
+        );
+        assert_eq!(redact("postgres://u:p%40ss@h/db?password=x"), "postgres://u:***@h/db?password=***");
+        for url in ["postgres://u:secret@h/db?password=secret", "postgres://h/db?password=secret", "not a url secret"] {
+            assert!(!redact(url).contains("secret"), "{url} -> {}", redact(url));
+        }
     }
 }

@@ -176,6 +176,7 @@ impl SqliteStore {
             // Once per connect: a blocking call is fine here.
             std::fs::create_dir_all(dir).map_err(|e| invalid(e.into()))?;
         }
+        create_private(options.get_filename()).map_err(|e| invalid(e.into()))?;
         SqliteStore::open(options, config, false).await
     }
 
@@ -268,6 +269,22 @@ impl SqliteStore {
             }
             newer
         });
+    }
+}
+
+/// Creates the database file readable and writable by its owner only (0600
+/// on Unix: events hold personal data) when it does not exist yet; SQLite
+/// gives its `-wal` and `-shm` files the same mode. An existing file keeps
+/// its mode.
+fn create_private(path: &std::path::Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

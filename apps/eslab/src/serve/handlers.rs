@@ -3,8 +3,6 @@
 //! [`commands::execute`]; each read says which side it reads (read model or
 //! event store).
 
-use std::time::Duration;
-
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -17,7 +15,7 @@ use super::AppState;
 use super::commands::{self, StoredResponse, Target, etag};
 use super::dto::{
     AccountBody, AccountPage, AccountsQuery, ConsistencyQuery, EventBody, EventPage, EventsQuery, Movement,
-    OpenAccount, ProjectionLag, Readiness, RequestTransfer, StateQuery, TransferAccepted, TransferBody,
+    OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody,
 };
 use super::error::{ApiError, Problem};
 use super::extract::{BodilessWrite, Id, Write, parse_id};
@@ -26,10 +24,6 @@ use super::extract::{BodilessWrite, Id, Write, parse_id};
 const MAX_PAGE: u32 = 1_000;
 /// Page size when none is asked for.
 const DEFAULT_PAGE: u32 = 100;
-/// `/ready` counts at most this many events behind a projection.
-const LAG_CAP: usize = 1_000;
-/// `/ready` gives the store this long to answer.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn money_rule(e: &MoneyError) -> &'static str {
     match e {
@@ -231,7 +225,7 @@ pub async fn get_account(
     let body = match query.consistency.as_deref() {
         None | Some("eventual") => state.views().account(&id.0).await?.map(AccountBody::from_summary),
         Some("strong") => {
-            let loaded = Repository::<Account, _>::new(state.events().clone()).load(&id.0).await?;
+            let loaded = state.load_current::<Account>(&id.0).await?;
             (!loaded.version.is_none()).then(|| AccountBody::from_state(&id.0, &loaded.state, loaded.version.get()))
         }
         Some(other) => {
@@ -313,61 +307,6 @@ pub async fn account_state(
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
-}
-
-/// Readiness: the store answers, and how far each in-process projection is behind.
-#[utoipa::path(get, path = "/ready", tag = "operations",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
-pub async fn ready(State(state): State<AppState>) -> Response {
-    let events = state.events();
-    // A one-row query: reading the feed could wait for in-flight appends to settle.
-    let probe = async {
-        let stream = eslab_core::StreamId::new("health", "probe")?;
-        events.stream_version(&stream).await
-    };
-    let probe = tokio::time::timeout(READY_TIMEOUT, probe).await;
-    if !matches!(probe, Ok(Ok(_))) {
-        if let Ok(Err(error)) = probe {
-            tracing::warn!(%error, "readiness: store unreachable");
-        }
-        let body = Readiness { status: "unavailable".into(), projections: Vec::new() };
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    }
-    let mut projections = Vec::new();
-    for tracked in state.tracked() {
-        let checkpoint = match tokio::time::timeout(READY_TIMEOUT, tracked.checkpoint()).await {
-            Ok(Ok(checkpoint)) => checkpoint,
-            other => {
-                if let Ok(Err(error)) = other {
-                    tracing::warn!(projection = tracked.name(), %error, "readiness: cannot read the checkpoint");
-                }
-                let body = Readiness { status: "unavailable".into(), projections };
-                return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-            }
-        };
-        // Counting may wait while appends are in flight (PostgreSQL's feed
-        // settles); then the lag is reported unknown rather than failing readiness.
-        let behind =
-            match tokio::time::timeout(READY_TIMEOUT, events.read_feed(&tracked.filter(), checkpoint, LAG_CAP)).await {
-                Ok(Ok(page)) => Some(page.len()),
-                Ok(Err(error)) => {
-                    tracing::warn!(projection = tracked.name(), %error, "readiness: cannot count the lag");
-                    None
-                }
-                Err(_) => None,
-            };
-        if let Some(behind) = behind {
-            metrics::gauge!("eslab_projection_behind_events", "projection" => tracked.name().to_owned())
-                .set(u32::try_from(behind).unwrap_or(u32::MAX));
-        }
-        projections.push(ProjectionLag {
-            name: tracked.name().to_owned(),
-            checkpoint: checkpoint.to_string(),
-            behind,
-            capped: behind.is_some_and(|b| b >= LAG_CAP),
-        });
-    }
-    Json(Readiness { status: "ok".into(), projections }).into_response()
 }
 
 /// Prometheus metrics (text format).

@@ -4,7 +4,8 @@
 //!
 //! The key is the TCP peer's address: behind a reverse proxy every client
 //! shares the proxy's bucket, so limit at the proxy there (or raise this one).
-//! `/health`, `/ready` and `/metrics` are not limited (probes and scrapers).
+//! `/health` is not limited (a liveness probe that touches nothing); `/ready`
+//! (cached, see [`super::ready`]) and `/metrics` are, like every other endpoint.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -81,7 +82,7 @@ pub(crate) async fn rate_limit(State(state): State<AppState>, request: Request, 
     let Some(limiter) = state.inner.limiter.as_ref() else {
         return next.run(request).await;
     };
-    if matches!(request.uri().path(), "/health" | "/ready" | "/metrics") {
+    if request.uri().path() == "/health" {
         return next.run(request).await;
     }
     // Without a socket (a router driven in-process) every request is one client.

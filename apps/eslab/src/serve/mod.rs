@@ -14,6 +14,8 @@ pub mod extract;
 pub mod handlers;
 pub mod limit;
 pub mod read;
+pub mod ready;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -30,6 +32,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -69,6 +72,64 @@ pub struct Config {
     pub pg_group_commit: bool,
     /// Per-client (peer IP) request rate limit, 429 above it (default: none).
     pub rate_limit: Option<limit::RateLimit>,
+    /// Serve writes without a token on an address other than loopback. Without
+    /// a token, loopback-only services accept writes from anyone on the machine;
+    /// anywhere else that has to be asked for explicitly (see [`Config::check`]).
+    pub no_auth: bool,
+    /// Header-read (and idle) timeout, write timeout, connection cap.
+    pub limits: server::ConnectionLimits,
+}
+
+/// A configuration the service refuses to start with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The API token is empty or only whitespace (e.g. `ESLAB_API_TOKEN=` from
+    /// an unset shell variable): it would not protect anything.
+    #[error(
+        "the API token (ESLAB_API_TOKEN / --api-token) is empty or blank; set a real token, or unset it and pass --no-auth to serve without authentication"
+    )]
+    BlankToken,
+    /// The token holds characters a client cannot send in a header.
+    #[error("the API token must be visible ASCII without spaces (it is sent as `Authorization: Bearer <token>`)")]
+    UnsendableToken,
+    /// A token and `no_auth` at once.
+    #[error("both an API token and --no-auth were given; choose one")]
+    TokenAndNoAuth,
+    /// No token on an address reachable from other machines, without `no_auth`.
+    #[error(
+        "no API token on {bind}, which other machines can reach: set ESLAB_API_TOKEN, or pass --no-auth (ESLAB_NO_AUTH=true) to accept writes from anyone"
+    )]
+    NoAuthOnOpenAddress {
+        /// The address.
+        bind: String,
+    },
+}
+
+/// How writes are authorized, as [`Config::check`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// Writes need `Authorization: Bearer <token>`.
+    Token,
+    /// Writes are open (no token; loopback only, or `no_auth`).
+    Off,
+}
+
+impl AuthMode {
+    /// One line for the start-up message.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AuthMode::Token => "auth: writes need `Authorization: Bearer <token>`",
+            AuthMode::Off => "auth: OFF (no ESLAB_API_TOKEN): anyone who can reach this address can write",
+        }
+    }
+}
+
+/// Whether `bind` (`host:port`) only listens on loopback.
+fn is_loopback(bind: &str) -> bool {
+    let host = bind.rsplit_once(':').map_or(bind, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Config {
@@ -84,6 +145,23 @@ impl Config {
             pg_max_connections: 32,
             pg_group_commit: true,
             rate_limit: None,
+            no_auth: false,
+            limits: server::ConnectionLimits::default(),
+        }
+    }
+
+    /// Refuses the configurations that would silently weaken the service: a
+    /// blank token, or no token on an address other machines can reach
+    /// without `no_auth`. Says how writes are authorized otherwise.
+    pub fn check(&self) -> Result<AuthMode, ConfigError> {
+        match (&self.api_token, self.no_auth) {
+            (Some(token), _) if token.trim().is_empty() => Err(ConfigError::BlankToken),
+            (Some(token), _) if !token.bytes().all(|b| b.is_ascii_graphic()) => Err(ConfigError::UnsendableToken),
+            (Some(_), true) => Err(ConfigError::TokenAndNoAuth),
+            (Some(_), false) => Ok(AuthMode::Token),
+            (None, true) => Ok(AuthMode::Off),
+            (None, false) if is_loopback(&self.bind) => Ok(AuthMode::Off),
+            (None, false) => Err(ConfigError::NoAuthOnOpenAddress { bind: self.bind.clone() }),
         }
     }
 }
@@ -100,6 +178,7 @@ struct Inner {
     request_timeout: Duration,
     states: moka::sync::Cache<StreamId, Arc<dyn std::any::Any + Send + Sync>>,
     limiter: Option<limit::Limiter>,
+    readiness: ready::Cached,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -137,7 +216,8 @@ impl AppState {
                 events,
                 views,
                 tracked,
-                token: config.api_token.clone().filter(|t| !t.is_empty()),
+                // `Config::check` refused blank tokens before anything started.
+                token: config.api_token.clone().filter(|t| !t.trim().is_empty()),
                 locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 metrics: prometheus(),
                 appended: watch::channel(()).0,
@@ -145,6 +225,7 @@ impl AppState {
                 request_timeout: config.request_timeout,
                 states: moka::sync::Cache::new(STATE_CACHE_ENTRIES),
                 limiter: config.rate_limit.map(limit::Limiter::new),
+                readiness: ready::Cached::default(),
             }),
         }
     }
@@ -188,6 +269,40 @@ impl AppState {
         self.inner.states.insert(stream.clone(), Arc::new(loaded));
     }
 
+    /// Aggregate `id` as stored now (strong consistency): the state this
+    /// process last cached for the stream plus the events stored after it
+    /// (usually none: one short query), or a full load when nothing is
+    /// cached, which then fills the cache. Never older than the store.
+    pub async fn load_current<A: eslab_core::Aggregate>(&self, id: &str) -> eslab_core::Result<eslab_core::Loaded<A>> {
+        use futures_util::TryStreamExt;
+        let stream = A::stream_id(id)?;
+        let Some(mut loaded) = self.cached::<A>(&stream) else {
+            let loaded = eslab_core::Repository::<A, _>::new(self.events().clone()).load(id).await?;
+            self.cache_if_newer(&stream, &loaded);
+            return Ok(loaded);
+        };
+        let Some(from) = loaded.version.next() else { return Ok(loaded) };
+        let newer: Vec<_> =
+            eslab_core::EventReaderExt::stream_events(self.events(), &stream, from).try_collect().await?;
+        if newer.is_empty() {
+            return Ok(loaded);
+        }
+        for recorded in &newer {
+            loaded.state.evolve(&self.events().decode::<A::Event>(recorded)?);
+            loaded.version = recorded.stream_version;
+        }
+        self.cache_if_newer(&stream, &loaded);
+        Ok(loaded)
+    }
+
+    /// Caches `loaded` unless the cache already holds a newer state (a
+    /// command may have cached one meanwhile).
+    fn cache_if_newer<A: eslab_core::Aggregate>(&self, stream: &StreamId, loaded: &eslab_core::Loaded<A>) {
+        if self.cached::<A>(stream).is_none_or(|cached| cached.version < loaded.version) {
+            self.cache(stream, loaded.clone());
+        }
+    }
+
     fn forget(&self, stream: &StreamId) {
         self.inner.states.invalidate(stream);
     }
@@ -226,7 +341,7 @@ impl AppState {
         handlers::request_transfer,
         handlers::get_transfer,
         handlers::health,
-        handlers::ready,
+        ready::ready,
         handlers::metrics_text,
         handlers::openapi
     ),
@@ -253,7 +368,7 @@ pub fn app(state: AppState) -> Router {
         .route("/transfers", post(handlers::request_transfer))
         .route("/transfers/{id}", get(handlers::get_transfer))
         .route("/health", get(handlers::health))
-        .route("/ready", get(handlers::ready))
+        .route("/ready", get(ready::ready))
         .route("/metrics", get(handlers::metrics_text))
         .route("/openapi.json", get(handlers::openapi))
         .fallback(handlers::not_found)
@@ -264,31 +379,72 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
         // Outermost first: request id, then the trace span that carries it
-        // (so every log line of the request has it), then errors without a
-        // body become problems, then the timeout.
+        // (so every log line of the request has it), then the headers every
+        // response gets, then errors without a body become problems, then the
+        // timeout.
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id)
-                }))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
                 .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
                 .layer(middleware::from_fn(problem_fallback))
                 .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout)),
         )
+}
+
+/// The span of a request: at ERROR level, so it is enabled whenever error
+/// (and warning) lines are, and those lines carry the request id at the
+/// default log level. The method is the bounded label of [`method_label`],
+/// the path is cut to 256 bytes: both come from the client.
+fn request_span(req: &Request) -> tracing::Span {
+    let request_id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let path = req.uri().path();
+    let path = path.get(..path.len().min(256)).unwrap_or("(long path)");
+    tracing::error_span!("request", method = method_label(req.method()), path, request_id)
+}
+
+/// The method as a label from a fixed set: the standard methods, else
+/// `other` (a client can send any token as a method; metrics and logs must
+/// not grow with them).
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// The bearer token of an `Authorization` header (the scheme is
+/// case-insensitive, RFC 9110 §11.1), or `""`.
+fn bearer_token(headers: &axum::http::HeaderMap) -> &str {
+    let Some((scheme, token)) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' '))
+    else {
+        return "";
+    };
+    if scheme.eq_ignore_ascii_case("bearer") { token.trim_start_matches(' ') } else { "" }
 }
 
 /// Writes need the bearer token when one is configured (constant-time compare).
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if let (Some(token), false) = (&state.inner.token, read_only) {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        let given = bearer_token(request.headers());
         if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
             let mut response = ApiError::Unauthorized.into_response();
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -310,15 +466,17 @@ async fn reject_oversized(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Request count and latency per route and status.
+/// Request count and latency per route and status. Every label comes from a
+/// bounded set: the method's [`method_label`], the matched route template
+/// (`unmatched` for any other path), the status code.
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
@@ -453,21 +611,19 @@ pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepare
     Ok(Prepared { state, stop_projections, projections: started.tasks })
 }
 
-/// [`start`] over an opened store.
+/// [`start`] over an opened store. Refuses a configuration [`Config::check`] refuses.
 pub async fn start_with(store: AnyStore, config: Config) -> anyhow::Result<Running> {
+    config.check()?;
     let prepared = prepare(store, &config).await?;
     let listener = tokio::net::TcpListener::bind(&config.bind).await?;
     let addr = listener.local_addr()?;
-    let (stop_http, mut http_stopped) = watch::channel(false);
+    let (stop_http, http_stopped) = watch::channel(false);
     let router = app(prepared.state.clone());
-    let server = tokio::spawn(async move {
-        // The peer's address is the rate limit's key.
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let limits = server::ConnectionLimits {
+        max_connections: server::fit_to_file_limit(config.limits.max_connections),
+        ..config.limits
+    };
+    let server = tokio::spawn(server::serve(listener, router, limits, http_stopped));
     Ok(Running { addr, state: prepared.state.clone(), stop_http, server, prepared })
 }
 

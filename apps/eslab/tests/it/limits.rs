@@ -130,11 +130,150 @@ async fn a_client_over_its_rate_limit_gets_429_with_retry_after() {
     let problem: serde_json::Value = r.json().await.unwrap();
     assert_eq!(problem["status"], 429);
     assert_eq!(problem["type"], "urn:eslab:problem:too-many-requests");
-    // Probes are not limited.
+    // The liveness probe is not limited; readiness (a store query) and metrics are.
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
-    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    assert_eq!(app.get("/ready").await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(app.get("/metrics").await.status(), StatusCode::TOO_MANY_REQUESTS);
     // After Retry-After the client is served again, and the refused deposit wrote nothing.
     tokio::time::sleep(Duration::from_secs(retry_after)).await;
     assert_eq!(app.strong(&a).await["balance"], 5 * served);
     app.stop().await;
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.api_token = Some("s3cret-token".into())).await;
+    let url = app.url("/accounts");
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let r = app
+            .client
+            .post(&url)
+            .header(AUTHORIZATION, format!("{scheme} s3cret-token"))
+            .json(&json!({"owner": "Ada", "currency": "EUR"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED, "{scheme}");
+    }
+    for wrong in ["Basic s3cret-token", "Bearers3cret-token", "Bearer", "s3cret-token Bearer"] {
+        let r = app.client.post(&url).header(AUTHORIZATION, wrong).json(&json!({"owner": "Ada", "currency": "EUR"}));
+        assert_eq!(r.send().await.unwrap().status(), StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_response_says_nosniff_and_no_store() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let a = app.open("Ada", 0).await;
+    let responses = [
+        app.get(&format!("/accounts/{a}")).await,
+        app.get("/accounts").await,
+        app.get("/no-such-endpoint").await,
+        app.get("/metrics").await,
+        app.get("/health").await,
+        app.deposit(&a, 0).await,
+        app.deposit(&a, 5).await,
+    ];
+    for r in responses {
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{}", r.url());
+        assert_eq!(r.headers()["cache-control"], "no-store", "{}", r.url());
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_is_computed_at_most_once_a_second() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
+    let eslab::store::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
+        panic!("not SQLite");
+    };
+    sqlite.close().await;
+    // Within the second the cached answer is served: the closed store is not asked.
+    let r = app.get("/ready").await;
+    assert_eq!(r.status(), StatusCode::OK, "a second /ready within the cache's second asked the store again");
+    tokio::time::sleep(eslab::serve::ready::READY_CACHE_TTL + Duration::from_millis(100)).await;
+    assert_eq!(app.get("/ready").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_blank_token_or_no_token_on_an_open_address_refuses_to_start() {
+    use eslab::serve::{AuthMode, Config, ConfigError};
+    let with = |bind: &str, token: Option<&str>, no_auth: bool| {
+        let mut c = Config::new("memory:");
+        c.bind = bind.to_owned();
+        c.api_token = token.map(str::to_owned);
+        c.no_auth = no_auth;
+        c.check()
+    };
+    assert_eq!(with("127.0.0.1:0", Some(""), false), Err(ConfigError::BlankToken));
+    assert_eq!(with("127.0.0.1:0", Some(" \t"), false), Err(ConfigError::BlankToken));
+    assert_eq!(with("127.0.0.1:0", Some("a b"), false), Err(ConfigError::UnsendableToken));
+    assert_eq!(with("127.0.0.1:0", Some("t"), true), Err(ConfigError::TokenAndNoAuth));
+    assert_eq!(with("127.0.0.1:0", Some("t"), false), Ok(AuthMode::Token));
+    assert_eq!(with("127.0.0.1:0", None, false), Ok(AuthMode::Off));
+    assert_eq!(with("[::1]:8080", None, false), Ok(AuthMode::Off));
+    assert_eq!(with("localhost:8080", None, false), Ok(AuthMode::Off));
+    assert!(matches!(with("0.0.0.0:8080", None, false), Err(ConfigError::NoAuthOnOpenAddress { .. })));
+    assert!(matches!(with("[::]:8080", None, false), Err(ConfigError::NoAuthOnOpenAddress { .. })));
+    assert_eq!(with("0.0.0.0:8080", None, true), Ok(AuthMode::Off));
+    // The library refuses too, before binding anything.
+    let mut config = Config::new("memory:");
+    config.api_token = Some(String::new());
+    let store = eslab::store::AnyStore::open("memory:").await.unwrap();
+    let refused = eslab::serve::start_with(store, config).await.unwrap_err();
+    assert!(refused.to_string().contains("empty or blank"), "{refused}");
+}
+
+/// Log lines written while the test runs, at the service's default level (warn).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn warnings_and_errors_carry_the_request_id_at_the_default_level() {
+    use axum::body::Body;
+    use tower::ServiceExt;
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let dir = tempfile::tempdir().unwrap();
+    let config = eslab::serve::Config::new(format!("sqlite://{}", dir.path().join("eslab.db").display()));
+    let store = eslab::serve::open_store(&config).await.unwrap();
+    let prepared = eslab::serve::prepare(store, &config).await.unwrap();
+    let eslab::store::AnyStore::Sqlite(sqlite) = prepared.state.events().backend().clone() else { panic!("SQLite") };
+    sqlite.close().await;
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let request = axum::http::Request::post(format!("/accounts/{}/deposits", uuid::Uuid::now_v7()))
+        .header(CONTENT_TYPE, "application/json")
+        .header("x-request-id", &request_id)
+        .body(Body::from(r#"{"amount": 1, "currency": "EUR"}"#))
+        .unwrap();
+    let response = eslab::serve::app(prepared.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line =
+        logged.lines().find(|l| l.contains("store unavailable")).unwrap_or_else(|| panic!("no warning: {logged}"));
+    assert!(line.contains(&request_id), "the warning has no request id: {line}");
 }

@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod abuse;
 mod api;
 mod bad_input;
 mod concurrency;

@@ -267,3 +267,22 @@ async fn reads_past_the_integer_range_are_empty() {
     let too_far = store.append(&stream("far"), ExpectedVersion::Exact(Version::new(u64::MAX)), vec![]).await;
     assert!(too_far.unwrap_err().is_conflict(), "an expectation beyond the range is a plain conflict");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_file_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new").join("events.db");
+    let store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    store.append(&stream("private"), ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
+    for file in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+        let Ok(meta) = std::fs::metadata(&file) else { continue };
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{} is readable by others", file.display());
+    }
+    // An existing file keeps the mode its owner gave it.
+    drop(store);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let _store = SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+}
