@@ -101,6 +101,9 @@ async fn distinct_methods_and_paths_keep_metrics_and_memory_bounded() {
     flood(&server.base, 1_000, |i| distinct_path(i + 1_000)).await;
     let (metrics_after, text) = metrics_len(&client, &server.base).await;
     let rss_after = server.rss_kib();
+    eprintln!(
+        "measured: /metrics {metrics_before} -> {metrics_after} bytes, RSS {rss_before} -> {rss_after} KiB over 2,000 distinct methods and paths"
+    );
     assert!(text.contains("method=\"other\""), "unknown methods share one label");
     assert!(!text.contains("M1500X"), "no raw method reaches the metrics");
     assert!(!text.contains("no-such-endpoint"), "no raw path reaches the metrics");
@@ -170,6 +173,9 @@ async fn idle_and_slow_connections_beyond_the_cap_do_not_lock_out_clients() {
         assert_eq!(response.status(), StatusCode::OK);
     }
     let files = server.open_files();
+    eprintln!(
+        "measured: 20 of 20 normal requests served beside 250 idle and slow connections; {files_before} -> {files} open files (cap 64)"
+    );
     assert!(files <= files_before + 64 + 4, "{files} files open with a cap of 64 connections ({files_before} before)");
     stop.store(true, Ordering::Relaxed);
     let mut closed = 0;
@@ -179,6 +185,7 @@ async fn idle_and_slow_connections_beyond_the_cap_do_not_lock_out_clients() {
     for task in slow {
         closed += usize::from(task.await.unwrap());
     }
+    eprintln!("measured: the server closed {closed} of 250 idle and slow connections");
     assert!(
         closed >= 250 - 64,
         "the server closed only {closed} of 250 idle and slow connections beyond its cap of 64"
@@ -280,6 +287,7 @@ async fn slow_readers_of_large_pages_keep_memory_bounded() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_during = server.rss_kib();
+    eprintln!("measured: RSS {rss_before} -> {rss_during} KiB with 20 slow readers of a 1,000-account page");
     assert!(
         rss_during <= rss_before + 64 * 1024,
         "20 slow readers of a 1,000-account page: RSS {rss_before} -> {rss_during} KiB"
@@ -307,6 +315,7 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
     reader.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let (received, length) = drain_response(&mut reader).await;
+    eprintln!("measured: a reader that stopped got {received} of {length} bytes before the write timeout cut it");
     assert_eq!(length, BIG);
     assert!(received < length, "a reader that stopped got the whole body ({received} bytes) past the write timeout");
     // A reader that reads gets all of it.
