@@ -37,8 +37,8 @@ bench: ensure-postgres
 	$(CARGO) bench -p eslab-sqlite --bench append
 	$(CARGO) bench -p eslab-memory --bench load
 	$(CARGO) bench -p eslab --bench load
-	bash scripts/services.sh start && $(CARGO) bench -p eslab-kafka --bench relay
-	$(CARGO) bench -p eslab-projection --features postgres --bench catchup
+	bash scripts/services.sh start && $(CARGO) bench -p eslab-lab --bench relay
+	$(CARGO) bench -p eslab-lab --bench catchup
 
 ## schemathesis: property-based tests of the HTTP API from /openapi.json (no 5xx, responses match the schema); about 1 minute
 schemathesis:

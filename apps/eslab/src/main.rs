@@ -50,7 +50,7 @@ enum Command {
     /// The lab: measure event-sourcing patterns side by side on this machine
     /// (PostgreSQL from --database-url when it is postgres://, else the local cluster).
     #[command(subcommand)]
-    Lab(eslab::lab::LabCommand),
+    Lab(eslab_lab::LabCommand),
     /// Operate the projections: list (checkpoint, lag, lease, parked), parked, retry, skip.
     #[command(subcommand)]
     Projections(eslab::projections::ProjectionsCommand),
@@ -65,9 +65,11 @@ enum Command {
     Serve(ServeArgs),
     /// Publish the store's events to Kafka: the transactional outbox relay
     /// (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX).
+    #[cfg(feature = "kafka")]
     Relay(eslab::relay::RelayArgs),
     /// Apply events from Kafka to the bank read models: a consumer-group
     /// worker (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX, ESLAB_WORKER_GROUP).
+    #[cfg(feature = "kafka")]
     Worker(eslab::worker::WorkerArgs),
 }
 
@@ -179,7 +181,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         // The lab makes its own schemas and files; it opens no store here.
         if let Command::Lab(lab) = cli.command {
-            return eslab::lab::main(lab, &cli.database_url, &mut std::io::stdout()).await;
+            return eslab_lab::main(lab, &cli.database_url, &mut std::io::stdout()).await;
         }
         // The service checks its configuration first, then opens its own store
         // (PostgreSQL pool and NOTIFY tuned for it).
@@ -196,8 +198,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Serve(_) => anyhow::bail!("the service opens its own store"),
-            Command::Relay(args) => eslab::relay::run(store, args, eslab::relay::shutdown_signal()).await,
-            Command::Worker(args) => eslab::worker::run(store, args, eslab::relay::shutdown_signal()).await,
+            #[cfg(feature = "kafka")]
+            Command::Relay(args) => eslab::relay::run(store, args, eslab::signal::shutdown_signal()).await,
+            #[cfg(feature = "kafka")]
+            Command::Worker(args) => eslab::worker::run(store, args, eslab::signal::shutdown_signal()).await,
             Command::Events(EventsCommand::Stream { stream_id }) => {
                 events::stream(&store, &stream_id, &mut out).await.map(|_| ())
             }
@@ -270,7 +274,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
     println!(
         "try: curl -i -X POST http://{addr}/accounts -H 'Content-Type: application/json'{auth} -d '{{\"owner\":\"Ada\",\"currency\":\"EUR\"}}'"
     );
-    eslab::relay::shutdown_signal().await;
+    eslab::signal::shutdown_signal().await;
     eprintln!("eslab serve: shutting down (draining requests, flushing projections)");
     running.stop().await
 }

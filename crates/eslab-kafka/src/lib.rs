@@ -39,6 +39,9 @@ pub mod worker;
 
 use std::time::Duration;
 
+/// The Kafka client this crate is built on, for code that needs librdkafka directly (e.g. the lab's bare-producer
+/// baseline): eslab-kafka is the only crate that depends on it.
+pub use rdkafka;
 pub use worker::{DeadLetter, Gap, Worker, WorkerOptions, WorkerOutcome, WorkerTables, WorkerTx};
 
 /// Errors of the Kafka relay and worker.

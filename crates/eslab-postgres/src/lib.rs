@@ -88,6 +88,7 @@ mod import;
 mod listener;
 mod rows;
 mod side;
+mod url;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -102,6 +103,7 @@ use sqlx::{Connection, Executor, PgConnection, PgPool};
 
 pub use group::GroupCommitOptions;
 pub use listener::{Listener, Wake};
+pub use url::redact_url;
 
 use crate::append::{Batch, Failure, classify};
 use crate::error::db;

@@ -24,10 +24,10 @@ use eslab_core::{
     Checkpoint, Codec, EventAppender, EventReader, EventStore, ExpectedVersion, FeedFilter, JsonCodec, Metadata,
     RecordedEvent, Repository, StreamAppend,
 };
+use eslab_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use eslab_kafka::{KafkaOptions, Worker, WorkerOptions, WorkerTables, message, relay};
 use eslab_postgres::{Listener, PostgresStore};
 use eslab_projection::{PgBackend, Runner, RunnerOptions, Wakeup};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const EVENTS_PER_ACCOUNT: usize = 50;
 const ACCOUNTS: usize = 400;
@@ -116,9 +116,10 @@ fn throughput(c: &mut Criterion) {
     let producer: FutureProducer = relay::producer_config(&bench.kafka).create().unwrap();
     let raw_topic = bench.kafka.topic("raw");
     rt.block_on(async {
-        let mut config = rdkafka::ClientConfig::new();
+        let mut config = eslab_kafka::rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", &bench.kafka.brokers);
-        let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = config.create().unwrap();
+        let admin: eslab_kafka::rdkafka::admin::AdminClient<eslab_kafka::rdkafka::client::DefaultClientContext> =
+            config.create().unwrap();
         relay::ensure_topics(&admin, &[raw_topic.as_str()], bench.kafka.partitions).await.unwrap();
         raw_produce(&producer, &raw_topic, &bench.events[..10]).await;
     });

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use eslab::lab::{self, Outcome, Report, RunOptions, Scale, Table};
+use eslab_lab::{self as lab, Outcome, Report, RunOptions, Scale, Table};
 
 fn postgres_url() -> String {
     lab::postgres_url(&std::env::var("DATABASE_URL").unwrap_or_default())
@@ -13,7 +13,7 @@ fn postgres_url() -> String {
 
 /// The shared test broker: `KAFKA_BROKERS`, or 127.0.0.1:9092 (`scripts/services.sh start`).
 fn kafka_brokers() -> String {
-    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| eslab_kafka::DEFAULT_BROKERS.into())
+    std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| lab::DEFAULT_KAFKA_BROKERS.into())
 }
 
 /// Runs one experiment at `Scale::Tiny` into a temporary directory.
@@ -184,6 +184,7 @@ async fn projections_build_correct_read_models_and_compare_inline_with_async() {
     assert!(r.findings.iter().any(|f| f.starts_with("inline projection: write p50")), "{:?}", r.findings);
 }
 
+#[cfg(feature = "kafka")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_relay_publishes_every_event_at_every_setting_beside_a_bare_producer() {
     let brokers = kafka_brokers();
@@ -216,6 +217,7 @@ async fn kafka_relay_publishes_every_event_at_every_setting_beside_a_bare_produc
     assert!(md.contains("topics were deleted") || md.contains("could not be deleted"), "{md}");
 }
 
+#[cfg(feature = "kafka")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_relay_is_skipped_with_a_note_when_no_broker_answers() {
     // Nothing listens on port 1.

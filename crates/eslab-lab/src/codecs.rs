@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use eslab_bank::{AccountEvent, Amount, Balance, OverdraftLimit, Owner};
 use futures_util::future::LocalBoxFuture;
 
+use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::{Experiment, Lab};
 
 /// Experiment 7.

@@ -14,8 +14,9 @@ use eslab_core::{Checkpoint, EventReader, ExpectedVersion, FeedFilter, StreamApp
 use eslab_postgres::{Notify, PostgresStore};
 use futures_util::future::LocalBoxFuture;
 
+use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::workload::more_deposits;
 use super::{Experiment, Lab};
 

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eslab_core::{Checkpoint, EventAppender, EventReader, ExpectedVersion, FeedFilter, RecordedEvent, StreamAppend};
+use eslab_kafka::rdkafka::admin::{AdminClient, AdminOptions};
+use eslab_kafka::rdkafka::client::DefaultClientContext;
+use eslab_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use eslab_kafka::rdkafka::producer::{FutureProducer, FutureRecord};
 use eslab_kafka::{KafkaOptions, message, relay};
 use eslab_projection::{Outcome, PgBackend, Runner, RunnerOptions};
 use futures_util::future::LocalBoxFuture;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use super::chart::Chart;
 use super::measure::{Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::workload::account_rows;
 use super::{Experiment, Lab};
 
@@ -121,7 +122,7 @@ impl Experiment for KafkaRelay {
             lab.step("bare producer");
 
             let prefix = lab.topic_prefix();
-            let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+            let admin: AdminClient<DefaultClientContext> = eslab_kafka::rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &brokers)
                 .create()
                 .context("creating a Kafka admin client")?;

@@ -1,4 +1,4 @@
-//! The lab: `eslab lab run` measures event-sourcing patterns side by side on
+//! The lab (crate `eslab-lab`, run as `eslab lab`): `eslab lab run` measures event-sourcing patterns side by side on
 //! this machine and writes a report (a table, a chart and the raw numbers per
 //! experiment, and an index recording the machine).
 //!
@@ -11,6 +11,7 @@ pub mod chart;
 mod codecs;
 mod concurrency;
 mod group_commit;
+#[cfg(feature = "kafka")]
 mod kafka_relay;
 mod machine;
 pub mod measure;
@@ -32,8 +33,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
 
+pub use chart::Chart;
 pub use machine::Machine;
-pub use report::{Cell, Chart, Report, Table};
+pub use report::{Cell, Report, Table};
 
 /// The PostgreSQL the lab uses when `--database-url` is not a `postgres://` URL.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -92,7 +94,15 @@ pub trait Experiment: Send + Sync {
     fn run<'a>(&'a self, lab: &'a Lab) -> LocalBoxFuture<'a, anyhow::Result<Report>>;
 }
 
-/// Every experiment, in order. Adding one is one line here.
+/// Where the Kafka experiment looks for a broker by default.
+#[cfg(feature = "kafka")]
+pub const DEFAULT_KAFKA_BROKERS: &str = eslab_kafka::DEFAULT_BROKERS;
+/// Where the Kafka experiment would look for a broker (built without the `kafka` feature: it is not built).
+#[cfg(not(feature = "kafka"))]
+pub const DEFAULT_KAFKA_BROKERS: &str = "127.0.0.1:9092";
+
+/// Every experiment, in order. Adding one is one line here. Experiment 8
+/// (the Kafka relay) exists only with the `kafka` feature (on by default).
 pub fn experiments() -> Vec<Box<dyn Experiment>> {
     vec![
         Box::new(append::AppendStrategies),
@@ -102,6 +112,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         Box::new(snapshots::SnapshotsAndCache),
         Box::new(projections::ProjectionBatches),
         Box::new(codecs::Codecs),
+        #[cfg(feature = "kafka")]
         Box::new(kafka_relay::KafkaRelay),
         Box::new(stores::Stores),
     ]
@@ -195,7 +206,7 @@ impl Lab {
             .acquire_timeout(std::time::Duration::from_secs(60))
             .connect_with(options)
             .await
-            .with_context(|| format!("connecting to {}", crate::store::redact(&self.postgres_url)))?;
+            .with_context(|| format!("connecting to {}", eslab_postgres::redact_url(&self.postgres_url)))?;
         // sql-ident: `new_schema` builds the name from the experiment id and a UUID.
         sqlx::query(&format!("CREATE SCHEMA \"{schema}\"")).execute(&pool).await?;
         Ok(pool)
@@ -263,7 +274,7 @@ pub async fn probe_postgres(url: &str) -> Result<String, String> {
         format!(
             "PostgreSQL is not reachable at {} ({e}). Start the local cluster (`pg_ctlcluster 15 main start`, \
              or `bash scripts/ensure-postgres.sh`) or pass --database-url postgres://USER@HOST:PORT/DB",
-            crate::store::redact(url)
+            eslab_postgres::redact_url(url)
         )
     };
     let connect = tokio::time::timeout(std::time::Duration::from_secs(10), PgConnection::connect(url));
@@ -393,7 +404,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "lab-report")]
     pub out: PathBuf,
     /// Kafka bootstrap servers for the relay experiment (skipped, with a note, when none answers).
-    #[arg(long, env = "KAFKA_BROKERS", default_value = eslab_kafka::DEFAULT_BROKERS)]
+    #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
     pub kafka_brokers: String,
 }
 

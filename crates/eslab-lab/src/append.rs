@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use futures_util::future::LocalBoxFuture;
 use sqlx::{PgPool, QueryBuilder};
 
+use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::workload::account_rows;
 use super::{Experiment, Lab};
 use eslab_core::{EventAppender, ExpectedVersion, NewEvent, StreamId};

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+pub(crate) use super::chart::Chart;
 use super::{Experiment, Scale, scale_flag};
 
 /// One table cell.
@@ -153,23 +154,6 @@ impl Table {
         }
         Ok(String::from_utf8(writer.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?)
     }
-}
-
-/// A grouped bar chart: one group per category, one bar per series.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Chart {
-    /// The chart's title.
-    pub title: String,
-    /// What the categories are (x axis).
-    pub x_label: String,
-    /// What the bars measure (y axis, with unit).
-    pub y_label: String,
-    /// The groups along the x axis.
-    pub categories: Vec<String>,
-    /// `(name, one value per category)`; NaN leaves a gap.
-    pub series: Vec<(String, Vec<f64>)>,
-    /// Logarithmic y axis (for values spanning decades).
-    pub log_y: bool,
 }
 
 /// An experiment's result.

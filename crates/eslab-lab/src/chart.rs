@@ -3,8 +3,6 @@
 
 use plotters::prelude::*;
 
-use super::report::Chart;
-
 fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing the chart: {e}")
 }
@@ -51,6 +49,23 @@ macro_rules! bars {
             .draw()
             .map_err(drawing)?;
     }};
+}
+
+/// A grouped bar chart: one group per category, one bar per series.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Chart {
+    /// The chart's title.
+    pub title: String,
+    /// What the categories are (x axis).
+    pub x_label: String,
+    /// What the bars measure (y axis, with unit).
+    pub y_label: String,
+    /// The groups along the x axis.
+    pub categories: Vec<String>,
+    /// `(name, one value per category)`; NaN leaves a gap.
+    pub series: Vec<(String, Vec<f64>)>,
+    /// Logarithmic y axis (for values spanning decades).
+    pub log_y: bool,
 }
 
 /// Renders `chart` as an SVG document.

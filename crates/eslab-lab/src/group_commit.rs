@@ -15,8 +15,9 @@ use eslab_postgres::{GroupCommitOptions, PostgresStore};
 use futures_util::future::LocalBoxFuture;
 use sqlx::PgPool;
 
+use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::{Experiment, Lab};
 
 /// Experiment 4.

@@ -14,8 +14,9 @@ use futures_util::TryStreamExt;
 use futures_util::future::LocalBoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::workload::account_rows;
 use super::{Experiment, Lab};
 

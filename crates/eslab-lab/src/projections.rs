@@ -15,8 +15,9 @@ use eslab_postgres::{Listener, PostgresStore};
 use eslab_projection::{Inline, Outcome, PgBackend, Runner, RunnerOptions, Wakeup};
 use futures_util::future::LocalBoxFuture;
 
+use super::chart::Chart;
 use super::measure::{Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::workload::account_events;
 use super::{Experiment, Lab};
 

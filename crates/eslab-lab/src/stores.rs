@@ -13,8 +13,9 @@ use eslab_memory::MemoryStore;
 use eslab_sqlite::SqliteStore;
 use futures_util::future::LocalBoxFuture;
 
+use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Chart, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio};
 use super::{Experiment, Lab};
 
 /// Experiment 9.
