@@ -98,6 +98,7 @@ use eslab_core::{
     AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, RecordedEvent, Result, StreamAppend,
     StreamId, Version,
 };
+use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
@@ -287,8 +288,9 @@ impl PostgresStore {
         // One direct connection: an unreachable server fails at once with the
         // real cause, instead of the pool retrying until its acquire timeout.
         let mut conn = PgConnection::connect_with(&store.pool.connect_options()).await.map_err(db)?;
-        store.migrate_on(&mut conn).await?;
+        conn.execute(store.create_schema_sql().as_str()).await.map_err(db)?;
         let _ = conn.close().await;
+        store.run_migrations().await?;
         Ok(store)
     }
 
@@ -339,18 +341,29 @@ impl PostgresStore {
 
     /// Creates the schema if needed and applies pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(db)?;
-        self.migrate_on(&mut conn).await
+        self.pool.execute(self.create_schema_sql().as_str()).await.map_err(db)?;
+        self.run_migrations().await
     }
 
-    async fn migrate_on(&self, conn: &mut PgConnection) -> Result<()> {
+    fn create_schema_sql(&self) -> String {
         // sql-ident: the schema name is checked by `validate_schema`, so quoting it is enough.
-        conn.execute(format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.options.schema).as_str()).await.map_err(db)?;
-        MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => db(e),
+        format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.options.schema)
+    }
+
+    /// Applies [`MIGRATOR`] on a pooled connection (the schema must exist).
+    ///
+    /// On the pool, never on a `&mut PgConnection`: a future awaiting
+    /// `MIGRATOR.run(&mut conn)` is `Send` only if `&mut PgConnection`
+    /// implements `Acquire<'a>` for *every* lifetime, which sqlx does not
+    /// ("implementation of `Acquire` is not general enough",
+    /// launchbadge/sqlx#2016), so `connect`, `connect_with` and `migrate` did
+    /// not compile in `tokio::spawn`. `&PgPool` implements it for every
+    /// lifetime. `tests/it/send.rs` checks it.
+    async fn run_migrations(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            MigrateError::Execute(e) => db(e),
             other => Error::backend(other),
-        })?;
-        Ok(())
+        })
     }
 
     /// Drops the store's schema and everything in it, then closes the pool.

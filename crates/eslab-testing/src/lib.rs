@@ -7,7 +7,8 @@
 //! - [`repository`] and [`repository_conformance_tests!`]: snapshots, the
 //!   state cache and upcasting through the `Repository`, on any store that
 //!   keeps events and snapshots;
-//! - [`strategies`]: proptest strategies for events and command sequences.
+//! - [`strategies`]: proptest strategies for events and command sequences;
+//! - [`send`]: compile-time checks that a store's futures are `Send`.
 //!
 //! This crate is for tests: its assertions panic with a message on failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -15,6 +16,7 @@
 pub mod conformance;
 pub mod repository;
 mod scenario;
+pub mod send;
 pub mod strategies;
 
 pub use scenario::Scenario;

@@ -1,5 +1,7 @@
 //! The memory store against the store conformance suite.
 
+mod send;
+
 use eslab_memory::MemoryStore;
 
 async fn new_store() -> MemoryStore {

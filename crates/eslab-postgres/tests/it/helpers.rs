@@ -43,6 +43,14 @@ pub async fn fresh() -> TestStore {
     fresh_with(|o| o).await
 }
 
+/// A store on a fresh schema that does not exist yet: nothing is connected,
+/// created or migrated until it is used (call it inside a Tokio runtime).
+pub fn unmigrated() -> TestStore {
+    let (url, schema) = (database_url(), schema_name());
+    let store = PostgresStore::connect_lazy(PostgresOptions::new(&url, &schema)).expect("a valid schema name");
+    TestStore { store, _guard: Arc::new(SchemaGuard { url, schema }) }
+}
+
 /// Drops the schema when dropped.
 #[derive(Debug)]
 struct SchemaGuard {

@@ -9,6 +9,7 @@ mod group;
 mod helpers;
 mod import;
 mod listener;
+mod send;
 
 use helpers::TestStore;
 

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod helpers;
+mod send;
 mod sqlite;
 
 /// Each test on its own temporary database file.
