@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use eslab_core::{EventReader, EventStore};
+use eslab_core::EventStore;
 use eslab_kafka::{DEFAULT_BROKERS, DEFAULT_TOPIC_PREFIX, KafkaOptions, relay};
 use eslab_postgres::Listener;
-use eslab_projection::{Backend, PgBackend, RunnerOptions, SqliteBackend, Wakeup};
+use eslab_projection::{Backend, PgBackend, RunnerOptions, SqliteBackend, UpcastingStore, Wakeup};
 
 use crate::store::AnyStore;
 
@@ -89,7 +89,7 @@ async fn run_on<S, B>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()>
 where
-    S: EventReader + Clone + 'static,
+    S: UpcastingStore,
     B: Backend,
 {
     let relay = relay::relay(feed, Arc::new(backend), options)

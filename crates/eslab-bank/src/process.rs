@@ -211,8 +211,10 @@ impl<S: EventStorage + Clone + 'static, B: Backend> Projection<B> for TransferPr
         match self.handle(event).await {
             Ok(_) => Ok(()),
             // The store was unreachable or kept conflicting: try the batch again later.
-            Err(e) if e.is_unavailable() || e.is_conflict() => Err(HandlerError::transient(e.to_string())),
-            Err(e) => Err(HandlerError::new(e.to_string())),
+            Err(e) if e.is_unavailable() || e.is_conflict() => {
+                Err(HandlerError::transient(e.to_string()).with_source(e))
+            }
+            Err(e) => Err(HandlerError::new(e.to_string()).with_source(e)),
         }
     }
 }

@@ -118,7 +118,7 @@ impl BankViews {
 }
 
 fn decode<E: eslab_core::DomainEvent>(event: &RecordedEvent) -> Result<E, HandlerError> {
-    JsonCodec.decode(event).map_err(|e| HandlerError::new(e.to_string()))
+    JsonCodec.decode(event).map_err(|e| HandlerError::new(e.to_string()).with_source(e))
 }
 
 /// A row at `seen` may only take the next version.
@@ -268,7 +268,7 @@ mod memory {
     }
 
     fn put<T: Serialize>(tx: &mut MemoryTx, table: &str, key: &str, row: &T) -> Result<(), HandlerError> {
-        let value = serde_json::to_value(row).map_err(|e| HandlerError::new(e.to_string()))?;
+        let value = serde_json::to_value(row).map_err(|e| HandlerError::new(e.to_string()).with_source(e))?;
         tx.put(table, key, value);
         Ok(())
     }

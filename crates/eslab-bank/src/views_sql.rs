@@ -26,7 +26,7 @@ const SCHEMA: [&str; 3] = [
 ];
 
 fn transient(e: sqlx::Error) -> HandlerError {
-    HandlerError::transient(e.to_string())
+    HandlerError::transient(e.to_string()).with_source(e)
 }
 
 fn version_i64(v: u64) -> Result<i64, HandlerError> {
@@ -172,7 +172,8 @@ fn ids_of<'a>(events: &[&'a RecordedEvent], category: &str) -> Vec<&'a str> {
 }
 
 fn rfc3339(at: time::OffsetDateTime) -> Result<String, HandlerError> {
-    at.format(&time::format_description::well_known::Rfc3339).map_err(|e| HandlerError::new(e.to_string()))
+    at.format(&time::format_description::well_known::Rfc3339)
+        .map_err(|e| HandlerError::new(e.to_string()).with_source(e))
 }
 
 macro_rules! sql_views {
@@ -203,7 +204,7 @@ macro_rules! sql_views {
                 let occurred_at = entry
                     .occurred_at
                     .format(&time::format_description::well_known::Rfc3339)
-                    .map_err(|e| HandlerError::new(e.to_string()))?;
+                    .map_err(|e| HandlerError::new(e.to_string()).with_source(e))?;
                 sqlx::query(INSERT_HISTORY)
                     .bind(&entry.account_id)
                     .bind(version_i64(entry.version)?)

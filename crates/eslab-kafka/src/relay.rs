@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use eslab_core::{Checkpoint, EventReader, FeedFilter, RecordedEvent, StreamId};
-use eslab_projection::{Backend, HandlerError, ParkedEvent, Projection, Runner, RunnerOptions};
+use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, StreamId};
+use eslab_projection::{Backend, HandlerError, ParkedEvent, Projection, Runner, RunnerOptions, UpcastingStore};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -36,11 +36,15 @@ pub type Relay<S, B> = Runner<S, RelayBackend<B>, Publisher>;
 /// A relay named [`DEFAULT_NAME`] publishing every category of `store`'s
 /// feed, with its checkpoint in `backend` (batches of 2000 events).
 ///
+/// `store` is an upcasting [`eslab_core::EventStore`]
+/// ([`UpcastingStore`]): messages carry each event at its current schema
+/// version, which is what the [`Worker`](crate::Worker)'s handlers decode.
+///
 /// # Errors
 /// Unusable options or a producer librdkafka refuses to create.
 pub fn relay<S, B>(store: S, backend: Arc<B>, options: &KafkaOptions) -> Result<Relay<S, B>>
 where
-    S: EventReader + Clone + 'static,
+    S: UpcastingStore,
     B: Backend,
 {
     let publisher = Publisher::new(options, DEFAULT_NAME, FeedFilter::All)?;
@@ -371,7 +375,7 @@ impl<B: Backend> Projection<RelayBackend<B>> for Publisher {
     async fn apply(&self, tx: &mut RelayTx<B::Tx>, event: &RecordedEvent) -> Result<(), HandlerError> {
         let topic = message::topic_for(&self.prefix, event.stream_id.category());
         // A broker that cannot be reached now may be back for the next attempt.
-        self.ensure_topic(&topic).await.map_err(|e| HandlerError::transient(e.to_string()))?;
+        self.ensure_topic(&topic).await.map_err(|e| HandlerError::transient(e.to_string()).with_source(e))?;
         // An event that cannot be encoded never will be: park its stream.
         let out = message::encode(event).map_err(HandlerError::new)?;
         if tx.failures.is_none() {
@@ -386,9 +390,9 @@ impl<B: Backend> Projection<RelayBackend<B>> for Publisher {
             }
             // Refused outright (e.g. larger than message.max.bytes): retrying cannot help.
             Err(e @ KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)) => {
-                Err(HandlerError::new(e.to_string()))
+                Err(HandlerError::new(e.to_string()).with_source(e))
             }
-            Err(e) => Err(HandlerError::transient(e.to_string())),
+            Err(e) => Err(HandlerError::transient(e.to_string()).with_source(e)),
         }
     }
 }

@@ -464,7 +464,7 @@ where
                     return Err(Error::Projection(eslab_projection::Error::RetryFailed {
                         stream: stream.clone(),
                         event_id: p.event.event_id,
-                        reason: e.message,
+                        source: e,
                     }));
                 }
                 applied_version = version;
@@ -528,7 +528,7 @@ const SCHEMA: [&str; 3] = [
 ];
 
 fn transient(e: sqlx::Error) -> HandlerError {
-    HandlerError::transient(e.to_string())
+    HandlerError::transient(e.to_string()).with_source(e)
 }
 
 fn to_i64(v: u64) -> Result<i64, HandlerError> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use eslab_bank::{AccountEvent, Amount, Balance, BankViews, OverdraftLimit, Owner, SqlViews};
-use eslab_core::{Codec, JsonCodec, Metadata, StreamId};
+use eslab_core::{Codec, EventStore, JsonCodec, Metadata, StreamId};
 use eslab_postgres::PostgresStore;
 use eslab_projection::{PgBackend, Runner, RunnerOptions};
 use sqlx::PgPool;
@@ -90,7 +90,8 @@ async fn raw_updates(pool: &PgPool, updates: &[(String, i64, i64)]) -> Duration 
 
 async fn catch_up(store: &PostgresStore, backend: &Arc<PgBackend>, partitions: u16) -> Duration {
     reset(store.pool()).await;
-    let runner = Runner::new(store.clone(), backend.clone(), Arc::new(BankViews))
+    let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+    let runner = Runner::new(feed, backend.clone(), Arc::new(BankViews))
         .with_options(RunnerOptions { batch_size: BATCH, owner: "bench".into(), ..RunnerOptions::default() })
         .partitioned(partitions);
     let start = Instant::now();

@@ -38,6 +38,11 @@ struct Bench {
     events: Vec<RecordedEvent>,
 }
 
+/// The store as the relay and the runner read it: with the bank's upcasters.
+fn feed(store: &PostgresStore) -> EventStore<PostgresStore> {
+    EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters())
+}
+
 fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| eslab_kafka::DEFAULT_BROKERS.into())
 }
@@ -159,7 +164,7 @@ fn throughput(c: &mut Criterion) {
                         .unwrap();
                     let backend =
                         Arc::new(relay::RelayBackend::new(Arc::new(PgBackend::new(bench.store.pool().clone()))));
-                    let runner = Runner::new(bench.store.clone(), backend, Arc::new(publisher))
+                    let runner = Runner::new(feed(&bench.store), backend, Arc::new(publisher))
                         .with_options(RunnerOptions { batch_size: 5000, ..RunnerOptions::default() });
                     let start = Instant::now();
                     let published = runner.drain().await.unwrap();
@@ -230,7 +235,7 @@ fn latency(c: &mut Criterion) {
 
     // Through Kafka: relay and worker live.
     let (relay_task, worker_task) = rt.block_on(async {
-        let relay = relay::relay(store.clone(), Arc::new(PgBackend::new(store.pool().clone())), &bench.kafka).unwrap();
+        let relay = relay::relay(feed(&store), Arc::new(PgBackend::new(store.pool().clone())), &bench.kafka).unwrap();
         let wakeup = Notified(store.listener().await.unwrap());
         let relay_task = tokio::spawn({
             let stop = stop.clone();
@@ -280,8 +285,7 @@ fn latency(c: &mut Criterion) {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let runner_task = rt
         .block_on(async {
-            let runner =
-                Runner::new(store.clone(), Arc::new(PgBackend::new(store.pool().clone())), Arc::new(BankViews));
+            let runner = Runner::new(feed(&store), Arc::new(PgBackend::new(store.pool().clone())), Arc::new(BankViews));
             runner.drain().await.unwrap();
             let wakeup = Notified(store.listener().await.unwrap());
             let task = tokio::spawn(async move { runner.run(wakeup, stopped(stop)).await });

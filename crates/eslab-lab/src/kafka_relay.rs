@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use eslab_core::{Checkpoint, EventAppender, EventReader, ExpectedVersion, FeedFilter, RecordedEvent, StreamAppend};
+use eslab_core::{
+    Checkpoint, EventAppender, EventReader, EventStore, ExpectedVersion, FeedFilter, RecordedEvent, StreamAppend,
+};
 use eslab_kafka::rdkafka::admin::{AdminClient, AdminOptions};
 use eslab_kafka::rdkafka::client::DefaultClientContext;
 use eslab_kafka::rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -375,9 +377,9 @@ async fn relay_pass(
     // measures (the bare producer warms up too).
     warm_up(&publisher.producer(), &kafka.topic("account")).await?;
     let start = t.elapsed();
-    let runner =
-        Runner::new(store.clone(), Arc::new(relay::RelayBackend::new(Arc::new(backend.clone()))), Arc::new(publisher))
-            .with_options(RunnerOptions { batch_size: setting.batch, ..RunnerOptions::default() });
+    let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+    let runner = Runner::new(feed, Arc::new(relay::RelayBackend::new(Arc::new(backend.clone()))), Arc::new(publisher))
+        .with_options(RunnerOptions { batch_size: setting.batch, ..RunnerOptions::default() });
     let mut latencies = Latencies::new()?;
     let mut published = 0_usize;
     let mut batches = 0_u64;

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use eslab_bank::{BankViews, SqlViews};
-use eslab_core::{Checkpoint, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent, StreamId, Version};
+use eslab_core::{
+    Checkpoint, EventAppender, EventReader, EventStore, ExpectedVersion, FeedFilter, NewEvent, StreamId, Version,
+};
 use eslab_postgres::{Listener, PostgresStore};
 use eslab_projection::{Inline, Outcome, PgBackend, Runner, RunnerOptions, Wakeup};
 use futures_util::future::LocalBoxFuture;
@@ -113,7 +115,8 @@ impl Experiment for ProjectionBatches {
                     backend.ensure_schema().await?;
                     let views = SqlViews::new(pool.clone());
                     views.ensure_schema().await?;
-                    let runner = Runner::new(store.clone(), Arc::new(backend), Arc::new(BankViews))
+                    let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+                    let runner = Runner::new(feed, Arc::new(backend), Arc::new(BankViews))
                         .with_options(RunnerOptions { batch_size: batch, ..RunnerOptions::default() })
                         .partitioned(parts);
                     let mut latencies = Latencies::new()?;
@@ -249,7 +252,8 @@ impl Subject {
             subject.streams.push((stream, rows));
         }
         if mode == Mode::Async {
-            let runner = Runner::new(subject.store.clone(), Arc::new(backend), Arc::new(BankViews));
+            let feed = EventStore::new(subject.store.clone()).with_upcasters(eslab_bank::upcasters());
+            let runner = Runner::new(feed, Arc::new(backend), Arc::new(BankViews));
             // Caught up with the openings before anything is timed.
             let started = Instant::now();
             let last = format!("f{}", accounts.saturating_sub(1));

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use eslab_core::{Checkpoint, EventId, EventReader, RecordedEvent, StreamId, Version};
+use eslab_core::{Checkpoint, EventId, EventReader, EventStore, RecordedEvent, StreamId, Version};
 
 use crate::backend::{Backend, Projection};
 use crate::{Error, Result};
@@ -39,12 +39,20 @@ pub struct RunnerOptions {
     pub batch_size: usize,
     /// Parallel partitions (by stream-id hash). Default 1.
     pub partitions: u16,
-    /// Who this runner is, for the lease. Default: a random id.
+    /// Who this runner is, for the lease. Default: unique to this process
+    /// ([`RunnerOptions::process_owner`]); see [`RunnerOptions::stable_owner`]
+    /// for one a restarted process shares with its predecessor.
     pub owner: String,
     /// How long a lease lasts without renewal. Default 30 s.
     pub lease_ttl: Duration,
-    /// Longest wait between polls when idle, in live mode (wake-ups cut it short). Default 1 s.
+    /// Longest wait between polls when idle, in live mode (wake-ups cut it
+    /// short); also how often a runner whose lease another owner holds checks
+    /// whether it was released (at most every half `lease_ttl`). Default 1 s.
     pub max_idle_poll: Duration,
+    /// How long a graceful stop ([`RunnerHandle::stop`]) may spend draining
+    /// what was committed before it gives up (the lease is released either
+    /// way). Default 10 s.
+    pub stop_timeout: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -52,12 +60,64 @@ impl Default for RunnerOptions {
         RunnerOptions {
             batch_size: 500,
             partitions: 1,
-            owner: format!("runner-{}", uuid::Uuid::now_v7()),
+            owner: RunnerOptions::process_owner(),
             lease_ttl: Duration::from_secs(30),
             max_idle_poll: Duration::from_secs(1),
+            stop_timeout: Duration::from_secs(10),
         }
     }
 }
+
+impl RunnerOptions {
+    /// An owner unique to this process and this call: `<host>:<pid>:<random>`
+    /// (the default). Two processes never share it, so they never both lead;
+    /// but a process that crashed keeps its lease until the TTL runs out, and
+    /// its successor (another owner) waits that long (saying so in the log).
+    pub fn process_owner() -> String {
+        // The random tail of a v7 id (its head is the clock).
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        format!("{}:{}:{}", host_name(), std::process::id(), &id[20..])
+    }
+
+    /// An owner that stays the same across restarts: `<host>/<instance>`.
+    ///
+    /// A restarted process with the same owner takes its own lease back at
+    /// once, even after a crash that left the lease behind. `instance` must
+    /// name the process uniquely on its host (e.g. the service's name, or its
+    /// port when several run on one host): two live processes with one owner
+    /// would both think they lead and apply batches twice. Where the host name
+    /// is not stable (a container replaced on redeploy), pass a name that is,
+    /// such as a StatefulSet pod's, as [`owner`](Self::owner) directly.
+    pub fn stable_owner(instance: &str) -> String {
+        format!("{}/{instance}", host_name())
+    }
+}
+
+/// This machine's host name (`unknown-host` if it cannot be read as UTF-8).
+fn host_name() -> String {
+    gethostname::gethostname().into_string().unwrap_or_else(|_| "unknown-host".to_owned())
+}
+
+mod sealed {
+    /// Only [`eslab_core::EventStore`] implements [`super::UpcastingStore`].
+    pub trait Sealed {}
+
+    impl<S> Sealed for eslab_core::EventStore<S> {}
+}
+
+/// What a [`Runner`] reads: an [`eslab_core::EventStore`], the layer that
+/// applies the upcasters on every read. It is sealed, so that type is the only
+/// one: a raw backend (`MemoryStore`, `PostgresStore`, ...) handed to a runner
+/// would feed old event versions to the handlers, whose decoding fails and
+/// parks the streams; here it does not compile.
+#[diagnostic::on_unimplemented(
+    message = "a projection runner reads an upcasting `eslab_core::EventStore`, not `{Self}`",
+    label = "not an `EventStore`",
+    note = "wrap the store: `EventStore::new(store).with_upcasters(upcasters)`"
+)]
+pub trait UpcastingStore: EventReader + Clone + sealed::Sealed + 'static {}
+
+impl<S: EventReader + Clone + 'static> UpcastingStore for EventStore<S> {}
 
 /// Something that says "there may be new events" (an in-process signal fired
 /// after appends, or Postgres NOTIFY relayed into a channel).
@@ -94,6 +154,19 @@ pub fn partition_of(stream: &StreamId, partitions: u16) -> u16 {
 }
 
 /// Runs one projection over a store's feed.
+///
+/// # The lease
+///
+/// One runner per projection is active at a time, across processes: each
+/// batch first takes (or renews) the projection's lease for
+/// [`RunnerOptions::owner`]. While another owner holds it, [`run_once`](Self::run_once)
+/// returns [`Outcome::NotLeader`] and the runner says so in the log (once per
+/// holder: who, and until when). [`drain`](Self::drain), [`run`](Self::run) and
+/// [`RunnerHandle::stop`] release the lease when they end, so another process
+/// takes over at once; a lease left behind by a crash runs out after
+/// [`RunnerOptions::lease_ttl`], unless the restarted process has the same
+/// owner: give a long-lived process a stable one ([`RunnerOptions::stable_owner`])
+/// and it takes its lease back at once.
 #[derive(Debug)]
 pub struct Runner<S, B, P> {
     store: S,
@@ -103,6 +176,8 @@ pub struct Runner<S, B, P> {
     /// Until when this runner's lease needs no renewal (half its TTL after
     /// the last renewal was asked for), shared by clones (same owner).
     lease_fresh_until: Arc<Mutex<Option<Instant>>>,
+    /// The other owner last seen holding the lease (and logged), shared by clones.
+    other_owner: Arc<Mutex<Option<String>>>,
 }
 
 impl<S: Clone, B, P> Clone for Runner<S, B, P> {
@@ -113,17 +188,53 @@ impl<S: Clone, B, P> Clone for Runner<S, B, P> {
             projection: self.projection.clone(),
             options: self.options.clone(),
             lease_fresh_until: self.lease_fresh_until.clone(),
+            other_owner: self.other_owner.clone(),
         }
     }
 }
 
 impl<S, B, P> Runner<S, B, P>
 where
-    S: EventReader + Clone + 'static,
+    S: UpcastingStore,
     B: Backend,
     P: Projection<B>,
 {
     /// A runner of `projection`, reading `store`'s feed, writing to `backend`.
+    ///
+    /// `store` is an upcasting [`EventStore`] (see [`UpcastingStore`]), so the
+    /// handlers see every event at its current schema version:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use eslab_core::{EventStore, RecordedEvent, Upcasters};
+    /// use eslab_projection::memory::{MemoryBackend, MemoryTx};
+    /// use eslab_projection::{HandlerError, Projection, Runner};
+    ///
+    /// struct Count;
+    /// impl Projection<MemoryBackend> for Count {
+    ///     fn name(&self) -> &str { "count" }
+    ///     async fn apply(&self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), HandlerError> { Ok(()) }
+    /// }
+    ///
+    /// let store = EventStore::new(eslab_memory::MemoryStore::new()).with_upcasters(Upcasters::new());
+    /// let runner = Runner::new(store, Arc::new(MemoryBackend::new()), Arc::new(Count));
+    /// ```
+    ///
+    /// A raw store, whose reads skip the upcasters, does not compile:
+    ///
+    /// ```compile_fail,E0277
+    /// # use std::sync::Arc;
+    /// # use eslab_core::RecordedEvent;
+    /// # use eslab_projection::memory::{MemoryBackend, MemoryTx};
+    /// # use eslab_projection::{HandlerError, Projection, Runner};
+    /// # struct Count;
+    /// # impl Projection<MemoryBackend> for Count {
+    /// #     fn name(&self) -> &str { "count" }
+    /// #     async fn apply(&self, _: &mut MemoryTx, _: &RecordedEvent) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// let store = eslab_memory::MemoryStore::new();
+    /// let runner = Runner::new(store, Arc::new(MemoryBackend::new()), Arc::new(Count));
+    /// ```
     pub fn new(store: S, backend: Arc<B>, projection: Arc<P>) -> Self {
         Runner {
             store,
@@ -131,6 +242,7 @@ where
             projection,
             options: RunnerOptions::default(),
             lease_fresh_until: Arc::new(Mutex::new(None)),
+            other_owner: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -202,7 +314,43 @@ where
         let held = self.backend.acquire_lease(name, &self.options.owner, self.options.lease_ttl).await;
         *self.lease_fresh_until.lock().unwrap_or_else(PoisonError::into_inner) =
             matches!(held, Ok(true)).then(|| now + self.options.lease_ttl / 2);
+        match held {
+            Ok(true) => {
+                let before = self.other_owner.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Some(before) = before {
+                    tracing::info!(projection = name, owner = %self.options.owner, previous_owner = %before,
+                        "took over the projection's lease");
+                }
+            }
+            Ok(false) => self.note_other_owner(name).await,
+            Err(_) => {}
+        }
         held
+    }
+
+    /// Logs who holds the lease instead of this runner, once per holder.
+    async fn note_other_owner(&self, name: &str) {
+        let lease = match self.backend.lease(name).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return, // released in between: the next attempt takes it
+            Err(e) => {
+                tracing::debug!(projection = name, error = %e, "cannot read the projection's lease");
+                return;
+            }
+        };
+        let mut seen = self.other_owner.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.as_deref() == Some(lease.owner.as_str()) {
+            return;
+        }
+        tracing::info!(projection = name, owner = %self.options.owner, holder = %lease.owner, until = %lease.until,
+            "another owner holds the projection's lease; waiting until it is released or runs out");
+        *seen = Some(lease.owner);
+    }
+
+    /// Gives up this runner's lease (another owner's is left alone).
+    async fn release_lease(&self) -> Result<()> {
+        *self.lease_fresh_until.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.backend.release_lease(self.projection.name(), &self.options.owner).await
     }
 
     /// Processes at most one batch: reads the feed after the checkpoint, applies
@@ -329,11 +477,7 @@ where
         let mut tx = self.backend.begin().await?;
         for p in &parked {
             if let Err(e) = self.projection.apply(&mut tx, &p.event).await {
-                return Err(Error::RetryFailed {
-                    stream: stream.clone(),
-                    event_id: p.event.event_id,
-                    reason: e.message,
-                });
+                return Err(Error::RetryFailed { stream: stream.clone(), event_id: p.event.event_id, source: e });
             }
             self.backend.unpark(&mut tx, name, &p.event).await?;
         }
@@ -358,8 +502,17 @@ where
     /// then waits for a wake-up or the polling interval (backing off from
     /// 10 ms to `max_idle_poll`). Errors are logged and retried with backoff.
     /// The lag gauges are updated at most once a second while busy, and when
-    /// the runner goes idle. Releases the lease on the way out.
-    pub async fn run(&self, mut wakeup: impl Wakeup, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+    /// the runner goes idle. While another owner holds the lease, checks it
+    /// every `max_idle_poll` (at most every half `lease_ttl`). Finishes the
+    /// batch in hand, then releases the lease on the way out (see
+    /// [`spawn`](Self::spawn) for a stop that also drains).
+    pub async fn run(&self, wakeup: impl Wakeup, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        self.follow(wakeup, shutdown).await;
+        self.release_lease().await
+    }
+
+    /// The loop of [`run`](Self::run), keeping the lease at the end.
+    async fn follow(&self, mut wakeup: impl Wakeup, shutdown: impl Future<Output = ()> + Send) {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut idle = Duration::from_millis(10);
         let mut reported: Option<std::time::Instant> = None;
@@ -379,27 +532,88 @@ where
             let wait = match outcome {
                 Ok(Outcome::Processed { .. }) => {
                     idle = Duration::from_millis(10);
-                    continue;
+                    // Busy: straight on to the next batch, unless stopped.
+                    tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        () = std::future::ready(()) => continue,
+                    }
                 }
                 Ok(Outcome::Idle) => idle,
-                Ok(Outcome::NotLeader) => self.options.lease_ttl / 2,
+                Ok(Outcome::NotLeader) => self.options.max_idle_poll.min(self.options.lease_ttl / 2),
                 Err(e) => {
                     tracing::warn!(projection = self.projection.name(), error = %e, "projection batch failed; will retry");
                     idle
                 }
             };
             tokio::select! {
+                // A stop is honoured before another poll.
+                biased;
                 () = &mut shutdown => break,
                 () = wakeup.wait() => idle = Duration::from_millis(10),
                 () = tokio::time::sleep(wait) => idle = (idle * 2).min(self.options.max_idle_poll),
             }
         }
-        *self.lease_fresh_until.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.backend.release_lease(self.projection.name(), &self.options.owner).await
     }
 
-    /// Processes batches until the feed is drained (or another owner holds the lease).
+    /// Processes batches until the feed is drained, then releases the lease
+    /// (also after an error), so that another process can take over at once.
+    /// Returns how many events were read. Fails with [`Error::NotLeader`] if
+    /// another owner holds the lease.
     pub async fn drain(&self) -> Result<usize> {
+        let drained = self.drain_holding().await;
+        let released = self.release_lease().await;
+        let events = drained?;
+        released?;
+        Ok(events)
+    }
+
+    /// Starts the runner in a task of its own, following the feed live as
+    /// [`run`](Self::run) does, woken by `wakeup`. [`RunnerHandle::stop`] stops
+    /// it gracefully: it finishes the batch in hand, drains what was committed
+    /// (for at most [`RunnerOptions::stop_timeout`]) and releases the lease.
+    /// Dropping the handle stops it the same way, without waiting for it.
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime, as [`tokio::spawn`] does.
+    pub fn spawn(self, wakeup: impl Wakeup + 'static) -> RunnerHandle {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let name = self.projection.name().to_owned();
+        let task = tokio::spawn(async move {
+            // A dropped handle (the sender gone) also means stop.
+            self.follow(wakeup, async {
+                let _ = stopped.await;
+            })
+            .await;
+            self.flush().await
+        });
+        RunnerHandle { name, stop, task }
+    }
+
+    /// After a stop: drains (bounded by `stop_timeout`), then releases the lease.
+    async fn flush(&self) -> Result<usize> {
+        let name = self.projection.name();
+        let timeout = self.options.stop_timeout;
+        let drained = match tokio::time::timeout(timeout, self.drain_holding()).await {
+            Ok(Err(Error::NotLeader(_))) => Ok(0), // another owner runs it: nothing of ours to flush
+            Ok(drained) => drained,
+            Err(_) => Err(Error::StopTimedOut { projection: name.to_owned(), timeout }),
+        };
+        let released = self.release_lease().await;
+        match (drained, released) {
+            (Ok(events), Ok(())) => Ok(events),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), released) => {
+                if let Err(release) = released {
+                    tracing::warn!(projection = name, error = %release, "cannot release the projection's lease");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Processes batches until the feed is drained, keeping the lease.
+    async fn drain_holding(&self) -> Result<usize> {
         let mut total = 0;
         loop {
             match self.run_once().await? {
@@ -407,6 +621,45 @@ where
                 Outcome::Idle => return Ok(total),
                 Outcome::NotLeader => return Err(Error::NotLeader(self.projection.name().to_owned())),
             }
+        }
+    }
+}
+
+/// A [`Runner`] started in a task of its own by [`Runner::spawn`].
+#[derive(Debug)]
+pub struct RunnerHandle {
+    name: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<usize>>,
+}
+
+impl RunnerHandle {
+    /// The projection's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the runner's task has ended.
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the runner gracefully and waits for it: it finishes the batch in
+    /// hand, drains what was committed before the stop (for at most
+    /// [`RunnerOptions::stop_timeout`]) and releases its lease, so another
+    /// process takes over at once. Returns how many events the drain read
+    /// (0 if another owner held the lease).
+    ///
+    /// # Errors
+    /// The drain failing or timing out ([`Error::StopTimedOut`]; the lease is
+    /// released all the same), the lease's release failing, or the task
+    /// panicking.
+    pub async fn stop(self) -> Result<usize> {
+        // The task may have ended already (it panicked): its result is what counts.
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(Error::Backend(Box::new(join))),
         }
     }
 }

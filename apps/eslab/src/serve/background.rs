@@ -19,9 +19,6 @@ use tokio::task::JoinHandle;
 use super::read::ReadModels;
 use crate::store::AnyStore;
 
-/// How long a shutdown waits for a projection to drain the feed.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A running projection whose position `/ready` reports.
 pub trait Tracked: Send + Sync {
     /// The projection's name.
@@ -72,30 +69,32 @@ pub struct Background {
 
 fn options(name: &str) -> RunnerOptions {
     RunnerOptions {
-        owner: format!("eslab-serve-{name}-{}", uuid::Uuid::now_v7()),
+        // Unique to this process (host, pid, random): several services may
+        // share a store, and two runners with one owner would both lead. A
+        // graceful stop releases the lease, so a successor takes over at once.
+        owner: format!("eslab-serve-{name}@{}", RunnerOptions::process_owner()),
         max_idle_poll: Duration::from_millis(250),
+        // Bounds the flush on shutdown: what was committed before it reaches the read models.
+        stop_timeout: Duration::from_secs(10),
         ..RunnerOptions::default()
     }
 }
 
+/// Runs `runner` until `shutdown`, then stops it gracefully: it drains what
+/// was committed (bounded in time) and releases its lease.
 fn spawn<B: Backend, P: Projection<B>>(
     runner: Runner<EventStore<AnyStore>, B, P>,
     wakeup: impl Wakeup + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
+    let running = runner.spawn(wakeup);
     tokio::spawn(async move {
-        let stop = async move {
-            // A dropped sender also means stop.
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        };
-        if let Err(error) = runner.run(wakeup, stop).await {
-            tracing::warn!(projection = runner.name(), %error, "projection runner stopped with an error");
-        }
-        // Flush: what was committed before the shutdown reaches the read models.
-        match tokio::time::timeout(FLUSH_TIMEOUT, runner.drain()).await {
-            Ok(Ok(events)) => tracing::info!(projection = runner.name(), events, "projection flushed"),
-            Ok(Err(error)) => tracing::warn!(projection = runner.name(), %error, "projection flush failed"),
-            Err(_) => tracing::warn!(projection = runner.name(), "projection flush timed out"),
+        // A dropped sender also means stop.
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        let name = running.name().to_owned();
+        match running.stop().await {
+            Ok(events) => tracing::info!(projection = name, events, "projection flushed and stopped"),
+            Err(error) => tracing::warn!(projection = name, %error, "projection flush failed"),
         }
     })
 }

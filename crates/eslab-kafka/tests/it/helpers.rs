@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eslab_bank::{AccountEvent, Amount, Balance, BankViews, OverdraftLimit, Owner, SqlViews};
-use eslab_core::{Codec, EventAppender, ExpectedVersion, JsonCodec, Metadata, RecordedEvent, StreamAppend};
+use eslab_core::{Codec, EventAppender, EventStore, ExpectedVersion, JsonCodec, Metadata, RecordedEvent, StreamAppend};
 use eslab_kafka::{KafkaOptions, Worker, WorkerOptions, WorkerTables};
 use eslab_postgres::PostgresStore;
 use eslab_projection::PgBackend;
@@ -78,6 +78,11 @@ impl Env {
             .with("client.id", format!("eslab-test-{id}"))
             .with("debug", "cgrp");
         Env { store, kafka, group: format!("g{id}") }
+    }
+
+    /// The store as a relay reads it: with the bank's upcasters.
+    pub(crate) fn feed(&self) -> EventStore<PostgresStore> {
+        EventStore::new(self.store.clone()).with_upcasters(eslab_bank::upcasters())
     }
 
     pub(crate) fn backend(&self) -> Arc<PgBackend> {

@@ -120,7 +120,7 @@ async fn a_relay_killed_mid_batch_loses_nothing_and_the_worker_dedupes() {
         let env = Env::new().await;
         let expected = seed(&env.store, "r", 60, 49).await; // 3000 events
         let relay_with = |batch: usize| {
-            relay::relay(env.store.clone(), env.backend(), &env.kafka).unwrap().with_options(RunnerOptions {
+            relay::relay(env.feed(), env.backend(), &env.kafka).unwrap().with_options(RunnerOptions {
                 batch_size: batch,
                 owner: "relay".into(),
                 ..RunnerOptions::default()
@@ -148,7 +148,7 @@ async fn a_relay_killed_mid_batch_loses_nothing_and_the_worker_dedupes() {
         // Publish everything a second time (a relay with a checkpoint of its
         // own): the worker must still apply each event exactly once.
         let second = eslab_projection::Runner::new(
-            env.store.clone(),
+            env.feed(),
             Arc::new(relay::RelayBackend::new(env.backend())),
             Arc::new(relay::Publisher::new(&env.kafka, "second-relay", FeedFilter::All).unwrap()),
         );
@@ -188,7 +188,7 @@ async fn a_worker_killed_and_restarted_leaves_the_read_model_exact() {
         let broker = OwnBroker::start();
         let env = Env::on(&broker.brokers()).await;
         let expected = seed(&env.store, "w", 40, 49).await; // 2000 events
-        let r = relay::relay(env.store.clone(), env.backend(), &env.kafka).unwrap();
+        let r = relay::relay(env.feed(), env.backend(), &env.kafka).unwrap();
         assert_eq!(r.drain().await.unwrap(), expected.events);
 
         // Workers of the group killed once each has joined and applied
@@ -231,7 +231,7 @@ async fn the_relay_resumes_by_itself_after_the_broker_restarts() {
         let mut kafka = env.kafka.clone();
         // Deliveries that fail while the broker is away fail the batch; it is published again.
         kafka.message_timeout = Duration::from_secs(5);
-        let r = relay::relay(env.store.clone(), env.backend(), &kafka)
+        let r = relay::relay(env.feed(), env.backend(), &kafka)
             .unwrap()
             .with_options(RunnerOptions { batch_size: 100, ..RunnerOptions::default() });
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
@@ -304,7 +304,7 @@ async fn poison_messages_are_kept_aside_and_bad_events_park_their_stream() {
     within(Duration::from_secs(90), async {
         let env = Env::new().await;
         let expected = seed(&env.store, "p", 3, 2).await;
-        relay::relay(env.store.clone(), env.backend(), &env.kafka).unwrap().drain().await.unwrap();
+        relay::relay(env.feed(), env.backend(), &env.kafka).unwrap().drain().await.unwrap();
 
         // A foreign message on the topic, and an event of an account that was
         // never opened (its handler fails: the stream parks).
@@ -362,7 +362,7 @@ async fn one_relay_publishes_at_a_time() {
         let env = Env::new().await;
         seed(&env.store, "l", 2, 1).await;
         let with_owner = |owner: &str| {
-            relay::relay(env.store.clone(), env.backend(), &env.kafka)
+            relay::relay(env.feed(), env.backend(), &env.kafka)
                 .unwrap()
                 .with_options(RunnerOptions { owner: owner.into(), ..RunnerOptions::default() })
         };

@@ -54,8 +54,11 @@ async fn status_shows_checkpoint_lag_lease_and_parked() {
     let s = status(&store, &backend, "tally", &FeedFilter::All).await.unwrap();
     assert_eq!(s.checkpoint.position.get(), 7, "the lowest partition checkpoint");
     assert_eq!(s.lag, Lag::NONE);
-    assert_eq!(s.lease_owner.as_deref(), Some("worker-1"));
+    assert_eq!(s.lease_owner, None, "drain released the lease");
     assert_eq!(s.parked, 1);
+    assert_eq!(r.run_once().await.unwrap(), eslab_projection::Outcome::Idle);
+    let s = status(&store, &backend, "tally", &FeedFilter::All).await.unwrap();
+    assert_eq!(s.lease_owner.as_deref(), Some("worker-1"));
 }
 
 /// A recorder that keeps the last value of every gauge.

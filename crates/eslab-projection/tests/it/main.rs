@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId};
+use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId, Upcasters};
 
 #[cfg(all(feature = "postgres", feature = "sqlite"))]
 mod inline;
@@ -47,7 +47,13 @@ fn stream(i: u64) -> StreamId {
 }
 
 async fn seed(store: &MemoryStore, streams: u64, per_stream: u64) {
-    for round in 0..per_stream {
+    seed_rounds(store, streams, 0..per_stream).await;
+}
+
+/// Rounds `rounds` of [`seed`] (round `r` adds `n = r + 1` to every stream), so
+/// that seeding in steps adds up to the sums [`assert_exact`] expects.
+async fn seed_rounds(store: &MemoryStore, streams: u64, rounds: std::ops::Range<u64>) {
+    for round in rounds {
         for s in 0..streams {
             let e = NewEvent::new("Counted", 1, json!({ "n": round + 1 }), Metadata::now());
             store.append(&stream(s), ExpectedVersion::Any, vec![e]).await.unwrap();
@@ -71,7 +77,11 @@ fn assert_exact(backend: &MemoryBackend, streams: u64, per_stream: u64) {
 
 /// A runner with a stable owner, as a restarted process would have: a crashed
 /// runner's lease would otherwise block its successor until it expires.
-fn runner(store: &MemoryStore, backend: &MemoryBackend, batch: usize) -> Runner<MemoryStore, MemoryBackend, Tally> {
+fn runner(
+    store: &MemoryStore,
+    backend: &MemoryBackend,
+    batch: usize,
+) -> Runner<EventStore<MemoryStore>, MemoryBackend, Tally> {
     runner_as(store, backend, batch, "worker-1")
 }
 
@@ -80,12 +90,9 @@ fn runner_as(
     backend: &MemoryBackend,
     batch: usize,
     owner: &str,
-) -> Runner<MemoryStore, MemoryBackend, Tally> {
-    Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(Tally)).with_options(RunnerOptions {
-        batch_size: batch,
-        owner: owner.to_owned(),
-        ..RunnerOptions::default()
-    })
+) -> Runner<EventStore<MemoryStore>, MemoryBackend, Tally> {
+    Runner::new(EventStore::new(store.clone()), Arc::new(backend.clone()), Arc::new(Tally))
+        .with_options(RunnerOptions { batch_size: batch, owner: owner.to_owned(), ..RunnerOptions::default() })
 }
 
 #[tokio::test]
@@ -195,7 +202,7 @@ async fn retry_applies_parked_events_in_order_once_the_handler_accepts_them() {
     }
     seed(&store, 2, 4).await;
     let flaky = Arc::new(Flaky(false.into()));
-    let r = Runner::new(store.clone(), Arc::new(backend.clone()), flaky.clone());
+    let r = Runner::new(EventStore::new(store.clone()), Arc::new(backend.clone()), flaky.clone());
     r.drain().await.unwrap();
     assert_eq!(backend.table("seen")["acc-0"], json!([1]));
     flaky.0.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -254,10 +261,12 @@ async fn live_mode_wakes_on_a_signal_and_stops_on_shutdown() {
     let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
     let (signal, wakeup) = tokio::sync::watch::channel(0u64);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let r = Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(Tally)).with_options(RunnerOptions {
-        max_idle_poll: Duration::from_secs(3600), // only the signal can wake it
-        ..RunnerOptions::default()
-    });
+    let r = Runner::new(EventStore::new(store.clone()), Arc::new(backend.clone()), Arc::new(Tally)).with_options(
+        RunnerOptions {
+            max_idle_poll: Duration::from_secs(3600), // only the signal can wake it
+            ..RunnerOptions::default()
+        },
+    );
     let task = tokio::spawn(async move {
         r.run(wakeup, async {
             let _ = stopped.await;
@@ -277,4 +286,197 @@ async fn live_mode_wakes_on_a_signal_and_stops_on_shutdown() {
     // The lease was released: another owner can take over at once.
     let other = runner_as(&store, &backend, 10, "someone-else");
     assert_eq!(other.run_once().await.unwrap(), Outcome::Idle);
+}
+
+/// `Counted` v1 carried `{"amount": n}`; v2 (what `Tally` reads) carries `{"n": n}`.
+fn counted_v1_to_v2() -> Upcasters {
+    Upcasters::new()
+        .register("Counted", 1, 2, |p| {
+            let n = p.get("amount").cloned().ok_or("no amount")?;
+            Ok(json!({ "n": n }))
+        })
+        .unwrap()
+}
+
+/// Issue 16, defect 2: the runner reads through the upcasting `EventStore`
+/// (a raw store does not compile, see the `compile_fail` example on
+/// `Runner::new`), so old events reach the handler at their current version.
+#[tokio::test]
+async fn an_upcast_event_reaches_the_projection() {
+    let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
+    for n in 1..=4 {
+        let old = NewEvent::new("Counted", 1, json!({ "amount": n }), Metadata::now());
+        store.append(&stream(0), ExpectedVersion::Any, vec![old]).await.unwrap();
+    }
+    let feed = EventStore::new(store.clone()).with_upcasters(counted_v1_to_v2());
+    let r = Runner::new(feed, Arc::new(backend.clone()), Arc::new(Tally));
+    assert_eq!(r.drain().await.unwrap(), 4);
+    assert_eq!(backend.table("tally")["acc-0"], json!({ "version": 4, "sum": 10 }), "every v1 event applied as v2");
+    assert!(eslab_projection::Backend::parked(&backend, "tally", None).await.unwrap().is_empty());
+}
+
+/// Issue 16, defect 3: a drained runner releases its lease, so a runner of
+/// another owner takes over at once. Both leases last an hour: the second
+/// runner cannot get in by waiting one out.
+#[tokio::test]
+async fn a_drained_runner_hands_the_lease_over_at_once() {
+    let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
+    seed(&store, 3, 2).await;
+    let with_owner = |owner: &str| {
+        runner_as(&store, &backend, 10, owner).with_options(RunnerOptions {
+            owner: owner.into(),
+            lease_ttl: HOUR,
+            ..RunnerOptions::default()
+        })
+    };
+    assert_eq!(with_owner("a").drain().await.unwrap(), 6);
+    seed_rounds(&store, 3, 2..3).await;
+    let b = with_owner("b");
+    assert_eq!(b.drain().await.unwrap(), 3, "b took the lease a released");
+    assert_exact(&backend, 3, 3);
+    assert!(eslab_projection::Backend::lease(&backend, "tally").await.unwrap().is_none(), "b released it too");
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// Issue 16, deliverable 3: `stop()` on a spawned runner drains what was
+/// committed before the stop and releases the lease.
+#[tokio::test]
+async fn a_spawned_runner_stops_by_draining_and_releasing_its_lease() {
+    let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
+    seed(&store, 5, 6).await;
+    let a = runner_as(&store, &backend, 5, "a").with_options(RunnerOptions {
+        batch_size: 5,
+        owner: "a".into(),
+        lease_ttl: HOUR,
+        max_idle_poll: HOUR, // no wake-up and no poll: only the stop's drain can apply the rest
+        ..RunnerOptions::default()
+    });
+    // Stopped before its task first runs (one thread): the loop applies its
+    // first batch, sees the stop, and the drain applies the other 25 events.
+    let drained = a.spawn(()).stop().await.unwrap();
+    assert_eq!(drained, 25);
+    assert_exact(&backend, 5, 6);
+    assert!(eslab_projection::Backend::lease(&backend, "tally").await.unwrap().is_none(), "lease released");
+    seed_rounds(&store, 5, 6..7).await;
+    let b = runner_as(&store, &backend, 50, "b").with_options(RunnerOptions {
+        owner: "b".into(),
+        lease_ttl: HOUR,
+        ..RunnerOptions::default()
+    });
+    assert!(matches!(b.run_once().await.unwrap(), Outcome::Processed { events: 5, .. }));
+    // A standby stops cleanly too: the lease is b's, nothing of its own to drain.
+    let standby = runner_as(&store, &backend, 5, "c");
+    assert_eq!(standby.spawn(()).stop().await.unwrap(), 0);
+    assert_eq!(eslab_projection::Backend::lease(&backend, "tally").await.unwrap().unwrap().owner, "b");
+}
+
+/// Log lines, captured for one test (the subscriber is this thread's).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines_with(&self, needle: &str) -> Vec<String> {
+        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+        text.lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+    }
+}
+
+/// Issue 16, defect 3: a runner kept out by another owner's lease says so,
+/// once per holder, with the holder and the lease's end; and when it takes over.
+#[tokio::test]
+async fn waiting_on_another_owners_lease_is_logged_once() {
+    let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
+    seed(&store, 2, 2).await;
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let holder = runner_as(&store, &backend, 1, "holder-1");
+    assert!(matches!(holder.run_once().await.unwrap(), Outcome::Processed { .. }));
+    let waiting = runner_as(&store, &backend, 10, "waiting");
+    for _ in 0..3 {
+        assert_eq!(waiting.run_once().await.unwrap(), Outcome::NotLeader);
+    }
+    let until = eslab_projection::Backend::lease(&backend, "tally").await.unwrap().unwrap().until;
+    let told = logs.lines_with("another owner holds the projection's lease");
+    assert_eq!(told.len(), 1, "once per holder: {told:?}");
+    // (The memory backend shows its monotonic deadline as wall-clock time anew on each read.)
+    assert!(told[0].contains("holder=holder-1") && told[0].contains(&format!("until={}", until.date())), "{}", told[0]);
+
+    // A new holder is news again.
+    holder.drain().await.unwrap();
+    let other = runner_as(&store, &backend, 1, "holder-2");
+    seed(&store, 1, 1).await;
+    assert!(matches!(other.run_once().await.unwrap(), Outcome::Processed { .. }));
+    assert_eq!(waiting.run_once().await.unwrap(), Outcome::NotLeader);
+    assert_eq!(waiting.run_once().await.unwrap(), Outcome::NotLeader);
+    let told = logs.lines_with("another owner holds the projection's lease");
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert!(told[1].contains("holder=holder-2"), "{}", told[1]);
+
+    other.drain().await.unwrap();
+    assert_eq!(waiting.drain().await.unwrap(), 0);
+    assert_eq!(logs.lines_with("took over the projection's lease").len(), 1);
+}
+
+/// Issue 16, deliverable 3: a handler's error keeps its cause, through the
+/// runner's errors (a transient failure, a failed retry).
+#[tokio::test]
+async fn handler_errors_keep_their_source() {
+    use std::error::Error as _;
+    struct Failing;
+    impl Projection<MemoryBackend> for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+        async fn apply(&self, _: &mut MemoryTx, event: &RecordedEvent) -> Result<(), HandlerError> {
+            let cause = std::io::Error::other("disk on fire");
+            if event.payload["n"] == json!(1) {
+                Err(HandlerError::transient("cannot write").with_source(cause))
+            } else {
+                Err(HandlerError::new("cannot write").with_source(cause))
+            }
+        }
+    }
+    let cause_of = |e: &eslab_projection::Error| {
+        let handler = e.source().and_then(|s| s.downcast_ref::<HandlerError>()).expect("a handler error");
+        handler.source().and_then(|s| s.downcast_ref::<std::io::Error>()).map(ToString::to_string)
+    };
+    let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
+    seed(&store, 1, 1).await;
+    let r = Runner::new(EventStore::new(store.clone()), Arc::new(backend.clone()), Arc::new(Failing));
+    let transient = r.run_once().await.unwrap_err();
+    assert!(matches!(transient, eslab_projection::Error::Transient { .. }), "{transient}");
+    assert_eq!(cause_of(&transient).as_deref(), Some("disk on fire"));
+
+    // Permanent: the stream is parked; retrying it fails with the same cause.
+    let (store, backend) = (MemoryStore::new(), MemoryBackend::new());
+    store
+        .append(&stream(0), ExpectedVersion::Any, vec![NewEvent::new("Counted", 1, json!({ "n": 2 }), Metadata::now())])
+        .await
+        .unwrap();
+    let r = Runner::new(EventStore::new(store.clone()), Arc::new(backend.clone()), Arc::new(Failing));
+    r.drain().await.unwrap();
+    let retried = r.retry(&stream(0)).await.unwrap_err();
+    assert!(matches!(retried, eslab_projection::Error::RetryFailed { .. }), "{retried}");
+    assert_eq!(cause_of(&retried).as_deref(), Some("disk on fire"));
 }

@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
+use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 use eslab_memory::MemoryStore;
-use eslab_projection::{Backend, HandlerError, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
+use eslab_projection::{Backend, HandlerError, Outcome, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
 use serde_json::json;
 
-use super::{seed, stream};
+use super::{counted_v1_to_v2, seed, seed_rounds, stream};
 
 /// Per stream: last version and sum, refusing gaps and `poison` payloads.
 pub(crate) struct SqlTally;
@@ -115,8 +115,8 @@ macro_rules! sql_runner_tests {
                     .unwrap()
             }
 
-            fn runner(store: &MemoryStore, backend: &$backend, batch: usize, partitions: u16) -> Runner<MemoryStore, $backend, SqlTally> {
-                Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(SqlTally))
+            fn runner(store: &MemoryStore, backend: &$backend, batch: usize, partitions: u16) -> Runner<EventStore<MemoryStore>, $backend, SqlTally> {
+                Runner::new(EventStore::new(store.clone()), Arc::new(backend.clone()), Arc::new(SqlTally))
                     .with_options(RunnerOptions { batch_size: batch, owner: "worker-1".into(), ..RunnerOptions::default() })
                     .partitioned(partitions)
             }
@@ -185,9 +185,57 @@ macro_rules! sql_runner_tests {
                 assert!(r.retry(&s9).await.is_err(), "still poison");
                 assert_eq!(r.skip(&s9).await.unwrap(), 0);
                 assert!(backend.parked("sql-tally", None).await.unwrap().is_empty());
-                let other = Runner::new(store.clone(), Arc::new(backend.clone()), Arc::new(SqlTally))
-                    .with_options(RunnerOptions { owner: "other".into(), ..RunnerOptions::default() });
-                assert_eq!(other.run_once().await.unwrap(), eslab_projection::Outcome::NotLeader, "lease held by worker-1");
+                assert_eq!(r.run_once().await.unwrap(), Outcome::Idle);
+                let other = runner_as(&store, &backend, "other", Duration::from_secs(30));
+                assert_eq!(other.run_once().await.unwrap(), Outcome::NotLeader, "lease held by worker-1");
+                cleanup.run().await;
+            }
+
+            fn runner_as(store: &MemoryStore, backend: &$backend, owner: &str, lease_ttl: Duration) -> Runner<EventStore<MemoryStore>, $backend, SqlTally> {
+                runner(store, backend, 50, 1)
+                    .with_options(RunnerOptions { owner: owner.into(), lease_ttl, ..RunnerOptions::default() })
+            }
+
+            /// Issue 16, defect 2: v1 events reach the handler upcast to v2.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn upcast_events_reach_the_projection() {
+                let dir = tempfile::tempdir().unwrap();
+                let (backend, cleanup) = $make(&dir).await;
+                let store = MemoryStore::new();
+                for n in 1..=3 {
+                    let old = NewEvent::new("Counted", 1, json!({ "amount": n }), Metadata::now());
+                    store.append(&stream(0), ExpectedVersion::Any, vec![old]).await.unwrap();
+                }
+                let feed = EventStore::new(store.clone()).with_upcasters(counted_v1_to_v2());
+                let r = Runner::new(feed, Arc::new(backend.clone()), Arc::new(SqlTally));
+                assert_eq!(r.drain().await.unwrap(), 3);
+                assert_eq!(tallies(&backend).await, [(stream(0).as_str().to_owned(), 3, 6)]);
+                assert!(backend.parked("sql-tally", None).await.unwrap().is_empty());
+                cleanup.run().await;
+            }
+
+            /// Issue 16, defect 3: drain and a spawned runner's stop release
+            /// the lease; a runner of another owner takes over at once, though
+            /// every lease here lasts an hour.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_stopped_runner_hands_the_lease_over_at_once() {
+                const HOUR: Duration = Duration::from_secs(3600);
+                let dir = tempfile::tempdir().unwrap();
+                let (backend, cleanup) = $make(&dir).await;
+                let store = MemoryStore::new();
+                seed(&store, 3, 2).await;
+                assert_eq!(runner_as(&store, &backend, "a", HOUR).drain().await.unwrap(), 6);
+                seed_rounds(&store, 3, 2..3).await;
+                assert_eq!(runner_as(&store, &backend, "b", HOUR).drain().await.unwrap(), 3, "b took a's lease");
+
+                let c = runner_as(&store, &backend, "c", HOUR).spawn(());
+                seed_rounds(&store, 3, 3..4).await;
+                c.stop().await.unwrap();
+                assert_exact(&backend, 3, 4).await; // drained on stop
+                assert!(backend.lease("sql-tally").await.unwrap().is_none(), "released on stop");
+                seed_rounds(&store, 3, 4..5).await;
+                let d = runner_as(&store, &backend, "d", HOUR);
+                assert!(matches!(d.run_once().await.unwrap(), Outcome::Processed { events: 3, .. }), "d leads at once");
                 cleanup.run().await;
             }
         }
