@@ -594,7 +594,7 @@ where
     async fn flush(&self) -> Result<usize> {
         let name = self.projection.name();
         let timeout = self.options.stop_timeout;
-        let drained = match tokio::time::timeout(timeout, self.drain_holding()).await {
+        let drained = match tokio::time::timeout(timeout, self.drain_retrying()).await {
             Ok(Err(Error::NotLeader(_))) => Ok(0), // another owner runs it: nothing of ours to flush
             Ok(drained) => drained,
             Err(_) => Err(Error::StopTimedOut { projection: name.to_owned(), timeout }),
@@ -608,6 +608,26 @@ where
                     tracing::warn!(projection = name, error = %release, "cannot release the projection's lease");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// [`drain_holding`](Self::drain_holding), retrying a failed batch (e.g.
+    /// SQLite's "database is locked" while another runner of the process
+    /// writes its last checkpoint) after a short pause, as the live loop does:
+    /// a stop must not lose what was committed to a passing failure. Bounded
+    /// by the caller's timeout; another owner's lease ends it at once.
+    async fn drain_retrying(&self) -> Result<usize> {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            match self.drain_holding().await {
+                Ok(events) => return Ok(events),
+                Err(e @ Error::NotLeader(_)) => return Err(e),
+                Err(e) => {
+                    tracing::debug!(projection = self.projection.name(), error = %e, "draining on stop: batch failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
             }
         }
     }

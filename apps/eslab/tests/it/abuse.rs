@@ -385,7 +385,5 @@ async fn auth_off_and_query_passwords_are_said_and_hidden_at_start_up() {
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(printed.contains("password=***"), "{printed}");
     drop(server);
-    use sqlx::Connection;
-    let mut pg = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&mut pg).await.unwrap();
+    eslab_postgres::PostgresStore::connect(&postgres_url(), &schema).await.unwrap().drop_schema().await.unwrap();
 }
