@@ -16,6 +16,17 @@
 //! `idempotency` category (their handlers skip unknown categories, and the
 //! saga only reads `transfer`).
 //!
+//! **Every retry gets the first answer.** A retry that looked the key up
+//! before the first request committed decides on the state that request left
+//! and may be *refused* (a withdrawal of the whole balance: 422
+//! `insufficient-funds`), with no append to conflict on. So every refusal of
+//! a request that carries a key (404, 412, a domain rule) looks the key up
+//! again and replays what it finds. That is enough: the refusal was decided on
+//! a state that includes the first request's events, and its key was
+//! committed in the same append, so it is visible. This holds across
+//! processes too, where the in-process lock orders nothing. A refused request
+//! stores no key, so a retry once the rule allows it goes through.
+//!
 //! Commands on the same aggregate are serialized in-process by a striped lock,
 //! so concurrent requests to one account do not spin on conflicts; conflicts
 //! with other processes are still caught by the append's version check and
@@ -184,6 +195,20 @@ async fn seen_before(state: &AppState, key: &(StreamId, String)) -> Result<Optio
     }
 }
 
+/// A request refused (404, 412, a domain rule): if it carries a key that a
+/// concurrent request with the same key has stored meanwhile, that request's
+/// answer, else the refusal. The refusal was decided on a state that may
+/// already include the winner's events, and the winner's key is committed
+/// with them, so the key is visible here: every retry gets the first answer.
+async fn refused(state: &AppState, options: &WriteOptions, refusal: ApiError) -> Result<Response, ApiError> {
+    if let Some(key) = &options.idempotency
+        && let Some(replay) = seen_before(state, key).await?
+    {
+        return Ok(replay);
+    }
+    Err(refusal)
+}
+
 /// Whether the aggregate must already exist for the command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -229,12 +254,12 @@ where
             None => repository.load(id).await?,
         };
         if target == Target::Existing && loaded.version.is_none() {
-            return Err(ApiError::NotFound(format!("no {} with id {id}", A::KIND)));
+            return refused(state, options, ApiError::NotFound(format!("no {} with id {id}", A::KIND))).await;
         }
         if let Some(expected) = options.if_match
             && expected != loaded.version
         {
-            return Err(precondition(&stream, expected, loaded.version));
+            return refused(state, options, precondition(&stream, expected, loaded.version)).await;
         }
         let events = match loaded.state.decide(command) {
             Ok(events) => events,
@@ -243,10 +268,12 @@ where
             Err(_) if from_cache => {
                 state.forget(&stream);
                 let fresh = repository.load(id).await?;
-                fresh.state.decide(command).map_err(|e| ApiError::rule(e.rule_name(), &e))?;
+                if let Err(e) = fresh.state.decide(command) {
+                    return refused(state, options, ApiError::rule(e.rule_name(), &e)).await;
+                }
                 continue;
             }
-            Err(e) => return Err(ApiError::rule(e.rule_name(), &e)),
+            Err(e) => return refused(state, options, ApiError::rule(e.rule_name(), &e)).await,
         };
         let mut after = loaded.state.clone();
         for event in &events {

@@ -1,6 +1,8 @@
 //! Retry safety: ETags, If-Match (412), Idempotency-Key (replay, 422 on reuse
-//! with another body, one effect under concurrent retries).
+//! with another body, one effect under concurrent retries, the first answer
+//! for every retry even when the others are refused).
 
+use eslab::store::AnyStore;
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MATCH};
 use serde_json::{Value, json};
@@ -110,3 +112,94 @@ async fn idempotency(backend: Backend) {
 
 on_every_store!(if_match_guards_writes, if_match);
 on_every_store!(idempotency_keys_make_retries_safe, idempotency);
+
+/// Issue 16: four concurrent withdrawals of the whole balance with one key.
+/// The ones that queue behind the first decide on the state it left and are
+/// refused by the domain (422 insufficient-funds) unless the refusal looks
+/// the key up again: every retry must get the first answer, never a second
+/// decision. 40 rounds, each on a fresh account.
+async fn same_key_withdrawals_of_the_whole_balance(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for round in 0..40 {
+        let a = app.open("Ada", 0).await;
+        assert_eq!(app.deposit(&a, 100).await.status(), StatusCode::OK);
+        let path = format!("/accounts/{a}/withdrawals");
+        let key = format!("withdraw-all-{round}");
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let request =
+                    app.post(&path).header("Idempotency-Key", &key).json(&json!({"amount": 100, "currency": "EUR"}));
+                tokio::spawn(async move {
+                    let r = request.send().await.unwrap();
+                    let replayed = r.headers().get("idempotent-replayed").is_some();
+                    (r.status(), replayed, r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        assert!(
+            answers.iter().all(|(status, _, body)| *status == StatusCode::OK && *body == answers[0].2),
+            "round {round}: every retry gets the first answer: {answers:?}"
+        );
+        assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "round {round}: {answers:?}");
+        assert_eq!(app.strong(&a).await["balance"], 0, "round {round}");
+        let events: Value = app.get(&format!("/accounts/{a}/events?limit=100")).await.json().await.unwrap();
+        let withdrawals =
+            events["items"].as_array().unwrap().iter().filter(|e| e["event_type"] == "MoneyWithdrawn").count();
+        assert_eq!(withdrawals, 1, "round {round}: one withdrawal event");
+    }
+    app.stop().await;
+}
+
+on_every_store!(every_retry_with_one_key_gets_the_first_answer, same_key_withdrawals_of_the_whole_balance);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retry_with_one_key_gets_the_first_answer_on_memory() {
+    same_key_withdrawals_of_the_whole_balance(Backend::Memory).await;
+}
+
+/// The same race across two services on one PostgreSQL schema, where the
+/// in-process lock does not order the requests: two of the four go to each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retry_with_one_key_gets_the_first_answer_across_two_services() {
+    let one = TestApp::spawn(Backend::Postgres).await;
+    let schema = match one.running.as_ref().unwrap().state.events().backend() {
+        AnyStore::Postgres(pg) => pg.schema().to_owned(),
+        _ => unreachable!(),
+    };
+    let two = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema)).await;
+    for round in 0..20 {
+        let a = one.open("Ada", 0).await;
+        assert_eq!(one.deposit(&a, 100).await.status(), StatusCode::OK);
+        let path = format!("/accounts/{a}/withdrawals");
+        let key = format!("withdraw-all-{round}");
+        let tasks: Vec<_> = [&one, &two, &one, &two]
+            .into_iter()
+            .map(|app| {
+                let request =
+                    app.post(&path).header("Idempotency-Key", &key).json(&json!({"amount": 100, "currency": "EUR"}));
+                tokio::spawn(async move {
+                    let r = request.send().await.unwrap();
+                    let replayed = r.headers().get("idempotent-replayed").is_some();
+                    (r.status(), replayed, r.json::<Value>().await.unwrap())
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        assert!(
+            answers.iter().all(|(status, _, body)| *status == StatusCode::OK && *body == answers[0].2),
+            "round {round}: {answers:?}"
+        );
+        assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "round {round}: {answers:?}");
+        assert_eq!(two.strong(&a).await["balance"], 0, "round {round}");
+    }
+    let mut two = two;
+    two.running.take().unwrap().stop().await.unwrap();
+    one.stop().await;
+}
