@@ -12,6 +12,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod idempotency;
 pub mod limit;
 pub mod read;
 
@@ -69,6 +70,9 @@ pub struct Config {
     pub pg_group_commit: bool,
     /// Per-client (peer IP) request rate limit, 429 above it (default: none).
     pub rate_limit: Option<limit::RateLimit>,
+    /// How long an `Idempotency-Key` answers retries (default 24 h): an older
+    /// key is a new request, and a background job deletes it ([`idempotency`]).
+    pub idempotency_retention: Duration,
 }
 
 impl Config {
@@ -84,6 +88,7 @@ impl Config {
             pg_max_connections: 32,
             pg_group_commit: true,
             rate_limit: None,
+            idempotency_retention: idempotency::DEFAULT_RETENTION,
         }
     }
 }
@@ -100,6 +105,7 @@ struct Inner {
     request_timeout: Duration,
     states: moka::sync::Cache<StreamId, Arc<dyn std::any::Any + Send + Sync>>,
     limiter: Option<limit::Limiter>,
+    idempotency_retention: Duration,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -145,6 +151,7 @@ impl AppState {
                 request_timeout: config.request_timeout,
                 states: moka::sync::Cache::new(STATE_CACHE_ENTRIES),
                 limiter: config.rate_limit.map(limit::Limiter::new),
+                idempotency_retention: config.idempotency_retention,
             }),
         }
     }
@@ -443,6 +450,7 @@ pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepare
     let sqlite_url = config.database_url.starts_with("sqlite:").then_some(config.database_url.as_str());
     let started = background::start(&store, &events, sqlite_url, &signal, &projections_stopped).await?;
     let state = AppState::new(store, started.views, started.tracked, config);
+    idempotency::spawn_compaction(state.clone(), projections_stopped.clone());
     // The memory store has no commit signal: forward the service's own.
     let mut appended = state.append_signal().subscribe();
     tokio::spawn(async move {
