@@ -117,6 +117,20 @@ struct ServeArgs {
     /// size; default: one second's worth).
     #[arg(long, env = "ESLAB_RATE_LIMIT_BURST")]
     rate_limit_burst: Option<u32>,
+    /// How long an Idempotency-Key answers retries with the first answer
+    /// (e.g. 24h, 90min); an older key is a new request, and a background job
+    /// deletes expired keys.
+    #[arg(long, env = "ESLAB_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = parse_retention)]
+    idempotency_retention: std::time::Duration,
+}
+
+/// A retention such as `24h` or `90min` (humantime), more than zero.
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("must be more than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("{e} (e.g. 24h, 90min, 7days)")),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,6 +274,7 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             args.rate_limit_per_second,
             args.rate_limit_burst.unwrap_or(args.rate_limit_per_second),
         ),
+        idempotency_retention: args.idempotency_retention,
         ..eslab::serve::Config::new(database_url)
     };
     // Refuse a bad configuration before opening (and migrating) the store.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use eslab_core::{
     AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent,
-    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, Version,
 };
 use eslab_memory::MemoryStore;
 use eslab_postgres::PostgresStore;
@@ -103,6 +103,17 @@ impl EventReader for AnyStore {
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
         delegate!(self, s => s.feed_head(filter).await)
+    }
+}
+
+impl StreamRetention for AnyStore {
+    async fn purge_category_before(
+        &self,
+        category: &str,
+        recorded_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        delegate!(self, s => s.purge_category_before(category, recorded_before, limit).await)
     }
 }
 

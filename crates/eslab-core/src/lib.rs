@@ -16,6 +16,8 @@
 //! - [`Repository`]: load, decide, append with the loaded version, retry on
 //!   conflict; optionally from [`Snapshot`]s ([`Snapshotting`] aggregates, a
 //!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`).
+//! - [`StreamRetention`]: deleting old streams of a bookkeeping category
+//!   (idempotency keys), never domain events.
 //!
 //! Stores live in their own crates (`eslab-memory`, ...); `eslab-testing` holds
 //! the conformance suite every store passes.
@@ -28,6 +30,7 @@ mod codec;
 mod error;
 mod event;
 mod repository;
+mod retention;
 mod snapshot;
 mod store;
 mod stream;
@@ -40,6 +43,7 @@ pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
+pub use retention::StreamRetention;
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 pub use store::{
     AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,

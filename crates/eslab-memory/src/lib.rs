@@ -3,7 +3,8 @@
 //! A thread-safe in-memory event store: the reference semantics every other
 //! backend is held to by the conformance suite. Appends run under one write
 //! lock, so the global feed is the append order and commits are never seen out
-//! of order. Clones share the same store.
+//! of order. Clones share the same store. Streams purged through
+//! [`StreamRetention`] free their memory; positions keep counting past them.
 //!
 //! ```
 //! use eslab_core::{EventAppender, EventReader, ExpectedVersion, FeedFilter, Checkpoint, Metadata, NewEvent, StreamId, Version};
@@ -25,19 +26,22 @@ use std::time::{Duration, Instant};
 
 use eslab_core::{
     AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter, FeedHead,
-    NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention,
+    Version,
 };
 use time::OffsetDateTime;
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Every event, in feed order; `events[i]` has position `i + 1`.
+    /// Every event, in feed order (position order; purged events leave gaps).
     events: Vec<RecordedEvent>,
     /// Indexes into `events`, per stream, in version order.
     streams: HashMap<StreamId, Vec<usize>>,
     ids: HashSet<EventId>,
     /// Commit counter: one per successful append call.
     transaction: u64,
+    /// Events deleted by [`StreamRetention`]: positions keep counting past them.
+    purged: u64,
 }
 
 impl Inner {
@@ -84,7 +88,7 @@ impl Inner {
                     event_id,
                     stream_id: stream_id.clone(),
                     stream_version: version,
-                    position: Position::new(index as u64 + 1),
+                    position: Position::new(self.purged + index as u64 + 1),
                     transaction: self.transaction,
                     event_type,
                     schema_version,
@@ -175,8 +179,9 @@ impl EventReader for MemoryStore {
 
     async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
         let inner = self.read();
-        // Transactions and positions grow together here, so the position alone orders the feed.
-        let start = to_index(after.position.get()).min(inner.events.len());
+        // Transactions and positions grow together here, so the position alone
+        // orders the feed; purged events leave gaps, hence the search.
+        let start = inner.events.partition_point(|e| e.position <= after.position);
         Ok(inner.events[start..].iter().filter(|e| filter.matches(&e.stream_id)).take(limit).cloned().collect())
     }
 
@@ -186,6 +191,70 @@ impl EventReader for MemoryStore {
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
         Ok(self.read().events.iter().rev().find(|e| filter.matches(&e.stream_id)).map(FeedHead::of))
+    }
+}
+
+impl Inner {
+    /// Deletes up to `limit` streams of `category` whose newest event was
+    /// recorded before `before`, oldest first; returns them.
+    fn purge(&mut self, category: &str, before: OffsetDateTime, limit: usize) -> Vec<StreamId> {
+        let mut victims: Vec<(usize, &StreamId)> = self
+            .streams
+            .iter()
+            .filter(|(stream, _)| stream.category() == category)
+            .filter(|(_, indexes)| indexes.last().is_some_and(|&i| self.events[i].recorded_at < before))
+            .filter_map(|(stream, indexes)| indexes.first().map(|&first| (first, stream)))
+            .collect();
+        victims.sort_unstable();
+        victims.truncate(limit);
+        let victims: Vec<StreamId> = victims.into_iter().map(|(_, stream)| stream.clone()).collect();
+        let mut doomed: Vec<usize> = Vec::new();
+        for stream in &victims {
+            doomed.extend(self.streams.remove(stream).unwrap_or_default());
+        }
+        if doomed.is_empty() {
+            return victims;
+        }
+        doomed.sort_unstable();
+        for &i in &doomed {
+            self.ids.remove(&self.events[i].event_id);
+        }
+        let mut next = doomed.iter().peekable();
+        let mut index = 0;
+        self.events.retain(|_| {
+            let keep = next.next_if_eq(&&index).is_none();
+            index += 1;
+            keep
+        });
+        // Every remaining index moves down by the number of deleted events before it.
+        for indexes in self.streams.values_mut() {
+            for i in indexes.iter_mut() {
+                let deleted_before = doomed.partition_point(|&d| d < *i);
+                *i -= deleted_before;
+            }
+        }
+        self.purged += doomed.len() as u64;
+        victims
+    }
+}
+
+impl StreamRetention for MemoryStore {
+    async fn purge_category_before(
+        &self,
+        category: &str,
+        recorded_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        FeedFilter::category(category)?;
+        let mut inner = self.write();
+        let victims = inner.purge(category, recorded_before, limit);
+        // Under the events' lock, so no reader sees a snapshot without its stream;
+        // the side lock is never held while taking the events' lock.
+        let mut side = self.side();
+        for stream in &victims {
+            side.snapshots.remove(stream);
+        }
+        Ok(victims.len() as u64)
     }
 }
 

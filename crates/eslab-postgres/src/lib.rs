@@ -73,6 +73,13 @@
 //! [`PostgresOptions::feed_settle`] (default 2 s) for the transactions older
 //! than the newest committed event to finish before it returns a short page.
 //!
+//! ## Retention
+//!
+//! [`StreamRetention`](eslab_core::StreamRetention) deletes the old streams of
+//! a bookkeeping category (idempotency keys; never domain events) in one
+//! statement that locks their version rows as appends do; it inserts nothing,
+//! so the feed stays gap-safe.
+//!
 //! ## Live readers
 //!
 //! [`PostgresStore::listener`] returns a [`Listener`] that wakes on the
@@ -86,6 +93,7 @@ mod group;
 mod head;
 mod import;
 mod listener;
+mod retention;
 mod rows;
 mod side;
 mod url;

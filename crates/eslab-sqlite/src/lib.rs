@@ -46,12 +46,18 @@
 //!   this store (or a clone)*. Writers in other processes do not fire it, so
 //!   live readers should also poll.
 //!
+//! - **Retention.** [`StreamRetention`](eslab_core::StreamRetention) deletes
+//!   old streams of a bookkeeping category (never domain events); it keeps a
+//!   stream holding the store's newest event for a later call, since the next
+//!   position is derived from it.
+//!
 //! Migrations are embedded (`migrations/`) and applied on connect.
 
 mod error;
 mod events;
 mod head;
 mod inline;
+mod retention;
 mod side;
 
 use std::str::FromStr;

@@ -639,3 +639,188 @@ where
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(store.acquire_lease("p3", "b", ttl).await.expect("lease"), "free after expiry");
 }
+
+/// Expands to `#[test]`s checking [`StreamRetention`](eslab_core::StreamRetention),
+/// in a module named `retention_conformance`; `$factory().await` returns a
+/// fresh store that also keeps snapshots.
+#[macro_export]
+macro_rules! retention_conformance_tests {
+    ($factory:path) => {
+        #[allow(missing_docs)]
+        mod retention_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            #[test]
+            fn purge_deletes_whole_old_streams_of_one_category() {
+                $crate::block_on($crate::conformance::purge_deletes_whole_old_streams_of_one_category(|| $factory()));
+            }
+            #[test]
+            fn purge_never_reuses_positions() {
+                $crate::block_on($crate::conformance::purge_never_reuses_positions(|| $factory()));
+            }
+            #[test]
+            fn concurrent_purges_delete_each_stream_once() {
+                $crate::block_on($crate::conformance::concurrent_purges_delete_each_stream_once(|| $factory()));
+            }
+        }
+    };
+}
+
+/// A cutoff just after every event of `feed`, once the clock has passed it:
+/// events appended afterwards are recorded at or after it.
+async fn cutoff_after(feed: &[RecordedEvent]) -> time::OffsetDateTime {
+    let newest = feed.iter().map(|e| e.recorded_at).max().expect("a non-empty feed");
+    let cutoff = newest + time_ms(5);
+    // SQLite compares timestamps to the millisecond: leave a clear gap.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    cutoff
+}
+
+/// Purging deletes, oldest first and at most `limit` per call, the whole
+/// streams of one category whose newest event is older than the cutoff, with
+/// their snapshots; younger streams, streams with any young event and every
+/// other category are untouched; what remains of the feed is unchanged (order,
+/// positions, checkpoints) and a reader resumes from an earlier checkpoint;
+/// a purged stream starts again at version 1, after every earlier position.
+pub async fn purge_deletes_whole_old_streams_of_one_category<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::StreamRetention + eslab_core::SnapshotStore,
+    F: Future<Output = S>,
+{
+    use eslab_core::Snapshot;
+    let store = new().await;
+    let marker = |id: &str| StreamId::new("marker", id).expect("id");
+    let other = |id: &str| StreamId::new("other", id).expect("id");
+    let (m1, m2, m3, m4, m5) = (marker("1"), marker("2"), marker("3"), marker("4"), marker("5"));
+    let (o1, o2, o3) = (other("1"), other("2"), other("3"));
+    // Old: m1 (two events), o1, m2, m3 (which gets a young event later), and
+    // m4 with o2 in one atomic append (a key stored with a command's events).
+    store.append(&m1, ExpectedVersion::NoStream, events(0..2)).await.expect("m1");
+    store.append(&o1, ExpectedVersion::NoStream, events(2..3)).await.expect("o1");
+    store.append(&m2, ExpectedVersion::NoStream, events(3..4)).await.expect("m2");
+    store.append(&m3, ExpectedVersion::NoStream, events(4..5)).await.expect("m3");
+    store
+        .append_streams(vec![
+            StreamAppend::new(o2.clone(), ExpectedVersion::NoStream, events(5..6)),
+            StreamAppend::new(m4.clone(), ExpectedVersion::NoStream, events(6..7)),
+        ])
+        .await
+        .expect("o2 and m4");
+    let snapshot = |s: &StreamId| Snapshot {
+        stream_id: s.clone(),
+        version: Version::FIRST,
+        state_schema_version: 1,
+        state: json!({ "kept": s.as_str() }),
+        taken_at: time::OffsetDateTime::now_utc(),
+    };
+    for s in [&m1, &m2, &o1] {
+        store.save_snapshot(snapshot(s)).await.expect("snapshot");
+    }
+    let cutoff = cutoff_after(&feed_all(&store, &FeedFilter::All).await).await;
+    // Young.
+    store.append(&m3, ExpectedVersion::Exact(Version::FIRST), events(7..8)).await.expect("m3 again");
+    store.append(&m5, ExpectedVersion::NoStream, events(8..9)).await.expect("m5");
+    store.append(&o3, ExpectedVersion::NoStream, events(9..10)).await.expect("o3");
+    let before = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(before.len(), 10);
+    assert!(before[7..].iter().all(|e| e.recorded_at >= cutoff), "the young events are recorded after the cutoff");
+    let resume_from = before[2].checkpoint();
+    let other_before = feed_all(&store, &FeedFilter::category("other").expect("category")).await;
+
+    assert_eq!(store.purge_category_before("marker", cutoff, 1).await.expect("purge"), 1, "at most `limit`");
+    assert!(all(&store, &m1).await.is_empty(), "the oldest stream goes first");
+    assert_eq!(all(&store, &m2).await.len(), 1);
+    assert_eq!(store.purge_category_before("marker", cutoff, 100).await.expect("purge"), 2, "m2 and m4");
+    assert_eq!(store.purge_category_before("marker", cutoff, 100).await.expect("purge"), 0, "nothing old is left");
+
+    let purged = [&m1, &m2, &m4];
+    let expected: Vec<RecordedEvent> = before.iter().filter(|e| !purged.contains(&&e.stream_id)).cloned().collect();
+    assert_eq!(feed_all(&store, &FeedFilter::All).await, expected, "the rest of the feed is unchanged");
+    assert_eq!(feed_all(&store, &FeedFilter::category("other").expect("category")).await, other_before);
+    let resumed: Vec<RecordedEvent> =
+        store.feed(&FeedFilter::All, resume_from).try_collect().await.expect("resume the feed");
+    let expected_after: Vec<RecordedEvent> =
+        expected.iter().filter(|e| e.checkpoint() > resume_from).cloned().collect();
+    assert_eq!(resumed, expected_after, "a reader resumes from a checkpoint taken before the purge");
+    for s in purged {
+        assert_eq!(store.stream_version(s).await.expect("version"), Version::NONE, "{s} is gone");
+    }
+    assert_eq!(versions(&all(&store, &m3).await), [1, 2], "a stream with a young event is kept whole");
+    assert_eq!(ns(&all(&store, &m5).await), [8]);
+    assert!(store.load_snapshot(&m1).await.expect("load").is_none(), "a purged stream's snapshot goes too");
+    assert!(store.load_snapshot(&m2).await.expect("load").is_none());
+    assert!(store.load_snapshot(&o1).await.expect("load").is_some(), "other categories keep theirs");
+
+    // A purged stream starts again, after every earlier position.
+    let newest = before.last().expect("events").checkpoint();
+    let again = store.append(&m1, ExpectedVersion::NoStream, events(10..11)).await.expect("m1 again");
+    assert_eq!(again.version, Version::FIRST);
+    assert!(again.events[0].checkpoint() > newest, "positions are never reused");
+    let tail: Vec<RecordedEvent> = store.feed(&FeedFilter::All, newest).try_collect().await.expect("feed");
+    assert_eq!(ns(&tail), [10]);
+
+    assert!(matches!(store.purge_category_before("Not A Category", cutoff, 1).await, Err(Error::InvalidStreamId(_))));
+}
+
+/// A purge that deletes (or keeps for later) the stream holding the store's
+/// newest event never lets a later append take that event's position.
+pub async fn purge_never_reuses_positions<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::StreamRetention,
+    F: Future<Output = S>,
+{
+    let store = new().await;
+    let o1 = StreamId::new("other", "1").expect("id");
+    let m1 = StreamId::new("marker", "1").expect("id");
+    store.append(&o1, ExpectedVersion::NoStream, events(0..1)).await.expect("o1");
+    let newest = store.append(&m1, ExpectedVersion::NoStream, events(1..2)).await.expect("m1");
+    let newest = newest.events[0].checkpoint();
+    let cutoff = cutoff_after(&feed_all(&store, &FeedFilter::All).await).await;
+    let first = store.purge_category_before("marker", cutoff, 10).await.expect("purge");
+    let o2 = StreamId::new("other", "2").expect("id");
+    let later = store.append(&o2, ExpectedVersion::NoStream, events(2..3)).await.expect("o2");
+    assert!(later.events[0].checkpoint() > newest, "the purged event's position is not handed out again");
+    let second = store.purge_category_before("marker", cutoff, 10).await.expect("purge");
+    assert_eq!(first + second, 1, "the stream goes once, now or once something else was appended");
+    assert!(all(&store, &m1).await.is_empty());
+    assert_eq!(ns(&feed_all(&store, &FeedFilter::All).await), [0, 2]);
+}
+
+/// Purges running at once delete each old stream once: their counts add up
+/// to the number of streams, and none is left.
+pub async fn concurrent_purges_delete_each_stream_once<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::StreamRetention,
+    F: Future<Output = S>,
+{
+    let store = new().await;
+    let streams: Vec<StreamId> = (0..40).map(|i| StreamId::new("marker", &i.to_string()).expect("id")).collect();
+    for (n, s) in (0_u64..).zip(&streams) {
+        store.append(s, ExpectedVersion::NoStream, events(n..n + 1)).await.expect("append");
+    }
+    let keep = StreamId::new("other", "1").expect("id");
+    store.append(&keep, ExpectedVersion::NoStream, events(100..101)).await.expect("append");
+    let cutoff = cutoff_after(&feed_all(&store, &FeedFilter::All).await).await;
+    let purgers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut total = 0;
+                loop {
+                    let n = store.purge_category_before("marker", cutoff, 7).await.expect("purge");
+                    if n == 0 {
+                        return total;
+                    }
+                    total += n;
+                }
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for purger in purgers {
+        total += purger.await.expect("purger");
+    }
+    assert_eq!(total, 40, "each stream counted once");
+    assert!(feed_all(&store, &FeedFilter::category("marker").expect("category")).await.is_empty());
+    assert_eq!(ns(&feed_all(&store, &FeedFilter::All).await), [100]);
+}

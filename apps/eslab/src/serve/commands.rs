@@ -16,6 +16,36 @@
 //! `idempotency` category (their handlers skip unknown categories, and the
 //! saga only reads `transfer`).
 //!
+//! **Every retry gets the first answer.** A retry that looked the key up
+//! before the first request committed decides on the state that request left
+//! and may be *refused* (a withdrawal of the whole balance: 422
+//! `insufficient-funds`), with no append to conflict on. So every refusal of
+//! a request that carries a key (404, 412, a domain rule) looks the key up
+//! again and replays what it finds. That is enough: the refusal was decided on
+//! a state that includes the first request's events, and its key was
+//! committed in the same append, so it is visible. This holds across
+//! processes too, where the in-process lock orders nothing. A refused request
+//! stores no key, so a retry once the rule allows it goes through.
+//!
+//! **Retention.** A key answers retries for [`Config::idempotency_retention`]
+//! (default 24 h, `--idempotency-retention`). A key whose newest record is
+//! older is a new request, at once, whether or not the record is still
+//! stored: the request is decided again, and its record is appended to the
+//! key's stream after the expired one (`ExpectedVersion::Exact` of its
+//! version instead of `NoStream`; concurrent retries still race on it). So a
+//! retry that comes after the retention is *not* a replay: it may take effect
+//! a second time, or be refused, and the same key may name another request.
+//! Clients must not retry with a key older than the retention. A background
+//! job ([`idempotency::spawn_compaction`]) deletes expired keys through
+//! [`eslab_core::StreamRetention`]: at start, then every quarter of the
+//! retention (at most every 10 minutes), up to 1 000 keys per store call and
+//! 100 calls per run. Storage is then bounded by the keys of one retention
+//! period (plus one compaction interval). Expiry compares the record's
+//! `recorded_at` (the database's clock on PostgreSQL) with this process's
+//! clock: skew between them shifts the boundary.
+//!
+//! [`Config::idempotency_retention`]: super::Config::idempotency_retention
+//!
 //! Commands on the same aggregate are serialized in-process by a striped lock,
 //! so concurrent requests to one account do not spin on conflicts; conflicts
 //! with other processes are still caught by the append's version check and
@@ -38,6 +68,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
+use super::idempotency::{self, KeyRecord, KeyState};
 
 /// The stream category of idempotency keys.
 pub const IDEMPOTENCY_CATEGORY: &str = "idempotency";
@@ -160,28 +191,18 @@ fn parse_if_match(v: &HeaderValue) -> Result<Version, ApiError> {
     inner.parse::<u64>().map(Version::new).map_err(|_| bad())
 }
 
-/// The idempotency event's payload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct KeyRecord {
-    fingerprint: String,
-    response: StoredResponse,
-}
-
-/// What the existing key says about this request, if the key was used.
-async fn seen_before(state: &AppState, key: &(StreamId, String)) -> Result<Option<Response>, ApiError> {
-    let (stream, fingerprint) = key;
-    let Some(first) = state.events().read_stream(stream, Version::FIRST, 1).await?.into_iter().next() else {
-        return Ok(None);
-    };
-    let record: KeyRecord = serde_json::from_value(first.payload).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    if record.fingerprint == *fingerprint {
-        Ok(Some(record.response.into_http(true)))
-    } else {
-        Err(ApiError::rule(
-            "idempotency-key-reused",
-            "this Idempotency-Key was used for a different request (method, path or body)",
-        ))
+/// A request refused (404, 412, a domain rule): if it carries a key that a
+/// concurrent request with the same key has stored meanwhile, that request's
+/// answer, else the refusal. The refusal was decided on a state that may
+/// already include the winner's events, and the winner's key is committed
+/// with them, so the key is visible here: every retry gets the first answer.
+async fn refused(state: &AppState, options: &WriteOptions, refusal: ApiError) -> Result<Response, ApiError> {
+    if let Some(key) = &options.idempotency
+        && let KeyState::Replay(response) = idempotency::lookup(state, key).await?
+    {
+        return Ok(response.into_http(true));
     }
+    Err(refusal)
 }
 
 /// Whether the aggregate must already exist for the command.
@@ -207,10 +228,13 @@ where
     A: Aggregate,
     A::Error: Rule,
 {
-    if let Some(key) = &options.idempotency
-        && let Some(replay) = seen_before(state, key).await?
-    {
-        return Ok(replay);
+    // The expectation on the key's stream: no stream, or the expired record it replaces.
+    let mut key_expected = ExpectedVersion::NoStream;
+    if let Some(key) = &options.idempotency {
+        match idempotency::lookup(state, key).await? {
+            KeyState::Replay(response) => return Ok(response.into_http(true)),
+            KeyState::New(expected) => key_expected = expected,
+        }
     }
     let stream = A::stream_id(id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let _guard = state.lock(&stream).await;
@@ -229,12 +253,12 @@ where
             None => repository.load(id).await?,
         };
         if target == Target::Existing && loaded.version.is_none() {
-            return Err(ApiError::NotFound(format!("no {} with id {id}", A::KIND)));
+            return refused(state, options, ApiError::NotFound(format!("no {} with id {id}", A::KIND))).await;
         }
         if let Some(expected) = options.if_match
             && expected != loaded.version
         {
-            return Err(precondition(&stream, expected, loaded.version));
+            return refused(state, options, precondition(&stream, expected, loaded.version)).await;
         }
         let events = match loaded.state.decide(command) {
             Ok(events) => events,
@@ -243,10 +267,12 @@ where
             Err(_) if from_cache => {
                 state.forget(&stream);
                 let fresh = repository.load(id).await?;
-                fresh.state.decide(command).map_err(|e| ApiError::rule(e.rule_name(), &e))?;
+                if let Err(e) = fresh.state.decide(command) {
+                    return refused(state, options, ApiError::rule(e.rule_name(), &e)).await;
+                }
                 continue;
             }
-            Err(e) => return Err(ApiError::rule(e.rule_name(), &e)),
+            Err(e) => return refused(state, options, ApiError::rule(e.rule_name(), &e)).await,
         };
         let mut after = loaded.state.clone();
         for event in &events {
@@ -262,7 +288,7 @@ where
             let payload = serde_json::to_value(&record).map_err(|e| ApiError::Internal(Box::new(e)))?;
             appends.push(StreamAppend::new(
                 key_stream.clone(),
-                ExpectedVersion::NoStream,
+                key_expected,
                 vec![NewEvent::new(IDEMPOTENCY_EVENT, 1, payload, metadata.clone())],
             ));
         }
@@ -277,11 +303,13 @@ where
                 // Someone else (another process) wrote: the cached state is stale.
                 state.forget(&stream);
                 // The key may have been stored by a concurrent request with the
-                // same key: then that request's response is the answer.
-                if let Some(key) = &options.idempotency
-                    && let Some(replay) = seen_before(state, key).await?
-                {
-                    return Ok(replay);
+                // same key: then that request's response is the answer. (Or
+                // compaction deleted the expired record this one replaced.)
+                if let Some(key) = &options.idempotency {
+                    match idempotency::lookup(state, key).await? {
+                        KeyState::Replay(response) => return Ok(response.into_http(true)),
+                        KeyState::New(expected) => key_expected = expected,
+                    }
                 }
                 if let Some(expected) = options.if_match {
                     let actual = state.events().stream_version(&stream).await?;

@@ -12,6 +12,7 @@ pub mod dto;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod idempotency;
 pub mod limit;
 pub mod read;
 pub mod ready;
@@ -78,6 +79,9 @@ pub struct Config {
     pub no_auth: bool,
     /// Header-read (and idle) timeout, write timeout, connection cap.
     pub limits: server::ConnectionLimits,
+    /// How long an `Idempotency-Key` answers retries (default 24 h): an older
+    /// key is a new request, and a background job deletes it ([`idempotency`]).
+    pub idempotency_retention: Duration,
 }
 
 /// A configuration the service refuses to start with.
@@ -147,6 +151,7 @@ impl Config {
             rate_limit: None,
             no_auth: false,
             limits: server::ConnectionLimits::default(),
+            idempotency_retention: idempotency::DEFAULT_RETENTION,
         }
     }
 
@@ -179,6 +184,7 @@ struct Inner {
     states: moka::sync::Cache<StreamId, Arc<dyn std::any::Any + Send + Sync>>,
     limiter: Option<limit::Limiter>,
     readiness: ready::Cached,
+    idempotency_retention: Duration,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -226,6 +232,7 @@ impl AppState {
                 states: moka::sync::Cache::new(STATE_CACHE_ENTRIES),
                 limiter: config.rate_limit.map(limit::Limiter::new),
                 readiness: ready::Cached::default(),
+                idempotency_retention: config.idempotency_retention,
             }),
         }
     }
@@ -601,6 +608,7 @@ pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepare
     let sqlite_url = config.database_url.starts_with("sqlite:").then_some(config.database_url.as_str());
     let started = background::start(&store, &events, sqlite_url, &signal, &projections_stopped).await?;
     let state = AppState::new(store, started.views, started.tracked, config);
+    idempotency::spawn_compaction(state.clone(), projections_stopped.clone());
     // The memory store has no commit signal: forward the service's own.
     let mut appended = state.append_signal().subscribe();
     tokio::spawn(async move {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use eslab_core::{
     AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, FeedHead,
-    NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, Version,
 };
 use eslab_postgres::{PostgresOptions, PostgresStore};
 use sqlx::Connection;
@@ -119,6 +119,17 @@ impl EventReader for TestStore {
     }
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
         self.store.feed_head(filter).await
+    }
+}
+
+impl StreamRetention for TestStore {
+    async fn purge_category_before(
+        &self,
+        category: &str,
+        recorded_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        self.store.purge_category_before(category, recorded_before, limit).await
     }
 }
 

@@ -20,6 +20,7 @@ async fn new_store() -> TestStore {
 eslab_testing::store_conformance_tests!(new_store);
 eslab_testing::side_store_conformance_tests!(new_store);
 eslab_testing::repository_conformance_tests!(new_store);
+eslab_testing::retention_conformance_tests!(new_store);
 
 /// The same suites with the unique-index append strategy.
 mod unique_index {
@@ -32,4 +33,5 @@ mod unique_index {
     }
 
     eslab_testing::store_conformance_tests!(new_store);
+    eslab_testing::retention_conformance_tests!(new_store);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use eslab_core::{
     AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent,
-    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, Version,
+    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, Version,
 };
 use eslab_sqlite::SqliteStore;
 use tempfile::TempDir;
@@ -63,6 +63,17 @@ impl EventReader for TempStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         self.store.stream_version(stream).await
+    }
+}
+
+impl StreamRetention for TempStore {
+    async fn purge_category_before(
+        &self,
+        category: &str,
+        recorded_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<u64> {
+        self.store.purge_category_before(category, recorded_before, limit).await
     }
 }
 
