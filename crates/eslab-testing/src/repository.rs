@@ -16,11 +16,13 @@
 //!
 //! The tests use [`Tally`], a small snapshotting aggregate whose state depends
 //! on the order of its events, and [`CountingStore`], which counts what a
-//! load reads, to prove that snapshots and the cache actually save reads.
+//! load reads, to prove that snapshots and the cache actually save reads (and
+//! can pause after each read, to make concurrent commands interleave).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use eslab_core::{
     Aggregate, AppendResult, Checkpoint, DomainEvent, Error, EventAppender, EventReader, EventStorage, EventStore,
@@ -58,7 +60,9 @@ macro_rules! repository_conformance_tests {
             cache_is_bounded,
             upcasting_through_the_repository,
             unknown_or_newer_events_are_typed_errors,
-            random_commands_snapshots_and_cache_agree_with_replay
+            random_commands_snapshots_and_cache_agree_with_replay,
+            contended_commands_succeed_with_default_retries,
+            stream_locks_queue_contended_commands
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -204,16 +208,29 @@ struct Counts {
 
 /// Wraps a store and counts stream reads and the events they return, so a
 /// test can prove what a load did (or did not) read. Clones share the counts.
+///
+/// With [`with_read_pause`](Self::with_read_pause) each stream read also
+/// waits before returning, which widens the window between a command's load
+/// and its append: concurrent commands on one stream then really conflict,
+/// however fast the store.
 #[derive(Debug, Clone)]
 pub struct CountingStore<S> {
     inner: S,
     counts: Arc<Counts>,
+    read_pause: Option<Duration>,
 }
 
 impl<S> CountingStore<S> {
-    /// Wraps `inner`, counts at zero.
+    /// Wraps `inner`, counts at zero, no pause.
     pub fn new(inner: S) -> Self {
-        CountingStore { inner, counts: Arc::default() }
+        CountingStore { inner, counts: Arc::default(), read_pause: None }
+    }
+
+    /// Makes every `read_stream` sleep `pause` (on Tokio's timer) after reading.
+    #[must_use]
+    pub fn with_read_pause(mut self, pause: Duration) -> Self {
+        self.read_pause = Some(pause);
+        self
     }
 
     /// Events returned by `read_stream` since the last reset.
@@ -243,6 +260,9 @@ impl<S: EventReader> EventReader for CountingStore<S> {
         let page = self.inner.read_stream(stream, from, limit).await?;
         self.counts.stream_reads.fetch_add(1, Ordering::SeqCst);
         self.counts.events_read.fetch_add(u64::try_from(page.len()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        if let Some(pause) = self.read_pause {
+            tokio::time::sleep(pause).await;
+        }
         Ok(page)
     }
 
@@ -759,4 +779,95 @@ pub async fn random_commands_snapshots_and_cache_agree_with_replay<S: Repository
         let case = repository_case().new_tree(&mut runner).expect("generate a case").current();
         check_repository_case(store.clone(), &format!("prop{case_no}"), &case).await;
     }
+}
+
+// ---------------------------------------------------------------------------
+// Contention
+
+/// Tasks and commands per task of the contention tests (the shape of the
+/// case in which the old default policy gave up, issue 16).
+const CONTENDING_TASKS: usize = 8;
+const COMMANDS_PER_TASK: usize = 5;
+
+/// What one contending command ended with: its attempts, or the error.
+type Outcome = std::result::Result<u32, String>;
+
+/// Runs [`CONTENDING_TASKS`] tasks at once (released together by a barrier),
+/// each executing [`COMMANDS_PER_TASK`] one-unit reservations
+/// (`Add(-1)`) on the tally `id` through its own clone of `repo`.
+async fn contend<S: RepositoryTestStore>(repo: &Repo<S>, id: &str) -> Vec<Outcome> {
+    let start = Arc::new(tokio::sync::Barrier::new(CONTENDING_TASKS));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..CONTENDING_TASKS {
+        let (repo, start, id) = (repo.clone(), start.clone(), id.to_owned());
+        tasks.spawn(async move {
+            start.wait().await;
+            let mut outcomes = Vec::with_capacity(COMMANDS_PER_TASK);
+            for _ in 0..COMMANDS_PER_TASK {
+                let done = repo.execute(&id, &TallyCommand::Add(-1), Metadata::now()).await;
+                outcomes.push(done.map(|d| d.attempts).map_err(|e| e.to_string()));
+            }
+            outcomes
+        });
+    }
+    tasks.join_all().await.into_iter().flatten().collect()
+}
+
+/// Checks that the stream `id` holds the opening stock (its first event)
+/// plus exactly `reserved` reservations, and agrees with the stored events.
+async fn assert_stock<S: RepositoryTestStore>(store: &CountingStore<S>, id: &str, stock: i64, reserved: usize) {
+    let loaded = plain(store).load(id).await.expect("load");
+    let reserved = u64::try_from(reserved).expect("a small count");
+    assert_eq!(loaded.version, Version::new(1 + reserved), "one event per reservation");
+    assert_eq!(loaded.state.total, stock - i64::try_from(reserved).expect("a small count"));
+    assert_eq!(loaded.state, fold_stored(store, id, None).await);
+}
+
+/// 8 tasks × 5 one-unit reservations at once on one tally with plenty of
+/// stock, through repositories with the default retry policy: every command
+/// succeeds (a conflict reloads and decides again, after a backoff), and
+/// the stream holds exactly the 40 reservations. Loads pause 1 ms, so the
+/// commands really contend on any store (checked: more than 40 attempts).
+pub async fn contended_commands_succeed_with_default_retries<S: RepositoryTestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    let store = CountingStore::new(new().await).with_read_pause(Duration::from_millis(1));
+    let repo = plain(&store);
+    run(&repo, "stock", TallyCommand::Add(1_000)).await;
+    let outcomes = contend(&repo, "stock").await;
+    let failed: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} commands failed while stock remained: {failed:?}",
+        failed.len(),
+        outcomes.len()
+    );
+    let attempts: u32 = outcomes.iter().filter_map(|o| o.as_ref().ok()).sum();
+    let commands = u32::try_from(outcomes.len()).expect("a small count");
+    assert!(attempts > commands, "{commands} commands took {attempts} attempts: no contention, nothing proved");
+    assert_stock(&store, "stock", 1_000, CONTENDING_TASKS * COMMANDS_PER_TASK).await;
+}
+
+/// The same contention through repositories with
+/// [`with_stream_locks`](Repository::with_stream_locks) and no retries at
+/// all: the commands queue on their stream's lock instead of conflicting, so
+/// each succeeds on its first attempt. Clones share the locks (each task has
+/// its own clone). With a state cache as well, each command finds the state
+/// its predecessor left in the cache, so none reads the store.
+pub async fn stream_locks_queue_contended_commands<S: RepositoryTestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = CountingStore::new(new().await).with_read_pause(Duration::from_millis(1));
+    let repo = plain(&store).with_retry(eslab_core::RetryPolicy::NEVER).with_stream_locks(16);
+    run(&repo, "locked", TallyCommand::Add(1_000)).await;
+    let outcomes = contend(&repo, "locked").await;
+    let attempts: Vec<&Outcome> = outcomes.iter().filter(|o| **o != Ok(1)).collect();
+    assert!(attempts.is_empty(), "every command takes exactly one attempt, but: {attempts:?}");
+    assert_eq!(outcomes.len(), CONTENDING_TASKS * COMMANDS_PER_TASK);
+    assert_stock(&store, "locked", 1_000, CONTENDING_TASKS * COMMANDS_PER_TASK).await;
+    let cached = plain(&store).with_retry(eslab_core::RetryPolicy::NEVER).with_stream_locks(16).with_cache(10);
+    run(&cached, "cached", TallyCommand::Add(1_000)).await;
+    store.reset();
+    let outcomes = contend(&cached, "cached").await;
+    assert!(outcomes.iter().all(|o| *o == Ok(1)), "{outcomes:?}");
+    assert_eq!(store.stream_reads(), 0, "every command started from the entry its predecessor cached");
+    assert_stock(&store, "cached", 1_000, CONTENDING_TASKS * COMMANDS_PER_TASK).await;
 }
