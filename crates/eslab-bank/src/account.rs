@@ -5,6 +5,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
 
+/// The longest owner name accepted when an account is opened, in characters
+/// (Unicode scalar values, after trimming); a longer one is refused with
+/// [`AccountError::OwnerTooLong`] (rule `owner-too-long`). It bounds what one
+/// account weighs in pages and events. Accounts opened before the limit keep
+/// their (longer) names: the limit applies to new commands, not to stored events.
+pub const MAX_OWNER_CHARS: usize = 200;
+
 /// Who owns an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
@@ -17,7 +24,7 @@ pub struct Owner {
 pub enum AccountCommand {
     /// Open the account.
     Open {
-        /// The owner's name (non-blank).
+        /// The owner's name (non-blank, at most [`MAX_OWNER_CHARS`] characters).
         owner: String,
         /// The account's currency.
         currency: Currency,
@@ -147,6 +154,9 @@ pub enum AccountError {
     /// The owner's name is blank.
     #[error("the owner's name must not be blank")]
     BlankOwner,
+    /// The owner's name is longer than [`MAX_OWNER_CHARS`].
+    #[error("the owner's name has {0} characters, more than the {MAX_OWNER_CHARS} allowed")]
+    OwnerTooLong(usize),
     /// The command's currency is not the account's.
     #[error("currency mismatch: the account holds {account}, the command is in {command}")]
     CurrencyMismatch {
@@ -181,6 +191,7 @@ impl AccountError {
             AccountError::NotOpen => "not-open",
             AccountError::Closed => "closed",
             AccountError::BlankOwner => "blank-owner",
+            AccountError::OwnerTooLong(_) => "owner-too-long",
             AccountError::CurrencyMismatch { .. } => "currency-mismatch",
             AccountError::InsufficientFunds { .. } => "insufficient-funds",
             AccountError::NonZeroBalance(_) => "non-zero-balance",
@@ -247,6 +258,10 @@ impl Aggregate for Account {
                 let name = owner.trim();
                 if name.is_empty() {
                     return Err(AccountError::BlankOwner);
+                }
+                let chars = name.chars().count();
+                if chars > MAX_OWNER_CHARS {
+                    return Err(AccountError::OwnerTooLong(chars));
                 }
                 Ok(vec![AccountEvent::AccountOpened {
                     owner: Owner { name: name.to_owned() },

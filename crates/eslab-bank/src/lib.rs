@@ -27,8 +27,8 @@ mod views;
 mod views_sql;
 
 pub use account::{
-    ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, Owner,
-    V1_DEFAULT_CURRENCY, upcasters,
+    ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, MAX_OWNER_CHARS,
+    Owner, V1_DEFAULT_CURRENCY, upcasters,
 };
 pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
 pub use process::{Step, TransferProcess};

@@ -13,6 +13,8 @@
 //!   causation, actor, occurred-at, free map).
 //! - Backends implement [`EventAppender`] and [`EventReader`] over serialized
 //!   rows; [`EventStore`] wraps one and applies [`Upcasters`] on every read.
+//! - [`check_storable`]: what every store can hold (no NUL in text); each
+//!   store calls it before an append, so the stores agree.
 //! - [`Repository`]: load, decide, append with the loaded version, retry on
 //!   conflict; optionally from [`Snapshot`]s ([`Snapshotting`] aggregates, a
 //!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`).
@@ -32,6 +34,7 @@ mod event;
 mod repository;
 mod retention;
 mod snapshot;
+mod storable;
 mod store;
 mod stream;
 mod upcast;
@@ -45,6 +48,7 @@ pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
 pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
 pub use retention::StreamRetention;
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
+pub use storable::{check_storable, nul_path};
 pub use store::{
     AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
     FeedHead, StreamAppend,

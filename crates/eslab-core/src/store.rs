@@ -102,6 +102,9 @@ impl FeedHead {
 ///   [`Error::DuplicateEventId`](crate::Error::DuplicateEventId).
 /// - **The empty append** (no events) checks the expectation, writes nothing
 ///   and returns the current version with no events.
+/// - Text no store can hold (a NUL character, see [`check_storable`](crate::check_storable))
+///   fails the whole append with [`Error::InvalidRequest`](crate::Error::InvalidRequest)
+///   before anything is written.
 pub trait EventAppender: Send + Sync {
     /// Appends `events` to one stream if it is at the `expected` version.
     ///
@@ -130,7 +133,8 @@ pub trait EventAppender: Send + Sync {
 ///
 /// # Contract
 /// - `read_stream` returns the stream's events with version `>= from`, in
-///   version order, at most `limit` of them.
+///   version order, at most `limit` of them; none when `from` is beyond the
+///   stream's version, however large (also beyond `i64::MAX`).
 /// - `read_feed` returns events strictly after `after` in feed order
 ///   (`(transaction, position)`), at most `limit`. It never returns an event
 ///   and later a different event that sorts before it: a reader that resumes

@@ -153,6 +153,7 @@ impl MemoryStore {
     }
 
     fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        eslab_core::check_storable(&appends)?;
         let mut inner = self.write();
         inner.check(&appends)?;
         Ok(inner.write(appends))

@@ -52,7 +52,8 @@ pub(crate) async fn read_stream(
     );
     let rows = sqlx::query(SQL)
         .bind(stream.as_str())
-        .bind(to_i64(from.get(), "version")?)
+        // Beyond BIGINT nothing is stored: read from i64::MAX (nothing), as the other stores answer.
+        .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
         .bind(limit(n))
         .fetch_all(pool)
         .await

@@ -31,6 +31,7 @@ impl PostgresStore {
         }
         let mut ids = HashSet::with_capacity(events.len());
         for (_, e) in &events {
+            e.check_storable()?;
             if !ids.insert(e.event_id) {
                 return Err(Error::DuplicateEventId(e.event_id));
             }

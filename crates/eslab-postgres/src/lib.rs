@@ -409,6 +409,7 @@ impl PostgresStore {
     /// transaction): it is reported as a conflict with the actual version.
     /// The events' transaction id (their feed order) is the transaction's id.
     pub async fn append_in_tx(&self, conn: &mut PgConnection, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        eslab_core::check_storable(&appends)?;
         let batch = Batch::new(appends)?;
         match batch.execute(conn, self.options.strategy, self.options.notify != Notify::Off).await {
             Ok(rows) => batch.results(&rows),
@@ -443,6 +444,7 @@ impl PostgresStore {
     }
 
     async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        eslab_core::check_storable(&appends)?;
         let appends = match &self.group {
             Some(queue) => match group::enqueue(queue, appends).await? {
                 Ok(appended) => return Ok(appended),

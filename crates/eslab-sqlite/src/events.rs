@@ -44,6 +44,7 @@ struct PendingRow {
 
 impl SqliteStore {
     async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        eslab_core::check_storable(&appends)?;
         let mut streams = HashSet::new();
         for append in &appends {
             if !streams.insert(&append.stream_id) {

@@ -37,6 +37,7 @@ impl SqliteStore {
         conn: &mut SqliteConnection,
         appends: Vec<StreamAppend>,
     ) -> Result<Vec<AppendResult>> {
+        eslab_core::check_storable(&appends)?;
         let mut streams = HashSet::new();
         for append in &appends {
             if !streams.insert(&append.stream_id) {

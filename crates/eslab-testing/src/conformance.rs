@@ -47,12 +47,14 @@ macro_rules! store_conformance_tests {
             same_stream_twice_in_one_append_is_refused,
             concurrent_exact_appenders_one_winner_per_version,
             read_stream_from_version,
+            read_stream_beyond_the_largest_version_is_empty,
             feed_every_event_once_in_order_resumable,
             feed_by_category,
             feed_while_writers_append_concurrently,
             duplicate_event_id_rejected,
             empty_append_checks_and_writes_nothing,
             unicode_and_large_payloads_round_trip,
+            text_with_nul_is_refused_and_writes_nothing,
             metadata_round_trips,
             upcasting_applies_on_stream_and_feed_reads,
             long_stream_streams_in_pages,
@@ -285,6 +287,21 @@ pub async fn read_stream_from_version<S: TestStore, F: Future<Output = S>>(new: 
     assert_eq!(versions(&page), [1, 2]);
 }
 
+/// Reading from a version beyond any a store can hold (above `i64::MAX`, up
+/// to `u64::MAX`) is an empty page on every store, not an error.
+pub async fn read_stream_beyond_the_largest_version_is_empty<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("beyond");
+    store.append(&s, ExpectedVersion::Any, events(0..3)).await.expect("append");
+    let largest = i64::MAX.unsigned_abs();
+    for from in [largest, largest + 1, u64::MAX] {
+        for stream in [&s, &stream("beyond-absent")] {
+            let page = store.read_stream(stream, Version::new(from), 10).await;
+            assert!(matches!(&page, Ok(events) if events.is_empty()), "{stream} from {from}: {page:?}");
+        }
+    }
+}
+
 /// The feed yields every event exactly once, in order, and resumes from any checkpoint.
 pub async fn feed_every_event_once_in_order_resumable<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
     let store = new().await;
@@ -453,6 +470,47 @@ pub async fn unicode_and_large_payloads_round_trip<S: TestStore, F: Future<Outpu
     assert!(read.iter().all(|e| e.event_type == "Ünïcode" && e.stream_id == s));
     let feed = feed_all(&store, &FeedFilter::All).await;
     assert_eq!(feed[1].payload["big"].as_str().map(str::len), Some(1024 * 1024));
+}
+
+/// Text with a NUL character (U+0000), which PostgreSQL cannot hold, is
+/// refused by every store alike: [`Error::InvalidRequest`], and nothing of the
+/// append is written (not even its other streams). The six characters
+/// `\u0000` are ordinary text and round-trip.
+pub async fn text_with_nul_is_refused_and_writes_nothing<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let (s, other) = (stream("nul"), stream("nul-other"));
+    let bad = [
+        NewEvent::new("Counted", 1, json!({ "owner": "A\u{0}da" }), Metadata::now()),
+        NewEvent::new("Counted", 1, json!({ "names": ["ok", "\u{0}"] }), Metadata::now()),
+        NewEvent::new("Counted", 1, json!({ "k\u{0}": 1 }), Metadata::now()),
+        NewEvent::new("Counted", 1, json!("\u{0}"), Metadata::now()),
+        NewEvent::new("Count\u{0}ed", 1, json!({}), Metadata::now()),
+        NewEvent::new("Counted", 1, json!({}), Metadata::now().with_actor("al\u{0}ice")),
+        NewEvent::new("Counted", 1, json!({}), Metadata::now().with_extra("ip", json!("\u{0}"))),
+    ];
+    for bad_event in bad {
+        let what = format!("{:?} {} {:?}", bad_event.event_type, bad_event.payload, bad_event.metadata);
+        // A good event first: the bad one must spoil the whole append.
+        let result = store.append(&s, ExpectedVersion::Any, vec![event(0), bad_event]).await;
+        assert!(matches!(result, Err(Error::InvalidRequest(_))), "{what}: got {result:?}");
+    }
+    let with_nul = NewEvent::new("Counted", 1, json!({ "n": 0, "text": "\u{0}" }), Metadata::now());
+    let result = store
+        .append_streams(vec![
+            StreamAppend::new(other.clone(), ExpectedVersion::Any, events(1..2)),
+            StreamAppend::new(s.clone(), ExpectedVersion::Any, vec![with_nul]),
+        ])
+        .await;
+    assert!(matches!(result, Err(Error::InvalidRequest(_))), "multi-stream: got {result:?}");
+    assert_eq!(store.stream_version(&s).await.expect("version"), Version::NONE);
+    assert_eq!(store.stream_version(&other).await.expect("version"), Version::NONE);
+    assert!(feed_all(&store, &FeedFilter::All).await.is_empty(), "nothing written");
+    let escaped = json!({ "text": "\\u0000 is not a NUL", "control": "\u{1}\u{1f}" });
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![NewEvent::new("Counted", 1, escaped.clone(), Metadata::now())])
+        .await
+        .expect("text without NUL is stored");
+    assert_eq!(all(&store, &s).await[0].payload, escaped);
 }
 
 /// Metadata (correlation, causation, actor, occurred-at, extra) and schema versions round-trip.

@@ -9,8 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenAccount {
-    /// The owner's name (non-blank; stored as given).
-    #[schema(min_length = 1)]
+    /// The owner's name (non-blank, at most 200 characters after trimming; stored trimmed).
+    // max_length is eslab_bank::MAX_OWNER_CHARS (the OpenAPI test checks it).
+    #[schema(min_length = 1, max_length = 200)]
     pub owner: String,
     /// ISO 4217 code, e.g. `EUR`.
     #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
@@ -223,17 +224,19 @@ pub struct EventPage {
 
 /// `GET /accounts` query.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AccountsQuery {
     /// Only accounts whose id sorts after this one (the previous page's `next`).
     pub after: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
+    /// Page size, 1 to 1000 (default 100); a page also stops at about 1 MiB.
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
 /// `GET /accounts/{id}` query.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     /// `eventual` (default: the read model) or `strong` (folded from the event store).
@@ -242,6 +245,7 @@ pub struct ConsistencyQuery {
 
 /// `GET /accounts/{id}/events` query.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
     /// First version to return (default 1).
@@ -253,6 +257,7 @@ pub struct EventsQuery {
 
 /// `GET /accounts/{id}/state` query.
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StateQuery {
     /// The version to fold up to (default: the latest).

@@ -4,8 +4,7 @@
 //! event store).
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eslab_bank::{Account, AccountCommand, Amount, Currency, MoneyError, OverdraftLimit, Transfer, TransferCommand};
@@ -18,10 +17,17 @@ use super::dto::{
     OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody,
 };
 use super::error::{ApiError, Problem};
-use super::extract::{BodilessWrite, Id, Write, parse_id};
+use super::extract::{BodilessWrite, Id, ValidQuery, Write, parse_id};
 
-/// Largest page.
+/// Largest page, in items.
 const MAX_PAGE: u32 = 1_000;
+/// Most bytes of JSON one `GET /accounts` page may take (1 MiB). A page
+/// stops before the account that would take it over (and gives `next`, so a
+/// client pages on); it holds at least one account, however large. Owners are
+/// at most [`eslab_bank::MAX_OWNER_CHARS`] characters, so 1 000 new accounts
+/// fit; accounts opened before that limit may have owners of up to the 64 KiB
+/// body limit, and their pages are cut by this instead.
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 /// Page size when none is asked for.
 const DEFAULT_PAGE: u32 = 100;
 
@@ -70,7 +76,7 @@ fn account_response(status: StatusCode, id: &str, location: bool) -> impl Fn(&Ac
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key and body get the first response again")),
     responses((status = 201, description = "Opened", body = AccountBody, headers(("Location" = String), ("ETag" = String))),
         (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"), (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, description = "A rule refused it (unknown-currency, blank-owner, ...)", body = Problem, content_type = "application/problem+json")))]
+        (status = 415, body = Problem, content_type = "application/problem+json"), (status = 422, description = "A rule refused it (unknown-currency, blank-owner, owner-too-long, ...)", body = Problem, content_type = "application/problem+json")))]
 pub async fn open_account(State(state): State<AppState>, write: Write<OpenAccount>) -> Result<Response, ApiError> {
     let Write { body, options } = write;
     let command = AccountCommand::Open {
@@ -219,9 +225,8 @@ pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Respo
 pub async fn get_account(
     State(state): State<AppState>,
     id: Id,
-    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+    ValidQuery(query): ValidQuery<ConsistencyQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
     let body = match query.consistency.as_deref() {
         None | Some("eventual") => state.views().account(&id.0).await?.map(AccountBody::from_summary),
         Some("strong") => {
@@ -237,19 +242,53 @@ pub async fn get_account(
     Ok(with_etag(Json(body).into_response(), version))
 }
 
-/// Accounts by id, a page at a time (from the read model).
+/// Accounts by id, a page at a time (from the read model): at most `limit`
+/// accounts and about 1 MiB (a page may stop early: follow `next`).
 #[utoipa::path(get, path = "/accounts", tag = "accounts", params(AccountsQuery),
     responses((status = 200, body = AccountPage), (status = 400, body = Problem, content_type = "application/problem+json")))]
 pub async fn list_accounts(
     State(state): State<AppState>,
-    query: Result<Query<AccountsQuery>, QueryRejection>,
+    ValidQuery(query): ValidQuery<AccountsQuery>,
 ) -> Result<Json<AccountPage>, ApiError> {
-    let Query(query) = query?;
     let limit = page_size(query.limit)?;
     let rows = state.views().accounts(query.after.as_deref(), limit).await?;
-    let full = rows.len() == usize::try_from(limit).unwrap_or(usize::MAX);
-    let next = if full { rows.last().map(|r| r.id.clone()) } else { None };
-    Ok(Json(AccountPage { items: rows.into_iter().map(AccountBody::from_summary).collect(), next }))
+    let mut more = rows.len() == usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut items = Vec::with_capacity(rows.len());
+    // `{"items":[`, `],"next":`, a quoted id and `}`.
+    let mut bytes: usize = 64;
+    for row in rows {
+        let item = AccountBody::from_summary(row);
+        // The item and the comma before the next one.
+        let size = json_len(&item).saturating_add(1);
+        if !items.is_empty() && bytes.saturating_add(size) > MAX_PAGE_BYTES {
+            more = true;
+            break;
+        }
+        bytes = bytes.saturating_add(size);
+        items.push(item);
+    }
+    let next = if more { items.last().map(|i| i.id.clone()) } else { None };
+    Ok(Json(AccountPage { items, next }))
+}
+
+/// How many bytes `value` takes as JSON, without building it.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(bytes.len());
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        // Cannot happen for these types; counting it as too big stops the page.
+        Err(_) => usize::MAX,
+    }
 }
 
 /// The account's events, a page at a time (from the event store).
@@ -259,9 +298,8 @@ pub async fn list_accounts(
 pub async fn account_events(
     State(state): State<AppState>,
     id: Id,
-    query: Result<Query<EventsQuery>, QueryRejection>,
+    ValidQuery(query): ValidQuery<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
     let limit = page_size(query.limit)?;
     let stream = Account::stream_id(&id.0).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let current = state.events().stream_version(&stream).await?;
@@ -283,9 +321,8 @@ pub async fn account_events(
 pub async fn account_state(
     State(state): State<AppState>,
     id: Id,
-    query: Result<Query<StateQuery>, QueryRejection>,
+    ValidQuery(query): ValidQuery<StateQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query?;
     let until = match query.version {
         Some(0) => return Err(ApiError::BadRequest("version starts at 1".into())),
         v => v.map(Version::new),

@@ -325,6 +325,65 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
     server.await.unwrap().unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_postgres_refuses_are_never_a_5xx() {
+    let schema = format!("eslab_abuse_{}", uuid::Uuid::now_v7().simple());
+    let port = free_port();
+    let mut command = ServeProcess::command();
+    command
+        .arg("serve")
+        .env("DATABASE_URL", postgres_url())
+        .env("ESLAB_SCHEMA", &schema)
+        .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
+        .env("ESLAB_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = ServeProcess::start(command, port, "is PostgreSQL running? `make ensure-postgres` starts it").await;
+    let client = reqwest::Client::new();
+    let base = &server.base;
+    let r = client
+        .post(format!("{base}/accounts"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"owner": "Ada", "currency": "EUR"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    for round in 0..50 {
+        let gets = [
+            "/accounts?after=%00".to_owned(),
+            "/accounts?after=a%00b".to_owned(),
+            format!("/accounts/{id}/events?from=9223372036854775808"),
+            format!("/accounts/{id}/events?from=18446744073709551615"),
+            format!("/accounts/{id}/state?version=9223372036854775808"),
+            format!("/accounts/{id}?consistency=%00"),
+        ];
+        for path in &gets {
+            let status = client.get(format!("{base}{path}")).send().await.unwrap().status();
+            assert!(status.is_client_error(), "round {round}: GET {path}: {status}");
+        }
+        for body in [json!({"owner": "A\u{0}da", "currency": "EUR"}), json!({"owner": "Ada", "currency": "EU\u{0}"})] {
+            let status =
+                client.post(format!("{base}/accounts")).bearer_auth(TOKEN).json(&body).send().await.unwrap().status();
+            assert!(status.is_client_error(), "round {round}: POST /accounts {body}: {status}");
+        }
+        let status = client
+            .post(format!("{base}/accounts/{id}/deposits"))
+            .bearer_auth(TOKEN)
+            .header("If-Match", "\"9223372036854775808\"")
+            .json(&json!({"amount": 1, "currency": "EUR"}))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_client_error(), "round {round}: If-Match beyond i64: {status}");
+    }
+    drop(server);
+    eslab_postgres::PostgresStore::connect(&postgres_url(), &schema).await.unwrap().drop_schema().await.unwrap();
+}
+
 /// Runs `eslab serve` with `env` until it exits (at most 60 s); returns (success, stdout + stderr).
 async fn serve_exits(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
     let mut command = ServeProcess::command();

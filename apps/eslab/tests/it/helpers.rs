@@ -1,5 +1,5 @@
-//! `TestApp`: the service on port 0 against a fresh SQLite file or a fresh
-//! PostgreSQL schema, with a client and a few shortcuts.
+//! `TestApp`: the service on port 0 against a fresh memory store, SQLite file
+//! or PostgreSQL schema, with a client and a few shortcuts.
 
 use std::time::Duration;
 
@@ -141,11 +141,16 @@ impl TestApp {
     }
 }
 
-/// Defines `mod $name { sqlite, postgres }` running `$test(Backend)` on both stores.
+/// Defines `mod $name { memory, sqlite, postgres }` running `$test(Backend)` on each store.
 macro_rules! on_every_store {
     ($name:ident, $test:ident) => {
         mod $name {
             use crate::helpers::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                super::$test(Backend::Memory).await;
+            }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {

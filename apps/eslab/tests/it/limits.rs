@@ -273,7 +273,9 @@ async fn warnings_and_errors_carry_the_request_id_at_the_default_level() {
     let response = eslab::serve::app(prepared.state.clone()).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let line =
-        logged.lines().find(|l| l.contains("store unavailable")).unwrap_or_else(|| panic!("no warning: {logged}"));
+    let line = logged
+        .lines()
+        .find(|l| l.contains("store unavailable") && l.contains("request{"))
+        .unwrap_or_else(|| panic!("no warning: {logged}"));
     assert!(line.contains(&request_id), "the warning has no request id: {line}\nall lines:\n{logged}");
 }

@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrency;
 mod crash;
 mod limits;
+mod openapi;
 mod outage;
 mod projections;
 mod retries;

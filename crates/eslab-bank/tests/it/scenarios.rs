@@ -1,7 +1,8 @@
 //! One given/when/then scenario per rule of the account.
 
 use eslab_bank::{
-    Account, AccountCommand, AccountError, AccountEvent, Amount, Balance, MoneyError, OverdraftLimit, Owner,
+    Account, AccountCommand, AccountError, AccountEvent, Amount, Balance, MAX_OWNER_CHARS, MoneyError, OverdraftLimit,
+    Owner,
 };
 use eslab_testing::Scenario;
 
@@ -27,6 +28,31 @@ fn refuses_to_reopen_a_closed_account() {
 #[test]
 fn refuses_a_blank_owner() {
     Scenario::<Account>::given([]).when(open(" \t", 0)).then_err(AccountError::BlankOwner);
+}
+
+#[test]
+fn refuses_an_owner_longer_than_the_limit() {
+    // Counted in characters after trimming: 200 multi-byte characters are fine, 201 are not.
+    let longest = format!("  {}  ", "é".repeat(MAX_OWNER_CHARS));
+    let opened_longest = AccountEvent::AccountOpened {
+        owner: Owner { name: "é".repeat(MAX_OWNER_CHARS) },
+        currency: eur(),
+        overdraft_limit: OverdraftLimit::NONE,
+    };
+    Scenario::<Account>::given([]).when(open(&longest, 0)).then([opened_longest]);
+    let too_long = "x".repeat(MAX_OWNER_CHARS + 1);
+    Scenario::<Account>::given([]).when(open(&too_long, 0)).then_err(AccountError::OwnerTooLong(MAX_OWNER_CHARS + 1));
+    assert_eq!(AccountError::OwnerTooLong(MAX_OWNER_CHARS + 1).rule(), "owner-too-long");
+}
+
+#[test]
+fn an_owner_stored_before_the_limit_is_kept() {
+    let long = AccountEvent::AccountOpened {
+        owner: Owner { name: "x".repeat(64 * 1024) },
+        currency: eur(),
+        overdraft_limit: OverdraftLimit::NONE,
+    };
+    Scenario::<Account>::given([long]).when(deposit(5)).then([deposited(5, 5)]);
 }
 
 #[test]
