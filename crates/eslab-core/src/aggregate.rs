@@ -2,6 +2,7 @@
 
 use crate::event::DomainEvent;
 use crate::stream::{InvalidStreamId, StreamId};
+use crate::version::Version;
 
 /// A consistency boundary whose state is the fold of its events.
 ///
@@ -76,4 +77,13 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     fn stream_id(id: &str) -> Result<StreamId, InvalidStreamId> {
         StreamId::new(Self::KIND, id)
     }
+}
+
+/// An aggregate as loaded: its state and the version it is at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<A> {
+    /// The state, folded from the events.
+    pub state: A,
+    /// The stream version the state reflects ([`Version::NONE`] if new).
+    pub version: Version,
 }

@@ -40,12 +40,12 @@ mod stream;
 mod upcast;
 mod version;
 
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, Loaded};
 pub use checkpoint::CheckpointStore;
 pub use codec::{Codec, JsonCodec};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
-pub use repository::{CommandError, Executed, Loaded, Repository, RetryPolicy};
+pub use repository::{CommandError, Executed, Repository, RetryPolicy};
 pub use retention::StreamRetention;
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 pub use storable::{check_storable, nul_path};

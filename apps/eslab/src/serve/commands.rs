@@ -56,24 +56,19 @@
 
 use std::hash::{Hash, Hasher};
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
 use eslab_bank::{AccountError, TransferError};
 use eslab_core::{
     Aggregate, Codec, DomainEvent, EventAppender, EventReader, ExpectedVersion, JsonCodec, Loaded, Metadata, NewEvent,
     StreamAppend, StreamId, Version,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
 use super::idempotency::{self, KeyRecord, KeyState};
 
-/// The stream category of idempotency keys.
-pub const IDEMPOTENCY_CATEGORY: &str = "idempotency";
-/// The event type of a stored idempotency key.
-pub const IDEMPOTENCY_EVENT: &str = "IdempotentResponseRecorded";
 /// The longest idempotency key accepted, in bytes.
 pub const MAX_KEY_LEN: usize = 255;
 
@@ -95,45 +90,7 @@ impl Rule for TransferError {
     }
 }
 
-/// A response a write produced: what an idempotent retry gets again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredResponse {
-    /// HTTP status.
-    pub status: u16,
-    /// JSON body.
-    pub body: serde_json::Value,
-    /// `Location`, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// The version for the `ETag`, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<u64>,
-}
-
-impl StoredResponse {
-    /// An HTTP response; `replayed` adds `Idempotent-Replayed: true`.
-    pub fn into_http(self, replayed: bool) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        let mut response = (status, axum::Json(self.body)).into_response();
-        let headers = response.headers_mut();
-        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
-            headers.insert(header::LOCATION, location);
-        }
-        if let Some(version) = self.version {
-            headers.insert(header::ETAG, etag(version));
-        }
-        if replayed {
-            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
-        }
-        response
-    }
-}
-
-/// `"<version>"` as a header value.
-pub fn etag(version: u64) -> HeaderValue {
-    // Digits and quotes are always a valid header value.
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
-}
+pub use super::idempotency::{IDEMPOTENCY_CATEGORY, IDEMPOTENCY_EVENT, StoredResponse, etag};
 
 /// The write's preconditions and idempotency, read from its headers.
 #[derive(Debug, Clone, Default)]

@@ -7,14 +7,59 @@
 
 use std::time::Duration;
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use eslab_core::{EventReader, ExpectedVersion, StreamId, StreamRetention, Version};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
 use super::AppState;
-use super::commands::{IDEMPOTENCY_CATEGORY, StoredResponse};
 use super::error::ApiError;
+
+/// The stream category of idempotency keys.
+pub const IDEMPOTENCY_CATEGORY: &str = "idempotency";
+/// The event type of a stored idempotency key.
+pub const IDEMPOTENCY_EVENT: &str = "IdempotentResponseRecorded";
+/// A response a write produced: what an idempotent retry gets again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: serde_json::Value,
+    /// `Location`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// The version for the `ETag`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+}
+
+impl StoredResponse {
+    /// An HTTP response; `replayed` adds `Idempotent-Replayed: true`.
+    pub fn into_http(self, replayed: bool) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let mut response = (status, axum::Json(self.body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        if let Some(version) = self.version {
+            headers.insert(header::ETAG, etag(version));
+        }
+        if replayed {
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        }
+        response
+    }
+}
+
+/// `"<version>"` as a header value.
+pub fn etag(version: u64) -> HeaderValue {
+    // Digits and quotes are always a valid header value.
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
 
 /// How long a key answers retries by default: 24 hours.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);

@@ -74,7 +74,7 @@ impl Default for ConnectionLimits {
 
 /// How many connections fit the open-file limit: the soft limit is raised to
 /// the hard one when it is lower than `wanted` needs, then `wanted` is capped
-/// at what is left after [`RESERVED_FILES`].
+/// at what is left after the descriptors kept for everything else (128).
 pub fn fit_to_file_limit(wanted: usize) -> usize {
     let wanted = wanted.max(1);
     let needed = u64::try_from(wanted).unwrap_or(u64::MAX).saturating_add(RESERVED_FILES);
