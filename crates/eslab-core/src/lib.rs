@@ -13,6 +13,8 @@
 //!   causation, actor, occurred-at, free map).
 //! - Backends implement [`EventAppender`] and [`EventReader`] over serialized
 //!   rows; [`EventStore`] wraps one and applies [`Upcasters`] on every read.
+//! - Live subscriptions: [`EventStore::subscribe`] catches up on the feed, then
+//!   follows it, woken by the store's [`WakeUps`] with a polling fallback.
 //! - [`Repository`]: load, decide, append with the loaded version, retry on
 //!   conflict; optionally from [`Snapshot`]s ([`Snapshotting`] aggregates, a
 //!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`).
@@ -31,6 +33,7 @@ mod repository;
 mod snapshot;
 mod store;
 mod stream;
+mod subscribe;
 mod upcast;
 mod version;
 
@@ -46,5 +49,6 @@ pub use store::{
     FeedHead, StreamAppend,
 };
 pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
+pub use subscribe::{SubscribeOptions, WakeUpStream, WakeUps, no_wake_ups, watch_wake_ups};
 pub use upcast::Upcasters;
 pub use version::{Checkpoint, ExpectedVersion, InvalidCheckpoint, Position, Version};

@@ -44,7 +44,9 @@
 //! - **Wake-ups.** [`SqliteStore::subscribe`] returns a watch channel that
 //!   moves to the latest position after every committed append *made through
 //!   this store (or a clone)*. Writers in other processes do not fire it, so
-//!   live readers should also poll.
+//!   live readers should also poll. The store's [`WakeUps`](eslab_core::WakeUps)
+//!   are this watch, so [`EventStore::subscribe`](eslab_core::EventStore::subscribe)
+//!   follows the feed with it (and polls).
 //!
 //! Migrations are embedded (`migrations/`) and applied on connect.
 
@@ -53,6 +55,7 @@ mod events;
 mod head;
 mod inline;
 mod side;
+mod wake;
 
 use std::str::FromStr;
 use std::sync::Arc;

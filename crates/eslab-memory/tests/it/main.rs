@@ -11,6 +11,7 @@ async fn new_store() -> MemoryStore {
 eslab_testing::store_conformance_tests!(new_store);
 eslab_testing::side_store_conformance_tests!(new_store);
 eslab_testing::repository_conformance_tests!(new_store);
+eslab_testing::subscription_conformance_tests!(new_store);
 
 mod properties {
     use eslab_memory::MemoryStore;
