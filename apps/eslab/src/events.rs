@@ -8,13 +8,13 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, Write};
-use std::time::Duration;
 
 use anyhow::Context;
 use eslab_core::{
-    Checkpoint, EventReaderExt, EventStorage, ExpectedVersion, FeedFilter, Metadata, NewEvent, StreamId, Version,
+    Checkpoint, EventReader, EventReaderExt, EventStorage, EventStore, ExpectedVersion, FeedFilter, Metadata, NewEvent,
+    RecordedEvent, StreamId, Version, WakeUps,
 };
-use futures_util::TryStreamExt;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -63,49 +63,50 @@ pub(crate) async fn stream<S: EventStorage>(store: &S, stream: &StreamId, out: &
     Ok(n)
 }
 
-/// What `feed --follow` waits on between empty pages.
-pub(crate) enum Follow {
-    /// Print what is there and stop.
-    No,
-    /// Poll, backing off from 10 ms to 1 s while idle.
-    Poll,
-    /// Wake on PostgreSQL `LISTEN/NOTIFY` (the listener polls as a fallback).
-    Listen(eslab_postgres::Listener),
-}
-
-/// Prints the feed after `after` as JSON lines; with `follow`, keeps waiting
-/// for new events until interrupted.
-pub(crate) async fn feed<S: EventStorage>(
-    store: &S,
+/// Prints the feed after `after` as JSON lines, up to the events committed
+/// now; with `follow`, keeps following it until interrupted: a live
+/// subscription ([`EventStore::subscribe`]), woken by the store's appends
+/// (PostgreSQL's NOTIFY; this process's own appends on the other stores) and
+/// polling every second at most for writers that wake nobody. Returns the
+/// checkpoint after the last event printed. The first error ends it.
+pub(crate) async fn feed<S>(
+    store: &EventStore<S>,
     filter: &FeedFilter,
     mut after: Checkpoint,
-    mut follow: Follow,
+    follow: bool,
     out: &mut impl Write,
-) -> anyhow::Result<Checkpoint> {
-    let mut idle = Duration::from_millis(10);
-    loop {
-        let page = store.read_feed(filter, after, eslab_core::DEFAULT_PAGE_SIZE).await?;
-        for event in &page {
-            serde_json::to_writer(&mut *out, event)?;
-            writeln!(out)?;
-            after = event.checkpoint();
+) -> anyhow::Result<Checkpoint>
+where
+    S: EventReader + WakeUps + Clone + 'static,
+{
+    if !follow {
+        let mut events = std::pin::pin!(store.feed(filter, after));
+        while let Some(event) = events.try_next().await? {
+            after = print(event, out)?;
         }
         out.flush()?;
-        if !page.is_empty() {
-            idle = Duration::from_millis(10);
-            continue;
-        }
-        match &mut follow {
-            Follow::No => return Ok(after),
-            Follow::Poll => {
-                tokio::time::sleep(idle).await;
-                idle = (idle * 2).min(Duration::from_secs(1));
-            }
-            Follow::Listen(listener) => {
-                listener.wait().await;
-            }
-        }
+        return Ok(after);
     }
+    let mut live = std::pin::pin!(store.subscribe(filter.clone(), after));
+    loop {
+        // Flush when caught up (nothing more at hand), not after every line.
+        let next = match live.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                out.flush()?;
+                live.next().await
+            }
+        };
+        let Some(event) = next else { return Ok(after) };
+        after = print(event?, out)?;
+    }
+}
+
+/// Prints one event as a JSON line; returns its checkpoint.
+fn print(event: RecordedEvent, out: &mut impl Write) -> anyhow::Result<Checkpoint> {
+    serde_json::to_writer(&mut *out, &event)?;
+    writeln!(out)?;
+    Ok(event.checkpoint())
 }
 
 /// The events of a JSON-lines input, skipping blank lines; an error names its line.
@@ -184,6 +185,7 @@ async fn flush<S: EventStorage>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eslab_core::EventAppender;
     use eslab_memory::MemoryStore;
 
     #[tokio::test]
@@ -192,7 +194,7 @@ mod tests {
         let input = include_str!("../../../crates/eslab-bank/fixtures/account-v1.jsonl");
         assert_eq!(import(&store, input.as_bytes(), 2).await.unwrap(), 5);
         let mut out = Vec::new();
-        let at = feed(&store, &FeedFilter::All, Checkpoint::START, Follow::No, &mut out).await.unwrap();
+        let at = feed(&EventStore::new(store), &FeedFilter::All, Checkpoint::START, false, &mut out).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text.lines().count(), 5);
         assert_eq!(at.position.get(), 5);
@@ -202,6 +204,57 @@ mod tests {
         let mut one = Vec::new();
         let s: StreamId = "account-legacy-1".parse().unwrap();
         assert_eq!(stream(&copy, &s, &mut one).await.unwrap(), 3);
+    }
+
+    /// A `Write` shared with the test while `feed` holds it.
+    #[derive(Clone, Default)]
+    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn lines(&self) -> Vec<RecordedEvent> {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        }
+    }
+
+    #[tokio::test]
+    async fn follow_prints_what_is_there_then_what_comes() {
+        let store = MemoryStore::new();
+        let s: StreamId = "account-1".parse().unwrap();
+        let event = |n: u64| NewEvent::new("Counted", 1, serde_json::json!({ "n": n }), Metadata::now());
+        store.append(&s, ExpectedVersion::Any, vec![event(1), event(2)]).await.unwrap();
+        let out = Shared::default();
+        let follower = {
+            let (store, mut out) = (EventStore::new(store.clone()), out.clone());
+            tokio::spawn(async move {
+                let filter = FeedFilter::category("account").unwrap();
+                feed(&store, &filter, Checkpoint::START, true, &mut out).await
+            })
+        };
+        for n in 3..=5 {
+            store.append(&s, ExpectedVersion::Any, vec![event(n)]).await.unwrap();
+            let other: StreamId = "other-1".parse().unwrap();
+            store.append(&other, ExpectedVersion::Any, vec![event(100 + n)]).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        while out.lines().len() < 5 {
+            assert!(!follower.is_finished(), "the follower stopped: {:?}", follower.await);
+            assert!(tokio::time::Instant::now() < deadline, "only {} of 5 events printed", out.lines().len());
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        follower.abort();
+        let printed = out.lines();
+        let ns: Vec<_> = printed.iter().map(|e| e.payload["n"].as_u64().unwrap()).collect();
+        assert_eq!(ns, [1, 2, 3, 4, 5], "every event of the category once, in order");
     }
 
     #[test]

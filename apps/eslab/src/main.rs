@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eslab_core::{Checkpoint, FeedFilter, StreamId};
+use eslab_core::{Checkpoint, EventStore, FeedFilter, StreamId};
 
 mod demo;
 mod events;
@@ -148,7 +148,8 @@ enum EventsCommand {
         /// Only this category (the `<kind>` of stream ids).
         #[arg(long)]
         category: Option<String>,
-        /// Keep waiting for new events (woken by LISTEN/NOTIFY on PostgreSQL, polling elsewhere).
+        /// Keep following the feed: woken by LISTEN/NOTIFY on PostgreSQL, and
+        /// polling (every second at most) for writers that wake nobody.
         #[arg(long)]
         follow: bool,
     },
@@ -224,12 +225,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(c) => FeedFilter::category(&c)?,
                     None => FeedFilter::All,
                 };
-                let follow = match (&store, follow) {
-                    (_, false) => events::Follow::No,
-                    (AnyStore::Postgres(pg), true) => events::Follow::Listen(pg.listener().await?),
-                    (_, true) => events::Follow::Poll,
+                let after = after.unwrap_or(Checkpoint::START);
+                // Each store with its own wake-ups (for --follow).
+                let printed = match &store {
+                    AnyStore::Memory(s) => {
+                        events::feed(&EventStore::new(s.clone()), &filter, after, follow, &mut out).await
+                    }
+                    AnyStore::Sqlite(s) => {
+                        events::feed(&EventStore::new(s.clone()), &filter, after, follow, &mut out).await
+                    }
+                    AnyStore::Postgres(s) => {
+                        events::feed(&EventStore::new(s.clone()), &filter, after, follow, &mut out).await
+                    }
                 };
-                events::feed(&store, &filter, after.unwrap_or(Checkpoint::START), follow, &mut out).await.map(|_| ())
+                printed.map(|_| ())
             }
             Command::Projections(command) => eslab::projections::command(&store, command, &mut out).await,
             Command::Rebuild { projection } => {

@@ -15,6 +15,8 @@
 //!   rows; [`EventStore`] wraps one and applies [`Upcasters`] on every read.
 //! - [`check_storable`]: what every store can hold (no NUL in text); each
 //!   store calls it before an append, so the stores agree.
+//! - Live subscriptions: [`EventStore::subscribe`] catches up on the feed, then
+//!   follows it, woken by the store's [`WakeUps`] with a polling fallback.
 //! - [`Repository`]: load, decide, append with the loaded version, retry on
 //!   conflict; optionally from [`Snapshot`]s ([`Snapshotting`] aggregates, a
 //!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`).
@@ -37,6 +39,7 @@ mod snapshot;
 mod storable;
 mod store;
 mod stream;
+mod subscribe;
 mod upcast;
 mod version;
 
@@ -54,5 +57,6 @@ pub use store::{
     FeedHead, StreamAppend,
 };
 pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
+pub use subscribe::{SubscribeOptions, WakeUpStream, WakeUps, no_wake_ups, watch_wake_ups};
 pub use upcast::Upcasters;
 pub use version::{Checkpoint, ExpectedVersion, InvalidCheckpoint, Position, Version};

@@ -19,6 +19,10 @@
 //! assert_eq!(feed.len(), 1);
 //! # });
 //! ```
+//!
+//! Every append that writes events bumps an in-process signal, which is the
+//! store's [`WakeUps`]: live readers ([`EventStore::subscribe`](eslab_core::EventStore::subscribe))
+//! wake on it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -27,9 +31,10 @@ use std::time::{Duration, Instant};
 use eslab_core::{
     AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter, FeedHead,
     NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention,
-    Version,
+    Version, WakeUpStream, WakeUps,
 };
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -120,6 +125,8 @@ struct Side {
 pub struct MemoryStore {
     inner: Arc<RwLock<Inner>>,
     side: Arc<Mutex<Side>>,
+    /// Bumped after every append that wrote events: the store's wake-ups.
+    appended: Arc<watch::Sender<()>>,
 }
 
 impl MemoryStore {
@@ -156,7 +163,26 @@ impl MemoryStore {
         eslab_core::check_storable(&appends)?;
         let mut inner = self.write();
         inner.check(&appends)?;
-        Ok(inner.write(appends))
+        let results = inner.write(appends);
+        drop(inner);
+        self.wake(&results);
+        Ok(results)
+    }
+
+    /// Wakes the live readers after an append that wrote events (the lock
+    /// released, so that they can read them at once).
+    fn wake(&self, results: &[AppendResult]) {
+        if results.iter().any(|r| !r.events.is_empty()) {
+            self.appended.send_modify(|()| {});
+        }
+    }
+}
+
+/// The wake-ups of the appends made through this store or its clones (the
+/// only writers a memory store has).
+impl WakeUps for MemoryStore {
+    async fn wake_ups(&self) -> WakeUpStream {
+        eslab_core::watch_wake_ups(self.appended.subscribe())
     }
 }
 

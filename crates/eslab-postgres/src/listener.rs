@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use eslab_core::Result;
+use eslab_core::{Result, WakeUpStream, WakeUps, no_wake_ups};
+use futures_util::{StreamExt, stream};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use crate::error::db;
@@ -108,5 +109,99 @@ impl Listener {
 
     fn back_off(&mut self) {
         self.poll = (self.poll * 2).min(self.max_poll);
+    }
+}
+
+/// How long the wake-ups of a failed `LISTEN` connection wait before the
+/// first reconnection attempt, doubling up to [`MAX_RECONNECT_PAUSE`].
+const MIN_RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(30);
+
+/// The state of [`Listener::into_wake_ups`].
+struct Waking {
+    inner: PgListener,
+    prefix: String,
+    /// Whether the connection is down (and that was logged).
+    down: bool,
+    pause: Duration,
+}
+
+impl Listener {
+    /// This listener as a stream of wake-ups ([`eslab_core::WakeUps`]): an
+    /// item for each notification of this schema's appends (a burst already
+    /// buffered gives one), and one after the connection was lost, since
+    /// notifications sent meanwhile are lost. While the connection cannot be
+    /// re-established, it logs a warning once, yields an item (so that the
+    /// reader polls) and retries with a pause backing off from 100 ms to
+    /// 30 s; it logs again once it listens again. The poll interval of
+    /// [`with_poll`](Self::with_poll) does not apply: the reader polls on its
+    /// own timer. Dropping the stream closes the connection.
+    pub fn into_wake_ups(self) -> WakeUpStream {
+        let state = Waking { inner: self.inner, prefix: self.prefix, down: false, pause: MIN_RECONNECT_PAUSE };
+        stream::unfold(state, |mut state| async move {
+            state.next().await;
+            Some(((), state))
+        })
+        .boxed()
+    }
+}
+
+impl Waking {
+    /// Returns at the next wake-up: a notification, or a connection lost
+    /// (and, if it could be, re-established).
+    async fn next(&mut self) {
+        loop {
+            match self.inner.try_recv().await {
+                Ok(Some(n)) if n.payload().starts_with(&self.prefix) => {
+                    while let Some(_more) = self.inner.next_buffered() {}
+                    self.listening_again();
+                    return;
+                }
+                // Another schema's append.
+                Ok(Some(_)) => self.listening_again(),
+                // The connection dropped; sqlx has already reconnected and
+                // listens again (eager reconnect), or the next call fails.
+                Ok(None) => return,
+                Err(e) => {
+                    if !self.down {
+                        tracing::warn!(error = %e, "the LISTEN connection failed; subscribers poll until it is back");
+                        self.down = true;
+                    }
+                    tokio::time::sleep(self.pause).await;
+                    self.pause = (self.pause * 2).min(MAX_RECONNECT_PAUSE);
+                    // Reconnect (and LISTEN) before the reader reads, so that
+                    // nothing committed after that read goes unannounced.
+                    if sqlx::Executor::execute(&mut self.inner, "SELECT 1").await.is_ok() {
+                        self.listening_again();
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn listening_again(&mut self) {
+        if self.down {
+            tracing::info!("the LISTEN connection is back; subscribers are woken by NOTIFY again");
+            self.down = false;
+            self.pause = MIN_RECONNECT_PAUSE;
+        }
+    }
+}
+
+/// A wake-up per append in this schema, on a `LISTEN` connection of its own
+/// (see [`PostgresStore::listener`] and [`Listener::into_wake_ups`]). If that
+/// connection cannot be opened, logs a warning and returns no wake-ups: the
+/// subscriber polls.
+impl WakeUps for PostgresStore {
+    async fn wake_ups(&self) -> WakeUpStream {
+        match self.listener().await {
+            Ok(listener) => listener.into_wake_ups(),
+            Err(e) => {
+                tracing::warn!(schema = self.schema(), error = %e,
+                    "cannot LISTEN for appends; this subscriber polls instead");
+                no_wake_ups()
+            }
+        }
     }
 }

@@ -44,7 +44,9 @@
 //! - **Wake-ups.** [`SqliteStore::subscribe`] returns a watch channel that
 //!   moves to the latest position after every committed append *made through
 //!   this store (or a clone)*. Writers in other processes do not fire it, so
-//!   live readers should also poll.
+//!   live readers should also poll. The store's [`WakeUps`](eslab_core::WakeUps)
+//!   are this watch, so [`EventStore::subscribe`](eslab_core::EventStore::subscribe)
+//!   follows the feed with it (and polls).
 //!
 //! - **Retention.** [`StreamRetention`](eslab_core::StreamRetention) deletes
 //!   old streams of a bookkeeping category (never domain events); it keeps a
@@ -59,6 +61,7 @@ mod head;
 mod inline;
 mod retention;
 mod side;
+mod wake;
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -724,6 +724,40 @@ macro_rules! retention_conformance_tests {
     };
 }
 
+// ---------------------------------------------------------------------------
+// Live subscriptions (`EventStore::subscribe`), through each store's wake-ups.
+// ---------------------------------------------------------------------------
+
+/// Expands to one `#[test]` per live-subscription conformance test, in a
+/// module named `subscription_conformance`, each calling `$factory().await`
+/// for a fresh store, which must also implement [`eslab_core::WakeUps`].
+#[macro_export]
+macro_rules! subscription_conformance_tests {
+    ($factory:path) => {
+        $crate::subscription_conformance_tests!(@tests $factory;
+            subscription_sees_every_event_once_in_order,
+            subscription_from_a_checkpoint_sees_only_later_events,
+            subscription_sees_concurrent_appends_exactly_once,
+            category_subscription_sees_only_its_category,
+            subscription_without_wake_ups_polls,
+            subscription_is_woken_by_the_store
+        );
+    };
+    (@tests $factory:path; $($name:ident),* $(,)?) => {
+        #[allow(missing_docs)]
+        mod subscription_conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[test]
+                fn $name() {
+                    $crate::block_on($crate::conformance::$name(|| $factory()));
+                }
+            )*
+        }
+    };
+}
+
 /// A cutoff just after every event of `feed`, once the clock has passed it:
 /// events appended afterwards are recorded at or after it.
 async fn cutoff_after(feed: &[RecordedEvent]) -> time::OffsetDateTime {
@@ -881,4 +915,213 @@ where
     assert_eq!(total, 40, "each stream counted once");
     assert!(feed_all(&store, &FeedFilter::category("marker").expect("category")).await.is_empty());
     assert_eq!(ns(&feed_all(&store, &FeedFilter::All).await), [100]);
+}
+
+/// A live subscription, boxed so that it can move between tasks.
+type Live = std::pin::Pin<Box<dyn futures_util::Stream<Item = eslab_core::Result<RecordedEvent>> + Send>>;
+
+/// How long a subscription may take to deliver what was committed before the
+/// test calls it stuck (a bound against hangs, not a performance check).
+const LIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The next `n` events of `live` (an error item fails the test).
+async fn take_live(live: &mut Live, n: usize) -> Vec<RecordedEvent> {
+    let mut seen = Vec::with_capacity(n);
+    while seen.len() < n {
+        let next = tokio::time::timeout(LIVE_TIMEOUT, futures_util::StreamExt::next(live)).await;
+        let Ok(next) = next else {
+            panic!("the subscription delivered {} of {n} committed events, then nothing", seen.len())
+        };
+        seen.push(next.expect("a subscription never ends").expect("no error from a healthy store"));
+    }
+    seen
+}
+
+/// Polls `live` until it waits for new events (its wake-ups armed, its
+/// catch-up done): nothing may come out of a subscription to nothing.
+async fn until_waiting(live: &mut Live) {
+    let early = tokio::time::timeout(Duration::from_millis(200), futures_util::StreamExt::next(live)).await;
+    assert!(early.is_err(), "a subscription after the last event delivered {early:?}");
+}
+
+/// Appends one marker event to `s` and checks that it is the next thing
+/// `live` delivers: nothing was delivered twice or late in between.
+async fn next_is_marker<S: EventAppender>(store: &S, live: &mut Live, s: &StreamId) {
+    let marker = event(u64::MAX);
+    let id = marker.event_id;
+    store.append(s, ExpectedVersion::Any, vec![marker]).await.expect("append the marker");
+    let next = take_live(live, 1).await;
+    assert_eq!(next[0].event_id, id, "the marker comes next, nothing repeated before it");
+}
+
+fn ids(events: &[RecordedEvent]) -> Vec<Uuid> {
+    events.iter().map(|e| e.event_id).collect()
+}
+
+fn checkpoints(events: &[RecordedEvent]) -> Vec<Checkpoint> {
+    events.iter().map(RecordedEvent::checkpoint).collect()
+}
+
+/// A subscriber started before any append (subscribed, caught up, waiting)
+/// sees every event once, in feed order, with the feed's checkpoints.
+pub async fn subscription_sees_every_event_once_in_order<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::WakeUps,
+    F: Future<Output = S>,
+{
+    let store = EventStore::new(new().await);
+    let mut live: Live = Box::pin(store.subscribe(FeedFilter::All, Checkpoint::START));
+    until_waiting(&mut live).await;
+    let reader = tokio::spawn(async move {
+        let seen = take_live(&mut live, 30).await;
+        (seen, live)
+    });
+    for i in 0..10_u64 {
+        let s = stream(&format!("sub-{}", i % 3));
+        store.append(&s, ExpectedVersion::Any, events(3 * i..3 * i + 3)).await.expect("append");
+    }
+    let (seen, mut live) = reader.await.expect("reader");
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(ns(&seen), (0..30).collect::<Vec<_>>(), "in append order");
+    assert_eq!(ids(&seen), ids(&feed), "the feed's events");
+    assert_eq!(checkpoints(&seen), checkpoints(&feed), "with the feed's checkpoints");
+    next_is_marker(&store, &mut live, &stream("sub-0")).await;
+}
+
+/// A subscriber from the checkpoint of the 5th of 10 events sees the 5 after
+/// it, then the later appends, upcast like every read of an `EventStore`.
+pub async fn subscription_from_a_checkpoint_sees_only_later_events<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::WakeUps,
+    F: Future<Output = S>,
+{
+    let backend = new().await;
+    let upcasters = Upcasters::new()
+        .register("Counted", 1, 2, |mut p| {
+            p["v2"] = json!(true);
+            Ok(p)
+        })
+        .expect("upcaster");
+    let store = EventStore::new(backend).with_upcasters(upcasters);
+    let s = stream("later");
+    store.append(&s, ExpectedVersion::Any, events(0..10)).await.expect("append");
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    let mut live: Live = Box::pin(store.subscribe(FeedFilter::All, feed[4].checkpoint()));
+    let caught_up = take_live(&mut live, 5).await;
+    assert_eq!(ns(&caught_up), [5, 6, 7, 8, 9]);
+    until_waiting(&mut live).await;
+    store.append(&s, ExpectedVersion::Any, events(10..15)).await.expect("append more");
+    let later = take_live(&mut live, 5).await;
+    assert_eq!(ns(&later), [10, 11, 12, 13, 14]);
+    assert!(caught_up.iter().chain(&later).all(|e| e.schema_version == 2 && e.payload["v2"] == true), "upcast");
+    next_is_marker(&store, &mut live, &s).await;
+}
+
+/// While 8 tasks append 50 events each, one append at a time, a subscriber
+/// sees exactly the committed events, each once, in feed order.
+pub async fn subscription_sees_concurrent_appends_exactly_once<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::WakeUps,
+    F: Future<Output = S>,
+{
+    const WRITERS: u64 = 8;
+    const APPENDS: u64 = 50;
+    let total = usize::try_from(WRITERS * APPENDS).expect("few events");
+    let store = EventStore::new(new().await);
+    let mut live: Live = Box::pin(store.subscribe(FeedFilter::All, Checkpoint::START));
+    until_waiting(&mut live).await;
+    let reader = tokio::spawn(async move {
+        let seen = take_live(&mut live, total).await;
+        (seen, live)
+    });
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..APPENDS {
+                    let s = stream(&format!("live-{}", (w + i) % 5));
+                    let r = store.append(&s, ExpectedVersion::Any, events(i..i + 1)).await.expect("append");
+                    ids.extend(r.events.into_iter().map(|e| e.event_id));
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut committed = HashSet::new();
+    for w in writers {
+        committed.extend(w.await.expect("writer"));
+    }
+    let (seen, mut live) = reader.await.expect("reader");
+    let unique: HashSet<_> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(unique.len(), seen.len(), "no event delivered twice");
+    assert_eq!(unique, committed, "every committed event delivered");
+    let feed = feed_all(&store, &FeedFilter::All).await;
+    assert_eq!(ids(&seen), ids(&feed), "in feed order");
+    next_is_marker(&store, &mut live, &stream("live-0")).await;
+}
+
+/// A category subscription sees its category's events only, in feed order.
+pub async fn category_subscription_sees_only_its_category<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::WakeUps,
+    F: Future<Output = S>,
+{
+    let store = EventStore::new(new().await);
+    let wanted = FeedFilter::category("wanted").expect("category");
+    let mut live: Live = Box::pin(store.subscribe(wanted.clone(), Checkpoint::START));
+    until_waiting(&mut live).await;
+    for i in 0..20_u64 {
+        let (w, o) = (StreamId::new("wanted", &format!("{}", i % 2)), StreamId::new("other", &format!("{}", i % 2)));
+        store.append(&o.expect("id"), ExpectedVersion::Any, events(100 + i..101 + i)).await.expect("other");
+        store.append(&w.expect("id"), ExpectedVersion::Any, events(i..i + 1)).await.expect("wanted");
+    }
+    let seen = take_live(&mut live, 20).await;
+    assert!(seen.iter().all(|e| e.stream_id.category() == "wanted"), "only its category");
+    assert_eq!(ns(&seen), (0..20).collect::<Vec<_>>());
+    assert_eq!(ids(&seen), ids(&feed_all(&store, &wanted).await));
+    // An append to another category is skipped; the next one of its own comes next.
+    let other = StreamId::new("other", "marker").expect("id");
+    store.append(&other, ExpectedVersion::Any, events(1000..1001)).await.expect("other");
+    next_is_marker(&store, &mut live, &StreamId::new("wanted", "marker").expect("id")).await;
+}
+
+/// A subscriber whose wake-ups never fire still gets every event, by polling.
+pub async fn subscription_without_wake_ups_polls<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::WakeUps,
+    F: Future<Output = S>,
+{
+    let store = EventStore::new(new().await);
+    let options = eslab_core::SubscribeOptions::default().poll(Duration::from_millis(5), Duration::from_millis(50));
+    let mut live: Live =
+        Box::pin(store.subscribe_woken_by(eslab_core::no_wake_ups(), FeedFilter::All, Checkpoint::START, options));
+    until_waiting(&mut live).await;
+    let s = stream("polled");
+    for i in 0..5_u64 {
+        store.append(&s, ExpectedVersion::Any, events(2 * i..2 * i + 2)).await.expect("append");
+    }
+    let seen = take_live(&mut live, 10).await;
+    assert_eq!(ns(&seen), (0..10).collect::<Vec<_>>());
+    next_is_marker(&store, &mut live, &s).await;
+}
+
+/// With a polling interval of an hour, only the store's wake-ups can deliver
+/// an append: they do, for each of two appends.
+pub async fn subscription_is_woken_by_the_store<S, F>(new: impl Fn() -> F)
+where
+    S: TestStore + eslab_core::WakeUps,
+    F: Future<Output = S>,
+{
+    let store = EventStore::new(new().await);
+    let hour = Duration::from_secs(3600);
+    let options = eslab_core::SubscribeOptions::default().poll(hour, hour);
+    // Armed before the subscription starts (on PostgreSQL: once LISTEN is on).
+    let wake_ups = eslab_core::WakeUps::wake_ups(&store).await;
+    let mut live: Live = Box::pin(store.subscribe_woken_by(wake_ups, FeedFilter::All, Checkpoint::START, options));
+    until_waiting(&mut live).await;
+    let s = stream("woken");
+    store.append(&s, ExpectedVersion::Any, events(0..3)).await.expect("append");
+    assert_eq!(ns(&take_live(&mut live, 3).await), [0, 1, 2]);
+    next_is_marker(&store, &mut live, &s).await;
 }

@@ -42,6 +42,12 @@ impl EventReader for GroupStore {
     }
 }
 
+impl eslab_core::WakeUps for GroupStore {
+    async fn wake_ups(&self) -> eslab_core::WakeUpStream {
+        eslab_core::WakeUps::wake_ups(&self.group).await
+    }
+}
+
 async fn new_store() -> GroupStore {
     let schema = fresh().await;
     let group = schema.store.with_group_commit(GroupCommitOptions::default()).unwrap();
@@ -50,6 +56,7 @@ async fn new_store() -> GroupStore {
 }
 
 eslab_testing::store_conformance_tests!(new_store);
+eslab_testing::subscription_conformance_tests!(new_store);
 
 /// Many callers at once, so groups really form: every append either lands
 /// at the version its caller expected or fails with a conflict naming the

@@ -133,6 +133,12 @@ impl StreamRetention for TestStore {
     }
 }
 
+impl eslab_core::WakeUps for TestStore {
+    async fn wake_ups(&self) -> eslab_core::WakeUpStream {
+        eslab_core::WakeUps::wake_ups(&self.store).await
+    }
+}
+
 impl SnapshotStore for TestStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         self.store.load_snapshot(stream).await

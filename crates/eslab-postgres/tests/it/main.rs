@@ -10,6 +10,7 @@ mod helpers;
 mod import;
 mod listener;
 mod send;
+mod subscribe;
 
 use helpers::TestStore;
 
@@ -21,6 +22,7 @@ eslab_testing::store_conformance_tests!(new_store);
 eslab_testing::side_store_conformance_tests!(new_store);
 eslab_testing::repository_conformance_tests!(new_store);
 eslab_testing::retention_conformance_tests!(new_store);
+eslab_testing::subscription_conformance_tests!(new_store);
 
 /// The same suites with the unique-index append strategy.
 mod unique_index {
@@ -34,4 +36,5 @@ mod unique_index {
 
     eslab_testing::store_conformance_tests!(new_store);
     eslab_testing::retention_conformance_tests!(new_store);
+    eslab_testing::subscription_conformance_tests!(new_store);
 }

@@ -77,6 +77,12 @@ impl StreamRetention for TempStore {
     }
 }
 
+impl eslab_core::WakeUps for TempStore {
+    async fn wake_ups(&self) -> eslab_core::WakeUpStream {
+        eslab_core::WakeUps::wake_ups(&self.store).await
+    }
+}
+
 impl SnapshotStore for TempStore {
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
         self.store.load_snapshot(stream).await

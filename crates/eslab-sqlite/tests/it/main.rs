@@ -12,6 +12,7 @@ mod file {
     eslab_testing::side_store_conformance_tests!(crate::helpers::file_store);
     eslab_testing::repository_conformance_tests!(crate::helpers::file_store);
     eslab_testing::retention_conformance_tests!(crate::helpers::file_store);
+    eslab_testing::subscription_conformance_tests!(crate::helpers::file_store);
 }
 
 /// Each test on its own private in-memory database.
@@ -20,4 +21,5 @@ mod memory {
     eslab_testing::side_store_conformance_tests!(crate::helpers::memory_store);
     eslab_testing::repository_conformance_tests!(crate::helpers::memory_store);
     eslab_testing::retention_conformance_tests!(crate::helpers::memory_store);
+    eslab_testing::subscription_conformance_tests!(crate::helpers::memory_store);
 }
