@@ -509,3 +509,27 @@ async fn a_live_batch_held_across_the_swap_fits_the_new_tables() {
     assert_exactly_once(&backend, 4, 22).await;
     cleanup.run().await;
 }
+
+/// The example on the projections page (docs/patterns/projections.md) is the
+/// module's doc test, which `cargo test --doc` compiles, minus its hidden lines.
+#[test]
+fn the_documented_example_is_the_compiled_one() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("src/rebuild.rs")).unwrap();
+    let start = source.find("//! ```no_run\n").unwrap() + "//! ```no_run\n".len();
+    let end = start + source[start..].find("//! ```\n").unwrap();
+    let compiled: Vec<&str> = source[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("//! ").unwrap_or_else(|| l.trim_start_matches("//!")))
+        .filter(|l| !l.starts_with("# "))
+        .collect();
+    let page = std::fs::read_to_string(root.join("../../docs/patterns/projections.md")).unwrap();
+    let block = &page[page.find("<!-- rebuild-example").unwrap()..];
+    let block = &block[block.find("```rust\n").unwrap() + "```rust\n".len()..];
+    let documented: Vec<&str> = block[..block.find("```\n").unwrap()].lines().collect();
+    assert!(compiled.len() > 40, "the doc test was not found: {compiled:?}");
+    assert_eq!(
+        documented, compiled,
+        "docs/patterns/projections.md's example differs from the doc test of src/rebuild.rs"
+    );
+}
