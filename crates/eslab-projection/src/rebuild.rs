@@ -165,7 +165,8 @@ pub struct RebuildOptions {
     /// How long the rebuild's leases last without renewal. Default 30 s.
     pub lease_ttl: Duration,
     /// How long a swap beside a live runner waits for it to reach the
-    /// shadow's checkpoint. Default 60 s.
+    /// shadow's checkpoint (and how long a swap retries lock conflicts, such
+    /// as a deadlock with a live batch). Default 60 s.
     pub live_wait: Duration,
 }
 
@@ -268,8 +269,8 @@ impl RebuildError {
     /// A lock conflict (deadlock, busy database) the swap may retry.
     fn is_conflict(&self) -> bool {
         let RebuildError::Database { source: sqlx::Error::Database(e), .. } = self else { return false };
-        // PostgreSQL: deadlock_detected, lock_not_available; SQLite: SQLITE_BUSY (and extended codes).
-        matches!(e.code().as_deref(), Some("40P01" | "55P03" | "5" | "261" | "517" | "773"))
+        // PostgreSQL: deadlock_detected, lock_not_available; SQLite: SQLITE_BUSY, SQLITE_LOCKED (and extended codes).
+        matches!(e.code().as_deref(), Some("40P01" | "55P03" | "5" | "6" | "261" | "262" | "517" | "773"))
     }
 }
 
@@ -583,22 +584,20 @@ where
             if exclusive && let Err(e) = self.live.release_lease(name, &self.options.owner).await {
                 tracing::warn!(projection = name, error = %e, "cannot release the projection's lease after the swap");
             }
-            let live = match attempt {
+            let waited = started.elapsed();
+            match attempt {
                 Ok(Attempt::Swapped(rebuilt)) => return Ok(rebuilt),
+                Ok(Attempt::Behind(live)) if waited >= self.options.live_wait => {
+                    return Err(RebuildError::LiveBehind { projection: name.to_owned(), live, shadow: at, waited });
+                }
                 Ok(Attempt::Behind(live)) => {
                     tracing::info!(projection = name, live = %live, shadow = %at,
                         "waiting for the live runner to reach the rebuilt checkpoint");
-                    live
                 }
-                Err(e) if e.is_conflict() => {
+                Err(e) if e.is_conflict() && waited < self.options.live_wait => {
                     tracing::info!(projection = name, error = %e, "the swap met a lock conflict; trying again");
-                    at
                 }
                 Err(e) => return Err(e),
-            };
-            let waited = started.elapsed();
-            if waited >= self.options.live_wait {
-                return Err(RebuildError::LiveBehind { projection: name.to_owned(), live, shadow: at, waited });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
