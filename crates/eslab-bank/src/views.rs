@@ -115,6 +115,10 @@ pub struct BankViews;
 impl BankViews {
     /// The projection's name.
     pub const NAME: &'static str = "bank-views";
+
+    /// Its tables in SQL, replaced together by a rebuild
+    /// ([`eslab_projection::ReadModel`]).
+    pub const TABLES: [&'static str; 3] = ["account_summary", "account_history", "transfer_status"];
 }
 
 fn decode<E: eslab_core::DomainEvent>(event: &RecordedEvent) -> Result<E, HandlerError> {

@@ -5,11 +5,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use eslab_core::RecordedEvent;
-use eslab_projection::HandlerError;
+use eslab_projection::{HandlerError, ReadModel};
 
 use crate::account::AccountStatus;
 use crate::transfer::TransferStatus;
-use crate::views::{AccountSummary, HistoryEntry, TransferView, ViewsTx};
+use crate::views::{AccountSummary, BankViews, HistoryEntry, TransferView, ViewsTx};
 
 /// DDL of the read models (types both dialects accept).
 const SCHEMA: [&str; 3] = [
@@ -177,7 +177,7 @@ fn rfc3339(at: time::OffsetDateTime) -> Result<String, HandlerError> {
 }
 
 macro_rules! sql_views {
-    ($db:ty, $pool:ty) => {
+    ($db:ty, $pool:ty, $backend:ty) => {
         impl ViewsTx for sqlx::Transaction<'static, $db> {
             async fn summary(&mut self, id: &str) -> Result<Option<AccountSummary>, HandlerError> {
                 let row: Option<SummaryRow> =
@@ -364,6 +364,19 @@ macro_rules! sql_views {
             }
         }
 
+        /// What a rebuild needs ([`eslab_projection::Rebuild`]): the three
+        /// tables, created by [`SqlViews::ensure_schema`].
+        impl ReadModel<$backend> for BankViews {
+            fn tables(&self) -> Vec<String> {
+                BankViews::TABLES.map(str::to_owned).to_vec()
+            }
+
+            async fn create_tables(&self, backend: &$backend) -> Result<(), eslab_core::BoxError> {
+                SqlViews::new(backend.pool().clone()).ensure_schema().await?;
+                Ok(())
+            }
+        }
+
         impl SqlViews<$pool> {
             /// Creates the read-model tables if they do not exist.
             pub async fn ensure_schema(&self) -> Result<(), sqlx::Error> {
@@ -444,7 +457,7 @@ impl<P> SqlViews<P> {
 }
 
 #[cfg(feature = "postgres")]
-sql_views!(sqlx::Postgres, sqlx::PgPool);
+sql_views!(sqlx::Postgres, sqlx::PgPool, eslab_projection::PgBackend);
 
 #[cfg(feature = "sqlite")]
-sql_views!(sqlx::Sqlite, sqlx::SqlitePool);
+sql_views!(sqlx::Sqlite, sqlx::SqlitePool, eslab_projection::SqliteBackend);

@@ -33,12 +33,17 @@
 //!   streams in parallel by a stable hash of the stream id; each partition keeps
 //!   its own checkpoint in its own transaction, and the projection's position is
 //!   the lowest of them, so it only advances past what every partition finished.
+//! - [`rebuild`] (`postgres` / `sqlite` features): replays a projection whose
+//!   read model implements [`ReadModel`] into shadow tables while the live
+//!   ones keep serving, then swaps them in atomically with its checkpoints.
 
 mod admin;
 mod backend;
 mod inline;
 mod lag;
 pub mod memory;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub mod rebuild;
 mod runner;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
@@ -47,6 +52,8 @@ pub use admin::{Status, status};
 pub use backend::{Backend, Lease, ParkedEvent, Projection};
 pub use inline::{Inline, InlineStore};
 pub use lag::{EVENTS_BEHIND, Lag, SECONDS_BEHIND, lag, record_lag};
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use rebuild::{Progress, ReadModel, Rebuild, RebuildError, RebuildOptions, Rebuilt, Shadow, ShadowBackend};
 pub use runner::{Outcome, Runner, RunnerHandle, RunnerOptions, UpcastingStore, Wakeup, partition_of};
 #[cfg(feature = "postgres")]
 pub use sql::PgBackend;

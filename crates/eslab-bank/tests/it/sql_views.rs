@@ -155,3 +155,25 @@ macro_rules! sql_bank_test {
 
 sql_bank_test!(saga_and_views_on_postgres, PgBackend, pg, CRASHES);
 sql_bank_test!(saga_and_views_on_sqlite, SqliteBackend, sqlite, NO_CRASHES);
+
+/// A rebuild replaces the tables `ReadModel::tables` names: they are every
+/// table `create_tables` makes (a table left out would keep its old rows).
+#[tokio::test]
+async fn the_views_name_every_table_they_create() {
+    use eslab_projection::ReadModel;
+    let dir = tempfile::tempdir().unwrap();
+    let options =
+        sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join("views.db")).create_if_missing(true);
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let backend = SqliteBackend::new(pool.clone());
+    let views = BankViews;
+    ReadModel::<SqliteBackend>::create_tables(&views, &backend).await.unwrap();
+    let created: Vec<(String,)> = sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut named = ReadModel::<SqliteBackend>::tables(&views);
+    named.sort();
+    assert_eq!(created.into_iter().map(|(n,)| n).collect::<Vec<_>>(), named);
+    assert_eq!(ReadModel::<PgBackend>::tables(&views), ReadModel::<SqliteBackend>::tables(&views));
+}

@@ -10,6 +10,8 @@ use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent,
 mod inline;
 mod lag;
 #[cfg(all(feature = "postgres", feature = "sqlite"))]
+mod rebuild;
+#[cfg(all(feature = "postgres", feature = "sqlite"))]
 mod sql;
 use eslab_memory::MemoryStore;
 use eslab_projection::memory::{MemoryBackend, MemoryTx};

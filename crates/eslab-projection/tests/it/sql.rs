@@ -65,13 +65,13 @@ pub(crate) const TALLY_DDL: &str =
     "CREATE TABLE IF NOT EXISTS tally (stream_id TEXT PRIMARY KEY, version BIGINT NOT NULL, total BIGINT NOT NULL)";
 
 /// What a test leaves behind: a PostgreSQL schema to drop (SQLite files go with their temp dir).
-enum Cleanup {
+pub(crate) enum Cleanup {
     Nothing,
     Schema(eslab_postgres::PostgresStore),
 }
 
 impl Cleanup {
-    async fn run(self) {
+    pub(crate) async fn run(self) {
         if let Cleanup::Schema(store) = self {
             store.drop_schema().await.unwrap();
         }
@@ -79,7 +79,7 @@ impl Cleanup {
 }
 
 /// A fresh schema (created and migrated by the PostgreSQL store) and a backend on its pool.
-async fn pg_backend(_dir: &tempfile::TempDir) -> (PgBackend, Cleanup) {
+pub(crate) async fn pg_backend(_dir: &tempfile::TempDir) -> (PgBackend, Cleanup) {
     let url = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| u.starts_with("postgres"))
@@ -94,7 +94,7 @@ async fn pg_backend(_dir: &tempfile::TempDir) -> (PgBackend, Cleanup) {
     (backend, Cleanup::Schema(store))
 }
 
-async fn sqlite_backend(dir: &tempfile::TempDir) -> (SqliteBackend, Cleanup) {
+pub(crate) async fn sqlite_backend(dir: &tempfile::TempDir) -> (SqliteBackend, Cleanup) {
     let url = format!("sqlite://{}", dir.path().join("views.db").display());
     let store = eslab_sqlite::SqliteStore::connect(&url).await.unwrap();
     let backend = SqliteBackend::new(store.writer_pool().clone());
