@@ -1,0 +1,236 @@
+//! Store wrappers that change one method and forward the rest:
+//! [`forward_store!`](crate::forward_store).
+//!
+//! A test often wraps a store to count, delay or fail one call, or only to
+//! keep something alive next to it (a temp dir, a schema guard). Written by
+//! hand, such a wrapper repeats every method of the store traits, and
+//! one it forgets falls back to the trait's default (a `feed_head` paging
+//! through the whole feed instead of the store's own) without a word. The
+//! macro writes the forwarding; the wrapper writes only what it changes.
+//!
+//! ```
+//! use eslab_core::{EventReader, RecordedEvent, Result, StreamId, Version};
+//! use eslab_memory::MemoryStore;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//!
+//! /// Counts stream reads; everything else goes straight to the store.
+//! struct Counting<S> {
+//!     inner: S,
+//!     reads: AtomicUsize,
+//! }
+//!
+//! eslab_testing::forward_store! {
+//!     impl[S: EventReader] EventReader for Counting<S> => inner {
+//!         async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+//!             self.reads.fetch_add(1, Ordering::SeqCst);
+//!             self.inner.read_stream(stream, from, limit).await
+//!         }
+//!     }
+//!     impl[S: eslab_core::EventAppender] EventAppender for Counting<S> => inner {}
+//! }
+//!
+//! fn storage<T: eslab_core::EventStorage>(_: &T) {}
+//! storage(&Counting { inner: MemoryStore::new(), reads: AtomicUsize::new(0) });
+//! ```
+
+/// Implements store traits for a wrapper by forwarding every method to one of
+/// its fields, except the methods written out.
+///
+/// One block per trait, each
+/// `impl[<generics and bounds>] <Trait> for <Type> => <field> { <overrides> }`:
+/// - `[...]` (optional) holds what `impl<...>` would, bounds included;
+/// - `<Trait>` is `EventAppender`, `EventReader`, `SnapshotStore`,
+///   `CheckpointStore` or `StreamRetention` (bare: the macro names them
+///   through `eslab_core`);
+/// - `<field>` is the field to forward to (a name, or `0` for a tuple struct);
+/// - `<overrides>` are `async fn` items, written as in a hand-written impl
+///   (import the types they name); every method of the trait not among them
+///   is forwarded, defaulted ones (`append`, `feed_head`) included.
+///
+/// See [the module docs](crate::forward) for an example.
+#[macro_export]
+macro_rules! forward_store {
+    ($(
+        impl $([$($generics:tt)*])? $trait:ident for $ty:ty => $field:tt {
+            $( $(#[$attr:meta])* async fn $name:ident $params:tt -> $ret:ty $body:block )*
+        }
+    )*) => {$(
+        impl<$($($generics)*)?> $crate::__eslab_core::$trait for $ty {
+            $( $(#[$attr])* async fn $name $params -> $ret $body )*
+            $crate::__forward_methods!($trait, $field, [$($name)*]);
+        }
+    )*};
+}
+
+/// The forwarding methods of one trait, less the overridden ones.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_methods {
+    (EventAppender, $f:tt, $skip:tt) => {
+        $crate::__forward_unless!(append $skip
+            fn append(
+                &self,
+                stream: &$crate::__eslab_core::StreamId,
+                expected: $crate::__eslab_core::ExpectedVersion,
+                events: ::std::vec::Vec<$crate::__eslab_core::NewEvent>,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<$crate::__eslab_core::AppendResult>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::EventAppender::append(&self.$f, stream, expected, events)
+            }
+        );
+        $crate::__forward_unless!(append_streams $skip
+            fn append_streams(
+                &self,
+                appends: ::std::vec::Vec<$crate::__eslab_core::StreamAppend>,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<::std::vec::Vec<$crate::__eslab_core::AppendResult>>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::EventAppender::append_streams(&self.$f, appends)
+            }
+        );
+    };
+    (EventReader, $f:tt, $skip:tt) => {
+        $crate::__forward_unless!(read_stream $skip
+            fn read_stream(
+                &self,
+                stream: &$crate::__eslab_core::StreamId,
+                from: $crate::__eslab_core::Version,
+                limit: usize,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<::std::vec::Vec<$crate::__eslab_core::RecordedEvent>>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::EventReader::read_stream(&self.$f, stream, from, limit)
+            }
+        );
+        $crate::__forward_unless!(read_feed $skip
+            fn read_feed(
+                &self,
+                filter: &$crate::__eslab_core::FeedFilter,
+                after: $crate::__eslab_core::Checkpoint,
+                limit: usize,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<::std::vec::Vec<$crate::__eslab_core::RecordedEvent>>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::EventReader::read_feed(&self.$f, filter, after, limit)
+            }
+        );
+        $crate::__forward_unless!(stream_version $skip
+            fn stream_version(
+                &self,
+                stream: &$crate::__eslab_core::StreamId,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<$crate::__eslab_core::Version>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::EventReader::stream_version(&self.$f, stream)
+            }
+        );
+        $crate::__forward_unless!(feed_head $skip
+            fn feed_head(
+                &self,
+                filter: &$crate::__eslab_core::FeedFilter,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<::core::option::Option<$crate::__eslab_core::FeedHead>>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::EventReader::feed_head(&self.$f, filter)
+            }
+        );
+    };
+    (SnapshotStore, $f:tt, $skip:tt) => {
+        $crate::__forward_unless!(load_snapshot $skip
+            fn load_snapshot(
+                &self,
+                stream: &$crate::__eslab_core::StreamId,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<::core::option::Option<$crate::__eslab_core::Snapshot>>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::SnapshotStore::load_snapshot(&self.$f, stream)
+            }
+        );
+        $crate::__forward_unless!(save_snapshot $skip
+            fn save_snapshot(
+                &self,
+                snapshot: $crate::__eslab_core::Snapshot,
+            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<()>> + ::core::marker::Send {
+                $crate::__eslab_core::SnapshotStore::save_snapshot(&self.$f, snapshot)
+            }
+        );
+    };
+    (StreamRetention, $f:tt, $skip:tt) => {
+        $crate::__forward_unless!(purge_category_before $skip
+            fn purge_category_before(
+                &self,
+                category: &str,
+                recorded_before: $crate::__time::OffsetDateTime,
+                limit: usize,
+            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<u64>> + ::core::marker::Send {
+                $crate::__eslab_core::StreamRetention::purge_category_before(&self.$f, category, recorded_before, limit)
+            }
+        );
+    };
+    (CheckpointStore, $f:tt, $skip:tt) => {
+        $crate::__forward_unless!(load_checkpoint $skip
+            fn load_checkpoint(
+                &self,
+                name: &str,
+            ) -> impl ::core::future::Future<
+                Output = $crate::__eslab_core::Result<$crate::__eslab_core::Checkpoint>,
+            > + ::core::marker::Send {
+                $crate::__eslab_core::CheckpointStore::load_checkpoint(&self.$f, name)
+            }
+        );
+        $crate::__forward_unless!(save_checkpoint $skip
+            fn save_checkpoint(
+                &self,
+                name: &str,
+                checkpoint: $crate::__eslab_core::Checkpoint,
+            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<()>> + ::core::marker::Send {
+                $crate::__eslab_core::CheckpointStore::save_checkpoint(&self.$f, name, checkpoint)
+            }
+        );
+        $crate::__forward_unless!(acquire_lease $skip
+            fn acquire_lease(
+                &self,
+                name: &str,
+                owner: &str,
+                ttl: ::std::time::Duration,
+            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<bool>> + ::core::marker::Send {
+                $crate::__eslab_core::CheckpointStore::acquire_lease(&self.$f, name, owner, ttl)
+            }
+        );
+        $crate::__forward_unless!(release_lease $skip
+            fn release_lease(
+                &self,
+                name: &str,
+                owner: &str,
+            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<()>> + ::core::marker::Send {
+                $crate::__eslab_core::CheckpointStore::release_lease(&self.$f, name, owner)
+            }
+        );
+    };
+}
+
+/// `__forward_unless!(method [overridden...] item...)`: the item, unless
+/// `method` is among the overridden names. `macro_rules!` cannot compare two
+/// identifiers, so each method of the traits gets an arm of its own.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_unless {
+    ($m:ident [] $($item:tt)*) => { $($item)* };
+    (append [append $($rest:ident)*] $($item:tt)*) => {};
+    (append_streams [append_streams $($rest:ident)*] $($item:tt)*) => {};
+    (read_stream [read_stream $($rest:ident)*] $($item:tt)*) => {};
+    (read_feed [read_feed $($rest:ident)*] $($item:tt)*) => {};
+    (stream_version [stream_version $($rest:ident)*] $($item:tt)*) => {};
+    (feed_head [feed_head $($rest:ident)*] $($item:tt)*) => {};
+    (load_snapshot [load_snapshot $($rest:ident)*] $($item:tt)*) => {};
+    (save_snapshot [save_snapshot $($rest:ident)*] $($item:tt)*) => {};
+    (load_checkpoint [load_checkpoint $($rest:ident)*] $($item:tt)*) => {};
+    (save_checkpoint [save_checkpoint $($rest:ident)*] $($item:tt)*) => {};
+    (acquire_lease [acquire_lease $($rest:ident)*] $($item:tt)*) => {};
+    (release_lease [release_lease $($rest:ident)*] $($item:tt)*) => {};
+    (purge_category_before [purge_category_before $($rest:ident)*] $($item:tt)*) => {};
+    ($m:ident [$other:ident $($rest:ident)*] $($item:tt)*) => {
+        $crate::__forward_unless!($m [$($rest)*] $($item)*);
+    };
+}
