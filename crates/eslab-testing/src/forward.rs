@@ -67,94 +67,38 @@ macro_rules! forward_store {
 #[macro_export]
 macro_rules! __forward_methods {
     (EventAppender, $f:tt, $skip:tt) => {
-        $crate::__forward_unless!(append $skip
-            fn append(
-                &self,
-                stream: &$crate::__eslab_core::StreamId,
-                expected: $crate::__eslab_core::ExpectedVersion,
-                events: ::std::vec::Vec<$crate::__eslab_core::NewEvent>,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<$crate::__eslab_core::AppendResult>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::EventAppender::append(&self.$f, stream, expected, events)
-            }
-        );
-        $crate::__forward_unless!(append_streams $skip
-            fn append_streams(
-                &self,
-                appends: ::std::vec::Vec<$crate::__eslab_core::StreamAppend>,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<::std::vec::Vec<$crate::__eslab_core::AppendResult>>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::EventAppender::append_streams(&self.$f, appends)
-            }
-        );
+        $crate::__forward_fn!($skip $f EventAppender::append(
+            stream: &$crate::__eslab_core::StreamId,
+            expected: $crate::__eslab_core::ExpectedVersion,
+            events: ::std::vec::Vec<$crate::__eslab_core::NewEvent>,
+        ) -> $crate::__eslab_core::AppendResult);
+        $crate::__forward_fn!($skip $f EventAppender::append_streams(
+            appends: ::std::vec::Vec<$crate::__eslab_core::StreamAppend>,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::AppendResult>);
     };
     (EventReader, $f:tt, $skip:tt) => {
-        $crate::__forward_unless!(read_stream $skip
-            fn read_stream(
-                &self,
-                stream: &$crate::__eslab_core::StreamId,
-                from: $crate::__eslab_core::Version,
-                limit: usize,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<::std::vec::Vec<$crate::__eslab_core::RecordedEvent>>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::EventReader::read_stream(&self.$f, stream, from, limit)
-            }
-        );
-        $crate::__forward_unless!(read_feed $skip
-            fn read_feed(
-                &self,
-                filter: &$crate::__eslab_core::FeedFilter,
-                after: $crate::__eslab_core::Checkpoint,
-                limit: usize,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<::std::vec::Vec<$crate::__eslab_core::RecordedEvent>>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::EventReader::read_feed(&self.$f, filter, after, limit)
-            }
-        );
-        $crate::__forward_unless!(stream_version $skip
-            fn stream_version(
-                &self,
-                stream: &$crate::__eslab_core::StreamId,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<$crate::__eslab_core::Version>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::EventReader::stream_version(&self.$f, stream)
-            }
-        );
-        $crate::__forward_unless!(feed_head $skip
-            fn feed_head(
-                &self,
-                filter: &$crate::__eslab_core::FeedFilter,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<::core::option::Option<$crate::__eslab_core::FeedHead>>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::EventReader::feed_head(&self.$f, filter)
-            }
-        );
+        $crate::__forward_fn!($skip $f EventReader::read_stream(
+            stream: &$crate::__eslab_core::StreamId,
+            from: $crate::__eslab_core::Version,
+            limit: usize,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::RecordedEvent>);
+        $crate::__forward_fn!($skip $f EventReader::read_feed(
+            filter: &$crate::__eslab_core::FeedFilter,
+            after: $crate::__eslab_core::Checkpoint,
+            limit: usize,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::RecordedEvent>);
+        $crate::__forward_fn!($skip $f EventReader::stream_version(
+            stream: &$crate::__eslab_core::StreamId,
+        ) -> $crate::__eslab_core::Version);
+        $crate::__forward_fn!($skip $f EventReader::feed_head(
+            filter: &$crate::__eslab_core::FeedFilter,
+        ) -> ::core::option::Option<$crate::__eslab_core::FeedHead>);
     };
     (SnapshotStore, $f:tt, $skip:tt) => {
-        $crate::__forward_unless!(load_snapshot $skip
-            fn load_snapshot(
-                &self,
-                stream: &$crate::__eslab_core::StreamId,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<::core::option::Option<$crate::__eslab_core::Snapshot>>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::SnapshotStore::load_snapshot(&self.$f, stream)
-            }
-        );
-        $crate::__forward_unless!(save_snapshot $skip
-            fn save_snapshot(
-                &self,
-                snapshot: $crate::__eslab_core::Snapshot,
-            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<()>> + ::core::marker::Send {
-                $crate::__eslab_core::SnapshotStore::save_snapshot(&self.$f, snapshot)
-            }
-        );
+        $crate::__forward_fn!($skip $f SnapshotStore::load_snapshot(
+            stream: &$crate::__eslab_core::StreamId,
+        ) -> ::core::option::Option<$crate::__eslab_core::Snapshot>);
+        $crate::__forward_fn!($skip $f SnapshotStore::save_snapshot(snapshot: $crate::__eslab_core::Snapshot,) -> ());
     };
     (StreamRetention, $f:tt, $skip:tt) => {
         $crate::__forward_unless!(purge_category_before $skip
@@ -169,42 +113,32 @@ macro_rules! __forward_methods {
         );
     };
     (CheckpointStore, $f:tt, $skip:tt) => {
-        $crate::__forward_unless!(load_checkpoint $skip
-            fn load_checkpoint(
+        $crate::__forward_fn!($skip $f CheckpointStore::load_checkpoint(name: &str,) -> $crate::__eslab_core::Checkpoint);
+        $crate::__forward_fn!($skip $f CheckpointStore::save_checkpoint(
+            name: &str,
+            checkpoint: $crate::__eslab_core::Checkpoint,
+        ) -> ());
+        $crate::__forward_fn!($skip $f CheckpointStore::acquire_lease(
+            name: &str,
+            owner: &str,
+            ttl: ::std::time::Duration,
+        ) -> bool);
+        $crate::__forward_fn!($skip $f CheckpointStore::release_lease(name: &str, owner: &str,) -> ());
+    };
+}
+
+/// One forwarding method: `fn name(&self, args) -> impl Future<Output =
+/// Result<ret>> + Send`, calling the field's own, unless `name` is overridden.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __forward_fn {
+    ($skip:tt $f:tt $trait:ident :: $name:ident ($($arg:ident : $ty:ty,)*) -> $ret:ty) => {
+        $crate::__forward_unless!($name $skip
+            fn $name(
                 &self,
-                name: &str,
-            ) -> impl ::core::future::Future<
-                Output = $crate::__eslab_core::Result<$crate::__eslab_core::Checkpoint>,
-            > + ::core::marker::Send {
-                $crate::__eslab_core::CheckpointStore::load_checkpoint(&self.$f, name)
-            }
-        );
-        $crate::__forward_unless!(save_checkpoint $skip
-            fn save_checkpoint(
-                &self,
-                name: &str,
-                checkpoint: $crate::__eslab_core::Checkpoint,
-            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<()>> + ::core::marker::Send {
-                $crate::__eslab_core::CheckpointStore::save_checkpoint(&self.$f, name, checkpoint)
-            }
-        );
-        $crate::__forward_unless!(acquire_lease $skip
-            fn acquire_lease(
-                &self,
-                name: &str,
-                owner: &str,
-                ttl: ::std::time::Duration,
-            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<bool>> + ::core::marker::Send {
-                $crate::__eslab_core::CheckpointStore::acquire_lease(&self.$f, name, owner, ttl)
-            }
-        );
-        $crate::__forward_unless!(release_lease $skip
-            fn release_lease(
-                &self,
-                name: &str,
-                owner: &str,
-            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<()>> + ::core::marker::Send {
-                $crate::__eslab_core::CheckpointStore::release_lease(&self.$f, name, owner)
+                $($arg: $ty),*
+            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<$ret>> + ::core::marker::Send {
+                $crate::__eslab_core::$trait::$name(&self.$f, $($arg),*)
             }
         );
     };

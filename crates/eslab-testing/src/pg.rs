@@ -42,12 +42,8 @@ pub fn database_url() -> String {
 /// If `prefix` is not a lowercase identifier (`[a-z_][a-z0-9_]*`) of at most
 /// 30 bytes (the name must fit PostgreSQL's 63).
 pub fn unique_name(prefix: &str) -> String {
-    let valid = !prefix.is_empty()
-        && prefix.len() <= 30
-        && prefix
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| b.is_ascii_lowercase() || b == b'_' || (i > 0 && b.is_ascii_digit()));
+    let word = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    let valid = prefix.len() <= 30 && prefix.starts_with(|c: char| !c.is_ascii_digit()) && prefix.chars().all(word);
     assert!(valid, "schema prefix {prefix:?} must match [a-z_][a-z0-9_]* and have at most 30 bytes");
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
