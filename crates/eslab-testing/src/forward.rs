@@ -100,18 +100,6 @@ macro_rules! __forward_methods {
         ) -> ::core::option::Option<$crate::__eslab_core::Snapshot>);
         $crate::__forward_fn!($skip $f SnapshotStore::save_snapshot(snapshot: $crate::__eslab_core::Snapshot,) -> ());
     };
-    (StreamRetention, $f:tt, $skip:tt) => {
-        $crate::__forward_unless!(purge_category_before $skip
-            fn purge_category_before(
-                &self,
-                category: &str,
-                recorded_before: $crate::__time::OffsetDateTime,
-                limit: usize,
-            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<u64>> + ::core::marker::Send {
-                $crate::__eslab_core::StreamRetention::purge_category_before(&self.$f, category, recorded_before, limit)
-            }
-        );
-    };
     (CheckpointStore, $f:tt, $skip:tt) => {
         $crate::__forward_fn!($skip $f CheckpointStore::load_checkpoint(name: &str,) -> $crate::__eslab_core::Checkpoint);
         $crate::__forward_fn!($skip $f CheckpointStore::save_checkpoint(
@@ -124,6 +112,13 @@ macro_rules! __forward_methods {
             ttl: ::std::time::Duration,
         ) -> bool);
         $crate::__forward_fn!($skip $f CheckpointStore::release_lease(name: &str, owner: &str,) -> ());
+    };
+    (StreamRetention, $f:tt, $skip:tt) => {
+        $crate::__forward_fn!($skip $f StreamRetention::purge_category_before(
+            category: &str,
+            recorded_before: $crate::__time::OffsetDateTime,
+            limit: usize,
+        ) -> u64);
     };
 }
 
