@@ -328,13 +328,13 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_postgres_refuses_are_never_a_5xx() {
-    let schema = format!("eslab_abuse_{}", uuid::Uuid::now_v7().simple());
+    let schema = FreshSchema::new("eslab_abuse");
     let port = free_port();
     let mut command = ServeProcess::command();
     command
         .arg("serve")
-        .env("DATABASE_URL", postgres_url())
-        .env("ESLAB_SCHEMA", &schema)
+        .env("DATABASE_URL", schema.url())
+        .env("ESLAB_SCHEMA", schema.name())
         .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
         .env("ESLAB_API_TOKEN", TOKEN)
         .env("RUST_LOG", "error")
@@ -382,7 +382,7 @@ async fn inputs_postgres_refuses_are_never_a_5xx() {
         assert!(status.is_client_error(), "round {round}: If-Match beyond i64: {status}");
     }
     drop(server);
-    eslab_postgres::PostgresStore::connect(&postgres_url(), &schema).await.unwrap().drop_schema().await.unwrap();
+    schema.drop_schema().await;
 }
 
 /// Runs `eslab serve` with `env` until it exits (at most 60 s); returns (success, stdout + stderr).
