@@ -36,30 +36,35 @@
 /// Implements store traits for a wrapper by forwarding every method to one of
 /// its fields, except the methods written out.
 ///
-/// One block per trait, each
-/// `impl[<generics and bounds>] <Trait> for <Type> => <field> { <overrides> }`:
+/// Blocks of the form
+/// `impl[<generics and bounds>] <Traits> for <Type> => <field> { <overrides> }`:
 /// - `[...]` (optional) holds what `impl<...>` would, bounds included;
-/// - `<Trait>` is `EventAppender`, `EventReader`, `SnapshotStore`,
-///   `CheckpointStore` or `StreamRetention` (bare: the macro names them
-///   through `eslab_core`);
+/// - `<Traits>` is one or more (joined by `+`) of `EventAppender`,
+///   `EventReader`, `SnapshotStore`, `CheckpointStore` and `StreamRetention`
+///   (bare: the macro names them through `eslab_core`);
 /// - `<field>` is the field to forward to (a name, or `0` for a tuple struct);
-/// - `<overrides>` are `async fn` items, written as in a hand-written impl
-///   (import the types they name); every method of the trait not among them
-///   is forwarded, defaulted ones (`append`, `feed_head`) included.
+/// - `<overrides>` are `async fn` items of the block's one trait (a block of
+///   several traits has none), written as in a hand-written impl (import the
+///   types they name); every method not among them is forwarded, defaulted
+///   ones (`append`, `feed_head`) included.
 ///
 /// See [the module docs](crate::forward) for an example.
 #[macro_export]
 macro_rules! forward_store {
-    ($(
-        impl $([$($generics:tt)*])? $trait:ident for $ty:ty => $field:tt {
-            $( $(#[$attr:meta])* async fn $name:ident $params:tt -> $ret:ty $body:block )*
-        }
-    )*) => {$(
-        impl<$($($generics)*)?> $crate::__eslab_core::$trait for $ty {
+    (@one [$($generics:tt)*] $trait:ident $ty:ty, $field:tt, {
+        $( $(#[$attr:meta])* async fn $name:ident $params:tt -> $ret:ty $body:block )*
+    }) => {
+        impl<$($generics)*> $crate::__eslab_core::$trait for $ty {
             $( $(#[$attr])* async fn $name $params -> $ret $body )*
             $crate::__forward_methods!($trait, $field, [$($name)*]);
         }
-    )*};
+    };
+    (@each $generics:tt $ty:ty, $field:tt, $overrides:tt, $($trait:ident)+) => {
+        $( $crate::forward_store!(@one $generics $trait $ty, $field, $overrides); )+
+    };
+    ($(impl $([$($generics:tt)*])? $trait:ident $(+ $more:ident)* for $ty:ty => $field:tt $overrides:tt)*) => {
+        $( $crate::forward_store!(@each [$($($generics)*)?] $ty, $field, $overrides, $trait $($more)*); )*
+    };
 }
 
 /// The forwarding methods of one trait, less the overridden ones.

@@ -221,9 +221,5 @@ impl std::ops::Deref for SchemaStore {
 }
 
 crate::forward_store! {
-    impl EventAppender for SchemaStore => store {}
-    impl EventReader for SchemaStore => store {}
-    impl SnapshotStore for SchemaStore => store {}
-    impl CheckpointStore for SchemaStore => store {}
-    impl StreamRetention for SchemaStore => store {}
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention for SchemaStore => store {}
 }

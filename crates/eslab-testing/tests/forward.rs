@@ -79,11 +79,7 @@ struct Plain {
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender for Plain => inner {}
-    impl EventReader for Plain => inner {}
-    impl SnapshotStore for Plain => inner {}
-    impl CheckpointStore for Plain => inner {}
-    impl StreamRetention for Plain => inner {}
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention for Plain => inner {}
 }
 
 /// A generic tuple wrapper that intercepts one method of two traits.

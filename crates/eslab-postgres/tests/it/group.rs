@@ -20,8 +20,7 @@ pub struct GroupStore {
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender for GroupStore => group {}
-    impl EventReader for GroupStore => group {}
+    impl EventAppender + EventReader for GroupStore => group {}
 }
 
 impl eslab_core::WakeUps for GroupStore {

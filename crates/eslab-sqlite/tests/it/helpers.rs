@@ -33,9 +33,5 @@ pub(crate) async fn memory_store() -> SqliteStore {
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender for TempStore => store {}
-    impl EventReader for TempStore => store {}
-    impl SnapshotStore for TempStore => store {}
-    impl CheckpointStore for TempStore => store {}
-    impl StreamRetention for TempStore => store {}
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention for TempStore => store {}
 }
