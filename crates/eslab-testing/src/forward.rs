@@ -40,8 +40,8 @@
 /// `impl[<generics and bounds>] <Traits> for <Type> => <field> { <overrides> }`:
 /// - `[...]` (optional) holds what `impl<...>` would, bounds included;
 /// - `<Traits>` is one or more (joined by `+`) of `EventAppender`,
-///   `EventReader`, `SnapshotStore`, `CheckpointStore` and `StreamRetention`
-///   (bare: the macro names them through `eslab_core`);
+///   `EventReader`, `SnapshotStore`, `CheckpointStore`, `StreamRetention` and
+///   `WakeUps` (bare: the macro names them through `eslab_core`);
 /// - `<field>` is the field to forward to (a name, or `0` for a tuple struct);
 /// - `<overrides>` are `async fn` items of the block's one trait (a block of
 ///   several traits has none), written as in a hand-written impl (import the
@@ -118,6 +118,9 @@ macro_rules! __forward_methods {
         ) -> bool);
         $crate::__forward_fn!($skip $f CheckpointStore::release_lease(name: &str, owner: &str,) -> ());
     };
+    (WakeUps, $f:tt, $skip:tt) => {
+        $crate::__forward_fn!($skip $f WakeUps::wake_ups() => $crate::__eslab_core::WakeUpStream);
+    };
     (StreamRetention, $f:tt, $skip:tt) => {
         $crate::__forward_fn!($skip $f StreamRetention::purge_category_before(
             category: &str,
@@ -127,17 +130,21 @@ macro_rules! __forward_methods {
     };
 }
 
-/// One forwarding method: `fn name(&self, args) -> impl Future<Output =
-/// Result<ret>> + Send`, calling the field's own, unless `name` is overridden.
+/// One forwarding method, calling the field's own, unless `name` is
+/// overridden: `fn name(&self, args) -> impl Future<Output = Result<ret>> +
+/// Send` for `-> ret`, `Output = output` for `=> output`.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __forward_fn {
     ($skip:tt $f:tt $trait:ident :: $name:ident ($($arg:ident : $ty:ty,)*) -> $ret:ty) => {
+        $crate::__forward_fn!($skip $f $trait::$name($($arg: $ty,)*) => $crate::__eslab_core::Result<$ret>);
+    };
+    ($skip:tt $f:tt $trait:ident :: $name:ident ($($arg:ident : $ty:ty,)*) => $output:ty) => {
         $crate::__forward_unless!($name $skip
             fn $name(
                 &self,
                 $($arg: $ty),*
-            ) -> impl ::core::future::Future<Output = $crate::__eslab_core::Result<$ret>> + ::core::marker::Send {
+            ) -> impl ::core::future::Future<Output = $output> + ::core::marker::Send {
                 $crate::__eslab_core::$trait::$name(&self.$f, $($arg),*)
             }
         );
@@ -164,6 +171,7 @@ macro_rules! __forward_unless {
     (acquire_lease [acquire_lease $($rest:ident)*] $($item:tt)*) => {};
     (release_lease [release_lease $($rest:ident)*] $($item:tt)*) => {};
     (purge_category_before [purge_category_before $($rest:ident)*] $($item:tt)*) => {};
+    (wake_ups [wake_ups $($rest:ident)*] $($item:tt)*) => {};
     ($m:ident [$other:ident $($rest:ident)*] $($item:tt)*) => {
         $crate::__forward_unless!($m [$($rest)*] $($item)*);
     };

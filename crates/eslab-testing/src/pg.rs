@@ -221,5 +221,6 @@ impl std::ops::Deref for SchemaStore {
 }
 
 crate::forward_store! {
-    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention for SchemaStore => store {}
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps
+        for SchemaStore => store {}
 }

@@ -73,13 +73,21 @@ impl StreamRetention for Named {
     }
 }
 
+/// Three wake-ups, then the end: not what a default or a stand-in would give.
+impl eslab_core::WakeUps for Named {
+    async fn wake_ups(&self) -> eslab_core::WakeUpStream {
+        futures_util::StreamExt::boxed(futures_util::stream::iter([(), (), ()]))
+    }
+}
+
 /// Forwards everything to a named field.
 struct Plain {
     inner: Named,
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention for Plain => inner {}
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps
+        for Plain => inner {}
 }
 
 /// A generic tuple wrapper that intercepts one method of two traits.
@@ -153,6 +161,8 @@ async fn every_method_reaches_the_inner_store_s_own() {
         "purge_category_before",
     ];
     assert_eq!(got, want);
+    let wake_ups = eslab_core::WakeUps::wake_ups(&store).await;
+    assert_eq!(futures_util::StreamExt::collect::<Vec<()>>(wake_ups).await.len(), 3, "wake_ups");
 }
 
 #[tokio::test]

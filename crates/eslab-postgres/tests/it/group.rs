@@ -20,13 +20,7 @@ pub struct GroupStore {
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender + EventReader for GroupStore => group {}
-}
-
-impl eslab_core::WakeUps for GroupStore {
-    async fn wake_ups(&self) -> eslab_core::WakeUpStream {
-        eslab_core::WakeUps::wake_ups(&self.group).await
-    }
+    impl EventAppender + EventReader + WakeUps for GroupStore => group {}
 }
 
 async fn new_store() -> GroupStore {

@@ -33,5 +33,6 @@ pub(crate) async fn memory_store() -> SqliteStore {
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention for TempStore => store {}
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps
+        for TempStore => store {}
 }
