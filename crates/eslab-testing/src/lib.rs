@@ -8,18 +8,31 @@
 //!   state cache and upcasting through the `Repository`, on any store that
 //!   keeps events and snapshots;
 //! - [`strategies`]: proptest strategies for events and command sequences;
-//! - [`send`]: compile-time checks that a store's futures are `Send`.
+//! - [`send`]: compile-time checks that a store's futures are `Send`;
+//! - [`forward`] and [`forward_store!`]: store wrappers that change one method
+//!   and forward the rest;
+//! - `pg` (feature `postgres`): a fresh PostgreSQL schema per test.
 //!
 //! This crate is for tests: its assertions panic with a message on failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod conformance;
+pub mod forward;
+#[cfg(feature = "postgres")]
+pub mod pg;
 pub mod repository;
 mod scenario;
 pub mod send;
 pub mod strategies;
 
 pub use scenario::Scenario;
+
+/// For the exported macros: they name the store traits and types through it.
+#[doc(hidden)]
+pub use eslab_core as __eslab_core;
+/// For the exported macros (`OffsetDateTime` in `StreamRetention`).
+#[doc(hidden)]
+pub use time as __time;
 
 /// Runs a future to completion on a fresh multi-threaded Tokio runtime (used
 /// by [`store_conformance_tests!`] so that callers need no Tokio macros).

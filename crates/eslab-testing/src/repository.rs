@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eslab_core::{
-    Aggregate, AppendResult, Checkpoint, DomainEvent, Error, EventAppender, EventReader, EventStorage, EventStore,
-    ExpectedVersion, FeedFilter, Metadata, NewEvent, RecordedEvent, Repository, Result, Snapshot, SnapshotPolicy,
-    SnapshotStore, Snapshotting, StreamAppend, StreamId, Upcasters, Version,
+    Aggregate, DomainEvent, Error, EventAppender, EventReader, EventStorage, EventStore, ExpectedVersion, Metadata,
+    NewEvent, RecordedEvent, Repository, Result, Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting, StreamId,
+    Upcasters, Version,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -255,49 +255,20 @@ impl<S> CountingStore<S> {
     }
 }
 
-impl<S: EventReader> EventReader for CountingStore<S> {
-    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        let page = self.inner.read_stream(stream, from, limit).await?;
-        self.counts.stream_reads.fetch_add(1, Ordering::SeqCst);
-        self.counts.events_read.fetch_add(u64::try_from(page.len()).unwrap_or(u64::MAX), Ordering::SeqCst);
-        if let Some(pause) = self.read_pause {
-            tokio::time::sleep(pause).await;
+crate::forward_store! {
+    impl[S: EventReader] EventReader for CountingStore<S> => inner {
+        async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
+            let page = self.inner.read_stream(stream, from, limit).await?;
+            self.counts.stream_reads.fetch_add(1, Ordering::SeqCst);
+            self.counts.events_read.fetch_add(u64::try_from(page.len()).unwrap_or(u64::MAX), Ordering::SeqCst);
+            if let Some(pause) = self.read_pause {
+                tokio::time::sleep(pause).await;
+            }
+            Ok(page)
         }
-        Ok(page)
     }
-
-    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.inner.read_feed(filter, after, limit).await
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        self.inner.stream_version(stream).await
-    }
-}
-
-impl<S: EventAppender> EventAppender for CountingStore<S> {
-    async fn append(
-        &self,
-        stream: &StreamId,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> Result<AppendResult> {
-        self.inner.append(stream, expected, events).await
-    }
-
-    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        self.inner.append_streams(appends).await
-    }
-}
-
-impl<S: SnapshotStore> SnapshotStore for CountingStore<S> {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>> {
-        self.inner.load_snapshot(stream).await
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<()> {
-        self.inner.save_snapshot(snapshot).await
-    }
+    impl[S: EventAppender] EventAppender for CountingStore<S> => inner {}
+    impl[S: SnapshotStore] SnapshotStore for CountingStore<S> => inner {}
 }
 
 /// A snapshot store whose every call fails.

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use eslab_testing::pg::FreshSchema;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{ServeProcess, free_port, postgres_url};
+use crate::helpers::{ServeProcess, free_port};
 
 const TOKEN: &str = "abuse-suite-token";
 
@@ -327,13 +328,13 @@ async fn a_client_that_stops_reading_is_cut_after_the_write_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inputs_postgres_refuses_are_never_a_5xx() {
-    let schema = format!("eslab_abuse_{}", uuid::Uuid::now_v7().simple());
+    let schema = FreshSchema::new("eslab_abuse");
     let port = free_port();
     let mut command = ServeProcess::command();
     command
         .arg("serve")
-        .env("DATABASE_URL", postgres_url())
-        .env("ESLAB_SCHEMA", &schema)
+        .env("DATABASE_URL", schema.url())
+        .env("ESLAB_SCHEMA", schema.name())
         .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
         .env("ESLAB_API_TOKEN", TOKEN)
         .env("RUST_LOG", "error")
@@ -381,7 +382,7 @@ async fn inputs_postgres_refuses_are_never_a_5xx() {
         assert!(status.is_client_error(), "round {round}: If-Match beyond i64: {status}");
     }
     drop(server);
-    eslab_postgres::PostgresStore::connect(&postgres_url(), &schema).await.unwrap().drop_schema().await.unwrap();
+    schema.drop_schema().await;
 }
 
 /// Runs `eslab serve` with `env` until it exits (at most 60 s); returns (success, stdout + stderr).
@@ -424,16 +425,16 @@ async fn configuration_traps_are_start_up_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_off_and_query_passwords_are_said_and_hidden_at_start_up() {
-    let schema = format!("eslab_abuse_{}", uuid::Uuid::now_v7().simple());
+    let schema = FreshSchema::new("eslab_abuse");
     let port = free_port();
-    let url = format!("{}?password=hunter2-query", postgres_url());
+    let url = format!("{}?password=hunter2-query", schema.url());
     let out = tempfile::NamedTempFile::new().unwrap();
     let mut command = ServeProcess::command();
     command
         .args(["serve", "--no-auth"])
         .env_remove("ESLAB_API_TOKEN")
         .env("DATABASE_URL", &url)
-        .env("ESLAB_SCHEMA", &schema)
+        .env("ESLAB_SCHEMA", schema.name())
         .env("ESLAB_BIND", format!("0.0.0.0:{port}"))
         .env("RUST_LOG", "warn")
         .stdout(out.reopen().unwrap())
@@ -444,5 +445,5 @@ async fn auth_off_and_query_passwords_are_said_and_hidden_at_start_up() {
     assert!(!printed.contains("hunter2"), "{printed}");
     assert!(printed.contains("password=***"), "{printed}");
     drop(server);
-    eslab_postgres::PostgresStore::connect(&postgres_url(), &schema).await.unwrap().drop_schema().await.unwrap();
+    schema.drop_schema().await;
 }

@@ -9,18 +9,18 @@ use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
+use eslab_testing::pg::FreshSchema;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sqlx::Connection;
 
-use crate::helpers::{ServeProcess, free_port, postgres_url};
+use crate::helpers::{ServeProcess, free_port};
 
-async fn start(schema: &str, port: u16) -> ServeProcess {
+async fn start(schema: &FreshSchema, port: u16) -> ServeProcess {
     let mut command = ServeProcess::command();
     command
         .arg("serve")
-        .env("DATABASE_URL", postgres_url())
-        .env("ESLAB_SCHEMA", schema)
+        .env("DATABASE_URL", schema.url())
+        .env("ESLAB_SCHEMA", schema.name())
         .env("ESLAB_BIND", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
@@ -41,7 +41,7 @@ async fn deposit(client: &reqwest::Client, base: &str, account: &str, key: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_load_loses_no_acknowledged_deposit_and_retries_add_nothing_twice() {
-    let schema = format!("eslab_crash_{}", uuid::Uuid::now_v7().simple());
+    let schema = FreshSchema::new("eslab_crash");
     let port = free_port();
     let server = start(&schema, port).await;
     let client = reqwest::Client::new();
@@ -118,8 +118,5 @@ async fn kill_9_mid_load_loses_no_acknowledged_deposit_and_retries_add_nothing_t
         assert!(converged, "the read model of {account} never reached {strong}");
     }
     server.kill();
-
-    let mut conn = sqlx::PgConnection::connect(&postgres_url()).await.unwrap();
-    // sql-ident: the schema name is made above from a UUID.
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")).execute(&mut conn).await.unwrap();
+    schema.drop_schema().await;
 }

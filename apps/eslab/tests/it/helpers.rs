@@ -6,6 +6,7 @@ use std::time::Duration;
 use eslab::serve::{self, Config, Running};
 use eslab::store::AnyStore;
 use eslab_core::{Checkpoint, EventReaderExt, FeedFilter};
+use eslab_testing::pg;
 use futures_util::TryStreamExt;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -26,13 +27,6 @@ pub(crate) struct TestApp {
     pub(crate) dir: tempfile::TempDir,
 }
 
-pub(crate) fn postgres_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
 impl TestApp {
     pub(crate) async fn spawn(backend: Backend) -> TestApp {
         TestApp::spawn_with(backend, |_| {}).await
@@ -44,8 +38,8 @@ impl TestApp {
             Backend::Sqlite => Config::new(format!("sqlite://{}", dir.path().join("eslab.db").display())),
             Backend::Memory => Config::new("memory:"),
             Backend::Postgres => {
-                let mut c = Config::new(postgres_url());
-                c.schema = Some(format!("eslab_http_{}", uuid::Uuid::now_v7().simple()));
+                let mut c = Config::new(pg::database_url());
+                c.schema = Some(pg::unique_name("eslab_http"));
                 c
             }
         };

@@ -10,34 +10,29 @@ use eslab::rebuild;
 use eslab::store::AnyStore;
 use eslab_bank::{Account, AccountCommand, Amount, OverdraftLimit, Transfer, TransferCommand, upcasters};
 use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, Repository, StreamId};
+use eslab_testing::pg::FreshSchema;
 use indicatif::ProgressBar;
 
 /// A fresh store: a SQLite file in `dir`, or a fresh PostgreSQL schema (dropped by [`Fresh::drop`]).
 struct Fresh {
     store: AnyStore,
+    schema: Option<FreshSchema>,
 }
 
 impl Fresh {
     async fn sqlite(dir: &tempfile::TempDir) -> Fresh {
         let url = format!("sqlite://{}", dir.path().join("eslab.db").display());
-        Fresh { store: AnyStore::open(&url).await.unwrap() }
+        Fresh { store: AnyStore::open(&url).await.unwrap(), schema: None }
     }
 
     async fn postgres(_dir: &tempfile::TempDir) -> Fresh {
-        let url = std::env::var("DATABASE_URL")
-            .ok()
-            .filter(|u| u.starts_with("postgres"))
-            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-        let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
-        });
-        Fresh { store: AnyStore::Postgres(store) }
+        let schema = FreshSchema::new("eslab_test");
+        Fresh { store: AnyStore::Postgres(schema.open().await), schema: Some(schema) }
     }
 
     async fn drop(self) {
-        if let AnyStore::Postgres(pg) = self.store {
-            pg.drop_schema().await.unwrap();
+        if let Some(schema) = self.schema {
+            schema.drop_schema().await;
         }
     }
 }

@@ -52,24 +52,7 @@ async fn fixtures_on_memory() {
 
 #[tokio::test]
 async fn fixtures_on_postgres() {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let created = std::sync::Mutex::new(Vec::new());
-    fixtures_on(|| async {
-        let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-        let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {url} ({e}); start it with `pg_ctlcluster 15 main start` or set DATABASE_URL")
-        });
-        created.lock().unwrap().push(store.clone());
-        store
-    })
-    .await;
-    let stores: Vec<_> = created.lock().unwrap().drain(..).collect();
-    for store in stores {
-        store.drop_schema().await.unwrap();
-    }
+    fixtures_on(eslab_testing::pg::SchemaStore::new).await;
 }
 
 #[tokio::test]

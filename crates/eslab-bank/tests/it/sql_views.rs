@@ -12,22 +12,17 @@ use eslab_bank::{
 };
 use eslab_core::{EventStorage, EventStore, Metadata, Repository};
 use eslab_projection::{Backend, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
+use eslab_testing::pg::FreshSchema;
 
 use crate::helpers::eur;
 
 /// A fresh schema (created by the PostgreSQL store, dropped by the test) and its pool.
 async fn pg(
     _dir: &tempfile::TempDir,
-) -> (sqlx::PgPool, sqlx::PgPool, eslab_postgres::PostgresStore, Option<eslab_postgres::PostgresStore>) {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-    let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
-    });
-    (store.pool().clone(), store.pool().clone(), store.clone(), Some(store))
+) -> (sqlx::PgPool, sqlx::PgPool, eslab_postgres::PostgresStore, Option<FreshSchema>) {
+    let schema = FreshSchema::new("eslab_test");
+    let store = schema.open().await;
+    (store.pool().clone(), store.pool().clone(), store, Some(schema))
 }
 
 /// A SQLite store on a temp file; the views write through its writer pool.
@@ -36,7 +31,7 @@ async fn pg(
 /// transaction only takes the write lock for the checkpoint at commit.
 async fn sqlite(
     dir: &tempfile::TempDir,
-) -> (sqlx::SqlitePool, sqlx::SqlitePool, eslab_sqlite::SqliteStore, Option<eslab_postgres::PostgresStore>) {
+) -> (sqlx::SqlitePool, sqlx::SqlitePool, eslab_sqlite::SqliteStore, Option<FreshSchema>) {
     let path = dir.path().join("bank.db");
     let store = eslab_sqlite::SqliteStore::connect(&format!("sqlite://{}", path.display())).await.unwrap();
     let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).busy_timeout(Duration::from_secs(10));
@@ -146,8 +141,8 @@ macro_rules! sql_bank_test {
             }
             assert!(views.accounts(None, 100).await.unwrap().len() == 5);
             assert_eq!(views.accounts(Some("a2"), 100).await.unwrap().len(), 2, "cursor pagination");
-            if let Some(store) = schema {
-                store.drop_schema().await.unwrap();
+            if let Some(schema) = schema {
+                schema.drop_schema().await;
             }
         }
     };

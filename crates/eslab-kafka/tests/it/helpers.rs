@@ -11,15 +11,8 @@ use eslab_core::{Codec, EventAppender, EventStore, ExpectedVersion, JsonCodec, M
 use eslab_kafka::{KafkaOptions, Worker, WorkerOptions, WorkerTables};
 use eslab_postgres::PostgresStore;
 use eslab_projection::PgBackend;
+use eslab_testing::pg::FreshSchema;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-
-/// The test database: `DATABASE_URL`, or the local cluster.
-pub(crate) fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 /// The shared test broker: `KAFKA_BROKERS`, or 127.0.0.1:9092.
 pub(crate) fn brokers() -> String {
@@ -41,11 +34,13 @@ pub(crate) fn require_broker(brokers: &str) {
 }
 
 /// A fresh PostgreSQL schema holding the events, the read models, the
-/// checkpoints and the worker's tables. Call [`Env::cleanup`] at the end.
+/// checkpoints and the worker's tables. Call [`Env::cleanup`] at the end (a
+/// failed test's schema is dropped with the `Env`).
 pub(crate) struct Env {
     pub(crate) store: PostgresStore,
     pub(crate) kafka: KafkaOptions,
     pub(crate) group: String,
+    schema: FreshSchema,
 }
 
 impl Env {
@@ -62,12 +57,9 @@ impl Env {
         // the test's captured output, shown when it fails. RUST_LOG overrides.
         let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
-        let url = database_url();
+        let schema = FreshSchema::new("eslab_test");
+        let store = schema.open().await;
         let id = uuid::Uuid::now_v7().simple().to_string();
-        let schema = format!("eslab_test_{id}");
-        let store = PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
-            panic!("PostgreSQL is not reachable at {url} ({e}); start it (`pg_ctlcluster 15 main start`) or set DATABASE_URL")
-        });
         let backend = PgBackend::new(store.pool().clone());
         backend.ensure_schema().await.unwrap();
         SqlViews::new(store.pool().clone()).ensure_schema().await.unwrap();
@@ -77,7 +69,7 @@ impl Env {
             .with_partitions(4)
             .with("client.id", format!("eslab-test-{id}"))
             .with("debug", "cgrp");
-        Env { store, kafka, group: format!("g{id}") }
+        Env { store, kafka, group: format!("g{id}"), schema }
     }
 
     /// The store as a relay reads it: with the bank's upcasters.
@@ -104,7 +96,7 @@ impl Env {
     }
 
     pub(crate) async fn cleanup(self) {
-        self.store.drop_schema().await.unwrap();
+        self.schema.drop_schema().await;
     }
 }
 

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use eslab_core::{EventAppender, EventReader, ExpectedVersion, StreamAppend, Version};
 use eslab_postgres::{AppendStrategy, PostgresOptions, PostgresStore};
+use eslab_testing::pg::SchemaStore;
 
-use crate::helpers::{event, fresh_with, stream};
+use crate::helpers::{event, stream};
 
 /// Multi-stream appends naming the same streams in opposite orders all
 /// succeed: `VersionRow` locks stream rows in `stream_id` order (no deadlock);
@@ -15,7 +16,7 @@ use crate::helpers::{event, fresh_with, stream};
 async fn opposite_order_multi_stream_appends_all_succeed() {
     const ROUNDS: u64 = 20;
     for strategy in [AppendStrategy::VersionRow, AppendStrategy::UniqueIndex] {
-        let store = fresh_with(|o| o.append_strategy(strategy)).await;
+        let store = SchemaStore::with_options(|o| o.append_strategy(strategy)).await;
         let (a, b) = (stream("a"), stream("b"));
         let tasks: Vec<_> = [(a.clone(), b.clone()), (b.clone(), a.clone())]
             .into_iter()
@@ -46,7 +47,7 @@ async fn opposite_order_multi_stream_appends_all_succeed() {
 #[tokio::test]
 async fn racing_any_appenders_on_a_new_stream_all_succeed() {
     for strategy in [AppendStrategy::VersionRow, AppendStrategy::UniqueIndex] {
-        let store = fresh_with(|o| o.append_strategy(strategy)).await;
+        let store = SchemaStore::with_options(|o| o.append_strategy(strategy)).await;
         let s = stream("hot");
         let tasks: Vec<_> = (0..8)
             .map(|t| {

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use eslab_core::{Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, StreamAppend};
 use eslab_postgres::AppendStrategy;
+use eslab_testing::pg::SchemaStore;
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::helpers::{event, fresh_with, stream};
+use crate::helpers::{event, stream};
 
 /// Follows the feed from `at` until it has `n` more events (or 20 s pass).
-async fn follow_until(store: &crate::helpers::TestStore, at: &mut Checkpoint, n: usize) -> Vec<Uuid> {
+async fn follow_until(store: &SchemaStore, at: &mut Checkpoint, n: usize) -> Vec<Uuid> {
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while got.len() < n && tokio::time::Instant::now() < deadline {
@@ -28,7 +29,7 @@ async fn follow_until(store: &crate::helpers::TestStore, at: &mut Checkpoint, n:
 
 #[tokio::test]
 async fn an_open_transaction_holds_back_later_commits() {
-    let store = fresh_with(|o| o.feed_settle(Duration::from_millis(200))).await;
+    let store = SchemaStore::with_options(|o| o.feed_settle(Duration::from_millis(200))).await;
     let (sa, sb) = (stream("a"), stream("b"));
 
     let mut tx_a = store.pool().begin().await.unwrap();
@@ -56,7 +57,7 @@ async fn an_open_transaction_holds_back_later_commits() {
 /// ordered by `global_position` alone skips a transaction that commits late.
 #[tokio::test]
 async fn a_naive_position_reader_skips_a_late_commit() {
-    let store = fresh_with(|o| o.feed_settle(Duration::from_millis(200))).await;
+    let store = SchemaStore::with_options(|o| o.feed_settle(Duration::from_millis(200))).await;
     let mut tx_a = store.pool().begin().await.unwrap();
     let a = store
         .append_in_tx(&mut tx_a, vec![StreamAppend::new(stream("a"), ExpectedVersion::Any, vec![event(1)])])
@@ -94,7 +95,7 @@ async fn a_naive_position_reader_skips_a_late_commit() {
 /// in resumption; rows with explicit small xids stand in for a digit rollover.
 #[tokio::test]
 async fn feed_orders_transaction_ids_numerically() {
-    let store = fresh_with(|o| o).await;
+    let store = SchemaStore::new().await;
     for (xid, n) in [(100_i64, 1_i64), (99, 2), (1000, 3), (9, 4)] {
         sqlx::query(
             "INSERT INTO events (transaction_id, stream_id, category, stream_version, event_id, event_type, \
@@ -142,7 +143,7 @@ async fn concurrent_writers_deliver_each_event_once_with_the_unique_index_strate
 async fn concurrent_writers(strategy: AppendStrategy) {
     const WRITERS: u64 = 8;
     const TXS: u64 = 30;
-    let store = fresh_with(|o| o.max_connections(12).append_strategy(strategy)).await;
+    let store = SchemaStore::with_options(|o| o.max_connections(12).append_strategy(strategy)).await;
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let store = store.clone();
@@ -235,7 +236,7 @@ async fn concurrent_writers(strategy: AppendStrategy) {
 /// numbers: transaction 1000 is after 999 (as text it would sort before).
 #[tokio::test]
 async fn the_head_orders_transactions_as_numbers() {
-    let store = fresh_with(|o| o).await;
+    let store = SchemaStore::new().await;
     let insert = "INSERT INTO events (transaction_id, stream_id, category, stream_version, event_id, event_type, \
          schema_version, payload, metadata) VALUES ($1::text::xid8, $2, 'acct', 1, $3, 'Opened', 1, '{}', '{}')";
     for (xid, stream) in [("999", "acct-a"), ("1000", "acct-b")] {

@@ -5,51 +5,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, FeedFilter, FeedHead,
-    RecordedEvent, Result, StreamAppend, StreamId, Version,
-};
+use eslab_core::{Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, StreamId, Version};
 use eslab_postgres::{GroupCommitOptions, PostgresStore};
+use eslab_testing::pg::SchemaStore;
 use futures_util::StreamExt;
 
-use crate::helpers::{TestStore, event, fresh, stream};
+use crate::helpers::{event, stream};
 
 /// A group-committing store over a fresh schema (kept alive with it).
 #[derive(Debug, Clone)]
 pub struct GroupStore {
     group: PostgresStore,
-    _schema: TestStore,
+    _schema: SchemaStore,
 }
 
-impl EventAppender for GroupStore {
-    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        self.group.append_streams(appends).await
-    }
-}
-
-impl EventReader for GroupStore {
-    async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.group.read_stream(stream, from, limit).await
-    }
-    async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
-        self.group.read_feed(filter, after, limit).await
-    }
-    async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
-        self.group.stream_version(stream).await
-    }
-    async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
-        self.group.feed_head(filter).await
-    }
-}
-
-impl eslab_core::WakeUps for GroupStore {
-    async fn wake_ups(&self) -> eslab_core::WakeUpStream {
-        eslab_core::WakeUps::wake_ups(&self.group).await
-    }
+eslab_testing::forward_store! {
+    impl EventAppender + EventReader + WakeUps for GroupStore => group {}
 }
 
 async fn new_store() -> GroupStore {
-    let schema = fresh().await;
+    let schema = SchemaStore::new().await;
     let group = schema.store.with_group_commit(GroupCommitOptions::default()).unwrap();
     assert!(group.is_group_commit());
     GroupStore { group, _schema: schema }
@@ -209,12 +184,12 @@ fn every_expectation_gets_its_lone_verdict_inside_a_group() {
 /// The suite again, grouping over the unique-index append strategy.
 mod unique_index {
     use eslab_postgres::{AppendStrategy, GroupCommitOptions};
+    use eslab_testing::pg::SchemaStore;
 
     use super::GroupStore;
-    use crate::helpers::fresh_with;
 
     async fn new_store() -> GroupStore {
-        let schema = fresh_with(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await;
+        let schema = SchemaStore::with_options(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await;
         let group = schema.store.with_group_commit(GroupCommitOptions::default()).unwrap();
         assert!(group.is_group_commit());
         GroupStore { group, _schema: schema }

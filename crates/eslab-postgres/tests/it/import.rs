@@ -1,12 +1,13 @@
 //! Bulk import with COPY.
 
 use eslab_core::{Checkpoint, Error, EventAppender, EventReader, ExpectedVersion, FeedFilter, Version};
+use eslab_testing::pg::SchemaStore;
 
-use crate::helpers::{event, fresh, stream};
+use crate::helpers::{event, stream};
 
 #[tokio::test]
 async fn import_continues_streams_and_feeds_readers() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     store.append(&stream("s0"), ExpectedVersion::Any, vec![event(0), event(1)]).await.unwrap();
     let batch: Vec<_> = (0..1000u64).map(|n| (stream(&format!("s{}", n % 10)), event(n))).collect();
     assert_eq!(store.import(batch).await.unwrap(), 1000);
@@ -24,7 +25,7 @@ async fn import_continues_streams_and_feeds_readers() {
 
 #[tokio::test]
 async fn import_rejects_a_stored_event_id_and_writes_nothing() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     let taken = event(1);
     let id = taken.event_id;
     store.append(&stream("a"), ExpectedVersion::Any, vec![taken]).await.unwrap();

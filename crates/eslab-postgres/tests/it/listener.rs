@@ -4,12 +4,13 @@ use std::time::Duration;
 
 use eslab_core::{EventAppender, ExpectedVersion};
 use eslab_postgres::Wake;
+use eslab_testing::pg::SchemaStore;
 
-use crate::helpers::{event, fresh, stream};
+use crate::helpers::{event, stream};
 
 #[tokio::test]
 async fn an_append_wakes_the_listener() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(30), Duration::from_secs(30));
     let writer = {
         let store = store.clone();
@@ -25,7 +26,7 @@ async fn an_append_wakes_the_listener() {
 
 #[tokio::test]
 async fn without_appends_the_fallback_ticks_and_backs_off() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     let mut listener = store.listener().await.unwrap().with_poll(Duration::from_millis(50), Duration::from_millis(200));
     let mut gaps = Vec::new();
     for _ in 0..4 {
@@ -39,7 +40,7 @@ async fn without_appends_the_fallback_ticks_and_backs_off() {
 
 #[tokio::test]
 async fn a_dropped_listener_connection_reconnects() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     let mut listener =
         store.listener().await.unwrap().with_poll(Duration::from_millis(200), Duration::from_millis(200));
     let killed: Vec<bool> =
@@ -62,7 +63,7 @@ async fn a_dropped_listener_connection_reconnects() {
 
 #[tokio::test]
 async fn after_commit_notify_wakes_the_listener_too() {
-    let store = crate::helpers::fresh_with(|o| o.notify(eslab_postgres::Notify::AfterCommit)).await;
+    let store = SchemaStore::with_options(|o| o.notify(eslab_postgres::Notify::AfterCommit)).await;
     let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(30), Duration::from_secs(30));
     store.append(&stream("late"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
     let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;

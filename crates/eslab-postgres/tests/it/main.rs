@@ -12,10 +12,10 @@ mod listener;
 mod send;
 mod subscribe;
 
-use helpers::TestStore;
+use eslab_testing::pg::SchemaStore;
 
-async fn new_store() -> TestStore {
-    helpers::fresh().await
+async fn new_store() -> SchemaStore {
+    SchemaStore::new().await
 }
 
 eslab_testing::store_conformance_tests!(new_store);
@@ -27,11 +27,10 @@ eslab_testing::subscription_conformance_tests!(new_store);
 /// The same suites with the unique-index append strategy.
 mod unique_index {
     use eslab_postgres::AppendStrategy;
+    use eslab_testing::pg::SchemaStore;
 
-    use crate::helpers::{TestStore, fresh_with};
-
-    async fn new_store() -> TestStore {
-        fresh_with(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await
+    async fn new_store() -> SchemaStore {
+        SchemaStore::with_options(|o| o.append_strategy(AppendStrategy::UniqueIndex)).await
     }
 
     eslab_testing::store_conformance_tests!(new_store);

@@ -5,10 +5,11 @@
 
 use eslab_core::{Checkpoint, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent, StreamId, Version};
 use eslab_postgres::{Listener, PostgresOptions, PostgresStore};
+use eslab_testing::pg::{SchemaStore, database_url};
 use eslab_testing::send::{assert_send, assert_store_futures_send};
 use sqlx::PgConnection;
 
-use crate::helpers::{database_url, event, stream, unmigrated};
+use crate::helpers::{event, stream};
 
 #[test]
 fn every_public_future_is_send() {
@@ -33,7 +34,7 @@ fn futures_are_send(store: PostgresStore, conn: &mut PgConnection, listener: &mu
 /// schema, each in a spawned task.
 #[tokio::test]
 async fn migrate_and_connect_run_in_spawned_tasks() {
-    let lazy = unmigrated();
+    let lazy = SchemaStore::lazy();
     let (store, s) = (lazy.store.clone(), stream("spawned"));
     let appended = tokio::spawn(async move {
         store.migrate().await?;

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use eslab_core::{Checkpoint, EventAppender, EventStore, ExpectedVersion, FeedFilter, SubscribeOptions, WakeUps};
+use eslab_testing::pg::SchemaStore;
 use futures_util::StreamExt;
 
-use crate::helpers::{TestStore, event, fresh, stream};
+use crate::helpers::{event, stream};
 
 /// How many backends listen for `store`'s schema.
-async fn listening(store: &TestStore) -> i64 {
+async fn listening(store: &SchemaStore) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
         .bind(format!("eslab-listen-{}", store.schema()))
         .fetch_one(store.pool())
@@ -19,7 +20,7 @@ async fn listening(store: &TestStore) -> i64 {
 
 #[tokio::test]
 async fn dropping_a_subscription_closes_its_listen_connection() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     store.append(&stream("drop"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
     let events = EventStore::new(store.clone());
     let mut live = Box::pin(events.subscribe(FeedFilter::All, Checkpoint::START));
@@ -36,7 +37,7 @@ async fn dropping_a_subscription_closes_its_listen_connection() {
 
 #[tokio::test]
 async fn wake_ups_survive_a_killed_listen_connection() {
-    let store = fresh().await;
+    let store = SchemaStore::new().await;
     let events = EventStore::new(store.clone());
     // Polling once an hour: only wake-ups can deliver within the test.
     let hour = Duration::from_secs(3600);

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use eslab_core::{EventAppender, EventReader, ExpectedVersion, FeedFilter, Metadata, NewEvent, StreamAppend, Version};
 use eslab_projection::{Error, Inline, PgBackend, SqliteBackend};
+use eslab_testing::pg::FreshSchema;
 use serde_json::json;
 
 use super::sql::{SqlTally, TALLY_DDL};
@@ -34,7 +35,7 @@ macro_rules! inline_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_read_model_changes_with_the_append() {
                 let dir = tempfile::tempdir().unwrap();
-                let (store, backend, cleanup) = $open(&dir).await;
+                let (store, backend, _schema) = $open(&dir).await;
                 let pool = backend.pool().clone();
                 let inline = Inline::new(store.clone(), Arc::new(backend), Arc::new(SqlTally));
                 inline.append(&stream(1), ExpectedVersion::NoStream, vec![counted(5)]).await.unwrap();
@@ -45,13 +46,12 @@ macro_rules! inline_tests {
                     .unwrap();
                 assert_eq!(tally(&pool, "acc-1").await, Some((3, 10)));
                 assert_eq!(inline.stream_version(&stream(1)).await.unwrap(), Version::new(3));
-                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_handler_error_rolls_the_append_back() {
                 let dir = tempfile::tempdir().unwrap();
-                let (store, backend, cleanup) = $open(&dir).await;
+                let (store, backend, _schema) = $open(&dir).await;
                 let pool = backend.pool().clone();
                 let inline = Inline::new(store.clone(), Arc::new(backend), Arc::new(SqlTally));
                 inline.append(&stream(1), ExpectedVersion::Any, vec![counted(5)]).await.unwrap();
@@ -92,7 +92,6 @@ macro_rules! inline_tests {
                 // And the store still works: the writer was not left in a transaction.
                 inline.append(&stream(1), ExpectedVersion::Exact(Version::new(1)), vec![counted(1)]).await.unwrap();
                 assert_eq!(tally(&pool, "acc-1").await, Some((2, 6)));
-                cleanup.run().await;
             }
         }
     };
@@ -109,38 +108,24 @@ impl PoolOf for SqliteBackend {
     type Pool = sqlx::SqlitePool;
 }
 
-struct DropSchema(Option<eslab_postgres::PostgresStore>);
-
-impl DropSchema {
-    async fn run(self) {
-        if let Some(store) = self.0 {
-            store.drop_schema().await.unwrap();
-        }
-    }
-}
-
-async fn postgres(_dir: &tempfile::TempDir) -> (eslab_postgres::PostgresStore, PgBackend, DropSchema) {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-    let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
-    });
+/// A fresh schema (created and migrated by the PostgreSQL store, dropped
+/// with the returned guard) and a backend on its pool.
+async fn postgres(_dir: &tempfile::TempDir) -> (eslab_postgres::PostgresStore, PgBackend, Option<FreshSchema>) {
+    let schema = FreshSchema::new("eslab_test");
+    let store = schema.open().await;
     let backend = PgBackend::new(store.pool().clone());
     backend.ensure_schema().await.unwrap();
     sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
-    (store.clone(), backend, DropSchema(Some(store)))
+    (store, backend, Some(schema))
 }
 
-async fn sqlite(dir: &tempfile::TempDir) -> (eslab_sqlite::SqliteStore, SqliteBackend, DropSchema) {
+async fn sqlite(dir: &tempfile::TempDir) -> (eslab_sqlite::SqliteStore, SqliteBackend, Option<FreshSchema>) {
     let url = format!("sqlite://{}", dir.path().join("inline.db").display());
     let store = eslab_sqlite::SqliteStore::connect(&url).await.unwrap();
     let backend = SqliteBackend::new(store.writer_pool().clone());
     backend.ensure_schema().await.unwrap();
     sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
-    (store, backend, DropSchema(None))
+    (store, backend, None)
 }
 
 inline_tests!(on_postgres, PgBackend, postgres);

@@ -15,9 +15,10 @@ use eslab_projection::{
     Backend, HandlerError, PgBackend, Progress, Projection, ReadModel, Rebuild, RebuildError, RebuildOptions, Runner,
     RunnerOptions, SqliteBackend,
 };
+use eslab_testing::pg::FreshSchema;
 use serde_json::json;
 
-use super::sql::{Cleanup, pg_backend, sqlite_backend};
+use super::sql::{pg_backend, sqlite_backend};
 use super::{seed_rounds, stream};
 
 /// Per stream a running total (refusing gaps) and one entry per event;
@@ -197,10 +198,10 @@ macro_rules! rebuild_tests {
                     .unwrap()
             }
 
-            pub(super) async fn live(dir: &tempfile::TempDir) -> ($backend, Cleanup) {
-                let (backend, cleanup) = $make(dir).await;
+            pub(super) async fn live(dir: &tempfile::TempDir) -> ($backend, Option<FreshSchema>) {
+                let (backend, schema) = $make(dir).await;
                 Ledger::default().create_tables(&backend).await.unwrap();
-                (backend, cleanup)
+                (backend, schema)
             }
 
             pub(super) fn runner(store: &MemoryStore, backend: &$backend, owner: &str) -> Runner<EventStore<MemoryStore>, $backend, Ledger> {
@@ -237,7 +238,7 @@ macro_rules! rebuild_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_rebuild_equals_a_build_from_scratch() {
                 let (dir, scratch_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-                let (backend, cleanup) = live(&dir).await;
+                let (backend, _schema) = live(&dir).await;
                 let store = MemoryStore::new();
                 seed_rounds(&store, 5, 0..12).await;
                 let poison = NewEvent::new("Counted", 1, json!({ "poison": true }), Metadata::now());
@@ -260,7 +261,7 @@ macro_rules! rebuild_tests {
                 assert!(reports.windows(2).all(|w| w[0].events < w[1].events && w[0].checkpoint < w[1].checkpoint));
                 assert_eq!(reports.last().map(|p| (p.events, p.checkpoint)), Some((done.events, done.checkpoint)));
 
-                let (scratch, scratch_cleanup) = live(&scratch_dir).await;
+                let (scratch, _scratch_schema) = live(&scratch_dir).await;
                 runner(&store, &scratch, "scratch").drain().await.unwrap();
                 assert_eq!(totals(&backend).await, totals(&scratch).await);
                 assert_eq!(entries(&backend).await, entries(&scratch).await);
@@ -275,8 +276,6 @@ macro_rules! rebuild_tests {
                 assert!(backend.lease(NAME).await.unwrap().is_none(), "the projection's lease was released");
                 assert!(backend.lease("ledger#rebuild").await.unwrap().is_none(), "the rebuild's lease was released");
                 assert!(!backend.shadow_exists(&dir).await, "the shadow was dropped");
-                cleanup.run().await;
-                scratch_cleanup.run().await;
             }
 
             /// No live runner: the checkpoint is swapped with the tables, and
@@ -284,7 +283,7 @@ macro_rules! rebuild_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn events_appended_during_a_rebuild_appear_once_after_the_swap() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = live(&dir).await;
+                let (backend, _schema) = live(&dir).await;
                 let store = MemoryStore::new();
                 for _ in 0..20 {
                     append_round(&store, 4).await;
@@ -317,7 +316,6 @@ macro_rules! rebuild_tests {
                 assert!(done.events >= 80);
                 runner(&store, &backend, "live").drain().await.unwrap();
                 assert_exactly_once(&backend, 4, 20 + during + 1).await;
-                cleanup.run().await;
             }
 
             /// A live runner keeps its lease through the rebuild: the swap
@@ -326,7 +324,7 @@ macro_rules! rebuild_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_rebuild_beside_a_live_runner_loses_and_repeats_nothing() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = live(&dir).await;
+                let (backend, _schema) = live(&dir).await;
                 let store = MemoryStore::new();
                 for _ in 0..20 {
                     append_round(&store, 4).await;
@@ -368,13 +366,12 @@ macro_rules! rebuild_tests {
                 let rounds = appender.await.unwrap();
                 running.stop().await.unwrap();
                 assert_exactly_once(&backend, 4, 20 + 1 + rounds).await;
-                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_failed_rebuild_leaves_the_live_model_untouched() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = live(&dir).await;
+                let (backend, _schema) = live(&dir).await;
                 let store = MemoryStore::new();
                 for _ in 0..10 {
                     append_round(&store, 3).await;
@@ -416,13 +413,12 @@ macro_rules! rebuild_tests {
                 let rows = totals(&backend).await;
                 assert_eq!(rows.iter().map(|r| (r.1, r.2)).collect::<Vec<_>>(), [(10, 10); 3], "fixed by the rebuild");
                 assert_eq!(backend.parked(NAME, None).await.unwrap().len(), 1, "the poison stays parked");
-                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_table_the_projection_does_not_create_is_refused() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = live(&dir).await;
+                let (backend, _schema) = live(&dir).await;
                 struct Careless;
                 impl Projection<$backend> for Careless {
                     fn name(&self) -> &str {
@@ -463,7 +459,6 @@ macro_rules! rebuild_tests {
                 let invalid = Rebuild::new(store, Arc::new(backend.clone()), Arc::new(Sneaky)).run(|_| {}).await;
                 assert!(matches!(invalid, Err(RebuildError::InvalidName { what: "table", .. })), "{invalid:?}");
                 assert!(entries(&backend).await.is_empty(), "still there");
-                cleanup.run().await;
             }
         }
     };
@@ -482,7 +477,7 @@ rebuild_tests!(sqlite, SqliteBackend, sqlite_backend);
 async fn a_live_batch_held_across_the_swap_fits_the_new_tables() {
     use postgres::{assert_exactly_once, head, live, rebuild, runner};
     let dir = tempfile::tempdir().unwrap();
-    let (backend, cleanup) = live(&dir).await;
+    let (backend, _schema) = live(&dir).await;
     let store = MemoryStore::new();
     for _ in 0..20 {
         append_round(&store, 4).await;
@@ -513,7 +508,6 @@ async fn a_live_batch_held_across_the_swap_fits_the_new_tables() {
     assert!(matches!(batch.await.unwrap().unwrap(), eslab_projection::Outcome::Processed { events: 4, parked: 0, .. }));
     runner(&store, &backend, "live").drain().await.unwrap();
     assert_exactly_once(&backend, 4, 22).await;
-    cleanup.run().await;
 }
 
 /// The example on the projections page (docs/patterns/projections.md) is the

@@ -8,6 +8,7 @@ use std::time::Duration;
 use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent};
 use eslab_memory::MemoryStore;
 use eslab_projection::{Backend, HandlerError, Outcome, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend};
+use eslab_testing::pg::FreshSchema;
 use serde_json::json;
 
 use super::{counted_v1_to_v2, seed, seed_rounds, stream};
@@ -64,43 +65,23 @@ tally_for!(SqliteBackend);
 pub(crate) const TALLY_DDL: &str =
     "CREATE TABLE IF NOT EXISTS tally (stream_id TEXT PRIMARY KEY, version BIGINT NOT NULL, total BIGINT NOT NULL)";
 
-/// What a test leaves behind: a PostgreSQL schema to drop (SQLite files go with their temp dir).
-pub(crate) enum Cleanup {
-    Nothing,
-    Schema(eslab_postgres::PostgresStore),
-}
-
-impl Cleanup {
-    pub(crate) async fn run(self) {
-        if let Cleanup::Schema(store) = self {
-            store.drop_schema().await.unwrap();
-        }
-    }
-}
-
-/// A fresh schema (created and migrated by the PostgreSQL store) and a backend on its pool.
-pub(crate) async fn pg_backend(_dir: &tempfile::TempDir) -> (PgBackend, Cleanup) {
-    let url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let schema = format!("eslab_test_{}", uuid::Uuid::now_v7().simple());
-    let store = eslab_postgres::PostgresStore::connect(&url, &schema).await.unwrap_or_else(|e| {
-        panic!("PostgreSQL is not reachable at {url} ({e}); start it (e.g. `pg_ctlcluster 15 main start`) or set DATABASE_URL")
-    });
-    let backend = PgBackend::new(store.pool().clone());
+/// A fresh schema (created and migrated by the PostgreSQL store, dropped
+/// with the returned guard) and a backend on its pool.
+pub(crate) async fn pg_backend(_dir: &tempfile::TempDir) -> (PgBackend, Option<FreshSchema>) {
+    let schema = FreshSchema::new("eslab_test");
+    let backend = PgBackend::new(schema.open().await.pool().clone());
     backend.ensure_schema().await.unwrap();
     sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
-    (backend, Cleanup::Schema(store))
+    (backend, Some(schema))
 }
 
-pub(crate) async fn sqlite_backend(dir: &tempfile::TempDir) -> (SqliteBackend, Cleanup) {
+pub(crate) async fn sqlite_backend(dir: &tempfile::TempDir) -> (SqliteBackend, Option<FreshSchema>) {
     let url = format!("sqlite://{}", dir.path().join("views.db").display());
     let store = eslab_sqlite::SqliteStore::connect(&url).await.unwrap();
     let backend = SqliteBackend::new(store.writer_pool().clone());
     backend.ensure_schema().await.unwrap();
     sqlx::query(TALLY_DDL).execute(backend.pool()).await.unwrap();
-    (backend, Cleanup::Nothing)
+    (backend, None)
 }
 
 macro_rules! sql_runner_tests {
@@ -132,7 +113,7 @@ macro_rules! sql_runner_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn crash_and_resume_is_exact() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = $make(&dir).await;
+                let (backend, _schema) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 6, 30).await;
                 for (i, micros) in [0u64, 200, 500, 900, 1500, 2500, 4000].into_iter().cycle().take(14).enumerate() {
@@ -144,13 +125,12 @@ macro_rules! sql_runner_tests {
                 }
                 runner(&store, &backend, 50, 1).drain().await.unwrap();
                 assert_exact(&backend, 6, 30).await;
-                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn partitions_are_exact_after_crashes() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = $make(&dir).await;
+                let (backend, _schema) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 12, 10).await;
                 for micros in [0u64, 300, 800, 1600, 3000] {
@@ -164,13 +144,12 @@ macro_rules! sql_runner_tests {
                 r.drain().await.unwrap();
                 assert_exact(&backend, 12, 10).await;
                 assert_eq!(r.checkpoint().await.unwrap().position.get(), 120);
-                cleanup.run().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn poison_parks_its_stream_and_skip_resumes_it() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = $make(&dir).await;
+                let (backend, _schema) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 2, 2).await;
                 let s9 = stream(9);
@@ -188,7 +167,6 @@ macro_rules! sql_runner_tests {
                 assert_eq!(r.run_once().await.unwrap(), Outcome::Idle);
                 let other = runner_as(&store, &backend, "other", Duration::from_secs(30));
                 assert_eq!(other.run_once().await.unwrap(), Outcome::NotLeader, "lease held by worker-1");
-                cleanup.run().await;
             }
 
             fn runner_as(store: &MemoryStore, backend: &$backend, owner: &str, lease_ttl: Duration) -> Runner<EventStore<MemoryStore>, $backend, SqlTally> {
@@ -200,7 +178,7 @@ macro_rules! sql_runner_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn upcast_events_reach_the_projection() {
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = $make(&dir).await;
+                let (backend, _schema) = $make(&dir).await;
                 let store = MemoryStore::new();
                 for n in 1..=3 {
                     let old = NewEvent::new("Counted", 1, json!({ "amount": n }), Metadata::now());
@@ -211,7 +189,6 @@ macro_rules! sql_runner_tests {
                 assert_eq!(r.drain().await.unwrap(), 3);
                 assert_eq!(tallies(&backend).await, [(stream(0).as_str().to_owned(), 3, 6)]);
                 assert!(backend.parked("sql-tally", None).await.unwrap().is_empty());
-                cleanup.run().await;
             }
 
             /// Issue 16, defect 3: drain and a spawned runner's stop release
@@ -221,7 +198,7 @@ macro_rules! sql_runner_tests {
             async fn a_stopped_runner_hands_the_lease_over_at_once() {
                 const HOUR: Duration = Duration::from_secs(3600);
                 let dir = tempfile::tempdir().unwrap();
-                let (backend, cleanup) = $make(&dir).await;
+                let (backend, _schema) = $make(&dir).await;
                 let store = MemoryStore::new();
                 seed(&store, 3, 2).await;
                 assert_eq!(runner_as(&store, &backend, "a", HOUR).drain().await.unwrap(), 6);
@@ -236,7 +213,6 @@ macro_rules! sql_runner_tests {
                 seed_rounds(&store, 3, 4..5).await;
                 let d = runner_as(&store, &backend, "d", HOUR);
                 assert!(matches!(d.run_once().await.unwrap(), Outcome::Processed { events: 3, .. }), "d leads at once");
-                cleanup.run().await;
             }
         }
     };
