@@ -2,7 +2,6 @@
 //! or a cached state), decide, append with the loaded version, retry on conflict.
 
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use crate::aggregate::{Aggregate, Loaded};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::{Error, Result};
 use crate::event::{Metadata, RecordedEvent};
+use crate::locks::StreamLocks;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 use crate::store::{EventAppender, EventReaderExt, EventStorage, EventStore};
 use crate::stream::StreamId;
@@ -114,28 +114,6 @@ impl Default for RetryPolicy {
     /// to 100 ms (see [`RetryPolicy`]).
     fn default() -> Self {
         RetryPolicy::attempts(Self::DEFAULT_MAX_ATTEMPTS)
-    }
-}
-
-/// In-process locks serializing commands per stream: a stream hashes to one
-/// of a fixed set of async mutexes (stripes), shared by the repository's clones.
-#[derive(Clone)]
-struct StreamLocks {
-    stripes: Arc<[tokio::sync::Mutex<()>]>,
-}
-
-impl StreamLocks {
-    /// `stripes` locks; `None` for 0.
-    fn new(stripes: usize) -> Option<Self> {
-        (stripes > 0).then(|| StreamLocks { stripes: (0..stripes).map(|_| tokio::sync::Mutex::new(())).collect() })
-    }
-
-    /// Waits for `stream`'s stripe (in FIFO order) and holds it until the
-    /// guard drops. (`None` only if there were no stripes, which `new` rules out.)
-    async fn lock(&self, stream: &StreamId) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream.as_str());
-        let index = hash.checked_rem(u64::try_from(self.stripes.len()).ok()?)?;
-        Some(self.stripes.get(usize::try_from(index).ok()?)?.lock().await)
     }
 }
 
@@ -249,7 +227,7 @@ impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
         let mut d = f.debug_struct("Repository");
         d.field("store", &self.store)
             .field("retry", &self.retry)
-            .field("stream_locks", &self.locks.as_ref().map_or(0, |l| l.stripes.len()))
+            .field("stream_locks", &self.locks.as_ref().map_or(0, StreamLocks::stripes))
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy()));
         #[cfg(feature = "cache")]
         d.field("cache", &self.cache);
@@ -376,7 +354,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     /// 256). `0` turns the locks off (the default).
     #[must_use]
     pub fn with_stream_locks(mut self, stripes: usize) -> Self {
-        self.locks = StreamLocks::new(stripes);
+        self.locks = (stripes > 0).then(|| StreamLocks::new(stripes));
         self
     }
 
@@ -586,7 +564,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     ) -> Result<Executed<A>, CommandError<A::Error>> {
         let stream = A::stream_id(id).map_err(Error::from)?;
         let _serialized = match &self.locks {
-            Some(locks) => locks.lock(&stream).await,
+            Some(locks) => Some(locks.lock(&stream).await),
             None => None,
         };
         let mut waits = self.retry.waits();

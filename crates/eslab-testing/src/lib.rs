@@ -18,6 +18,7 @@
 
 pub mod conformance;
 pub mod forward;
+pub mod logs;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod repository;

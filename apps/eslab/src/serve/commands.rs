@@ -46,15 +46,14 @@
 //!
 //! [`Config::idempotency_retention`]: super::Config::idempotency_retention
 //!
-//! Commands on the same aggregate are serialized in-process by a striped lock,
+//! Commands on the same aggregate are serialized in-process by a striped lock
+//! (`eslab_core::StreamLocks`),
 //! so concurrent requests to one account do not spin on conflicts; conflicts
 //! with other processes are still caught by the append's version check and
 //! retried. Under that lock, the state a command left is cached (bounded,
 //! per stream), so the next command on the aggregate skips the load; a stale
 //! entry (another process wrote) fails the append's `Exact` check, is
 //! dropped, and the command is retried on a fresh load.
-
-use std::hash::{Hash, Hasher};
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
@@ -290,14 +289,6 @@ fn precondition(stream: &StreamId, expected: Version, actual: Version) -> ApiErr
 
 fn encode<E: DomainEvent>(events: &[E], metadata: &Metadata) -> Result<Vec<NewEvent>, ApiError> {
     events.iter().map(|e| JsonCodec.encode(e, metadata.clone()).map_err(|e| ApiError::Internal(Box::new(e)))).collect()
-}
-
-/// Picks the stripe of the in-process command lock for `stream`.
-pub fn stripe(stream: &StreamId, stripes: usize) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    stream.as_str().hash(&mut hasher);
-    let stripes = u64::try_from(stripes.max(1)).unwrap_or(1);
-    usize::try_from(hasher.finish() % stripes).unwrap_or(0)
 }
 
 #[cfg(test)]

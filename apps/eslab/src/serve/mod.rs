@@ -176,7 +176,7 @@ struct Inner {
     views: ReadModels,
     tracked: Vec<Arc<dyn Tracked>>,
     token: Option<String>,
-    locks: Vec<tokio::sync::Mutex<()>>,
+    locks: eslab_core::StreamLocks,
     metrics: Option<PrometheusHandle>,
     appended: watch::Sender<()>,
     max_attempts: u32,
@@ -224,7 +224,7 @@ impl AppState {
                 tracked,
                 // `Config::check` refused blank tokens before anything started.
                 token: config.api_token.clone().filter(|t| !t.trim().is_empty()),
-                locks: (0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                locks: eslab_core::StreamLocks::new(LOCK_STRIPES),
                 metrics: prometheus(),
                 appended: watch::channel(()).0,
                 max_attempts: config.max_attempts,
@@ -256,14 +256,10 @@ impl AppState {
         self.inner.max_attempts
     }
 
-    /// Serializes commands on one aggregate within this process.
-    async fn lock(&self, stream: &StreamId) -> tokio::sync::MutexGuard<'_, ()> {
-        let stripe = commands::stripe(stream, self.inner.locks.len());
-        match self.inner.locks.get(stripe) {
-            Some(lock) => lock.lock().await,
-            // `stripe` is always in range; this keeps the code panic-free anyway.
-            None => self.inner.locks[0].lock().await,
-        }
+    /// Serializes commands on one aggregate within this process (the
+    /// library's [`eslab_core::StreamLocks`]).
+    async fn lock(&self, stream: &StreamId) -> eslab_core::StreamGuard<'_> {
+        self.inner.locks.lock(stream).await
     }
 
     /// The state a command of this process left on `stream`, if still cached.

@@ -226,35 +226,18 @@ async fn a_blank_token_or_no_token_on_an_open_address_refuses_to_start() {
     assert!(refused.to_string().contains("empty or blank"), "{refused}");
 }
 
-/// Log lines written while the test runs, at the service's default level (warn).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn warnings_and_errors_carry_the_request_id_at_the_default_level() {
     use axum::body::Body;
+    use eslab_testing::logs::Captured;
     use tower::ServiceExt;
     let captured = Captured::default();
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(captured.clone())
+        .with_writer({
+            let captured = captured.clone();
+            move || captured.clone()
+        })
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
@@ -272,7 +255,7 @@ async fn warnings_and_errors_carry_the_request_id_at_the_default_level() {
         .unwrap();
     let response = eslab::serve::app(prepared.state.clone()).oneshot(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let logged = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logged = captured.text();
     let line = logged
         .lines()
         .find(|l| l.contains("store unavailable") && l.contains("request{"))

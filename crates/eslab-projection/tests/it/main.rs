@@ -373,27 +373,7 @@ async fn a_spawned_runner_stops_by_draining_and_releasing_its_lease() {
     assert_eq!(eslab_projection::Backend::lease(&backend, "tally").await.unwrap().unwrap().owner, "b");
 }
 
-/// Log lines, captured for one test (the subscriber is this thread's).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn lines_with(&self, needle: &str) -> Vec<String> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
-    }
-}
+use eslab_testing::logs::Captured;
 
 /// Issue 16, defect 3: a runner kept out by another owner's lease says so,
 /// once per holder, with the holder and the lease's end; and when it takes over.
