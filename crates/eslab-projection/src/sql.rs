@@ -45,6 +45,11 @@ fn checkpoint_of(row: Option<(i64, i64)>) -> Checkpoint {
     row.map_or(Checkpoint::START, |(t, p)| Checkpoint::new(to_u64(t), Position::new(to_u64(p))))
 }
 
+/// Rows of `projection_checkpoints` (name, transaction id, position) as named checkpoints.
+pub(crate) fn named_checkpoints(rows: Vec<(String, i64, i64)>) -> Vec<(String, Checkpoint)> {
+    rows.into_iter().map(|(name, t, p)| (name, checkpoint_of(Some((t, p))))).collect()
+}
+
 fn parked_of(projection: String, event: &str, reason: String, parked_at_ms: i64) -> Result<crate::ParkedEvent> {
     let event: RecordedEvent =
         serde_json::from_str(event).map_err(|e| Error::Backend(format!("corrupt parked event: {e}").into()))?;

@@ -1,7 +1,6 @@
 //! The rebuild on PostgreSQL: a shadow schema beside the live one, swapped in
 //! with `ALTER TABLE … SET SCHEMA` in one transaction.
 
-use eslab_core::{Checkpoint, Position};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
@@ -111,13 +110,7 @@ impl ShadowOps for PgBackend {
             .fetch_all(&mut *tx)
             .await
             .map_err(db(name, "reading the live checkpoints"))?;
-        let rows = rows
-            .into_iter()
-            .map(|(n, t, p)| {
-                let at = Checkpoint::new(u64::try_from(t).unwrap_or(0), Position::new(u64::try_from(p).unwrap_or(0)));
-                (n, at)
-            })
-            .collect();
+        let rows = crate::sql::named_checkpoints(rows);
         Ok((tx, rows))
     }
 

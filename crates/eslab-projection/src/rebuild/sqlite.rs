@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use eslab_core::{Checkpoint, Position};
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Executor, Sqlite};
@@ -135,13 +134,7 @@ impl ShadowOps for SqliteBackend {
         .fetch_all(&mut *conn)
         .await
         .map_err(db(name, "reading the live checkpoints"))?;
-        let rows = rows
-            .into_iter()
-            .map(|(n, t, p)| {
-                let at = Checkpoint::new(u64::try_from(t).unwrap_or(0), Position::new(u64::try_from(p).unwrap_or(0)));
-                (n, at)
-            })
-            .collect();
+        let rows = crate::sql::named_checkpoints(rows);
         Ok((SqliteSwap { conn }, rows))
     }
 
