@@ -17,9 +17,15 @@
 //!   store calls it before an append, so the stores agree.
 //! - Live subscriptions: [`EventStore::subscribe`] catches up on the feed, then
 //!   follows it, woken by the store's [`WakeUps`] with a polling fallback.
-//! - [`Repository`]: load, decide, append with the loaded version, retry on
-//!   conflict; optionally from [`Snapshot`]s ([`Snapshotting`] aggregates, a
-//!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`).
+//! - [`Repository`]: the one command path. [`Repository::run`] loads,
+//!   decides, appends with the loaded version and retries on conflict, with
+//!   [`CommandOptions`]: an expected version (`If-Match`), an
+//!   [`IdempotencyKey`] stored in the same atomic append ([`Outcome::Executed`]
+//!   or [`Outcome::Replayed`]), deterministic event ids; [`Repository::run_with`]
+//!   takes any [`Decide`] (a process manager's step appending to other streams
+//!   too). Loads start from [`Snapshot`]s ([`Snapshotting`] aggregates, a
+//!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`);
+//!   per-stream [`StreamLocks`] serialize a process's commands.
 //! - [`StreamRetention`]: deleting old streams of a bookkeeping category
 //!   (idempotency keys), never domain events.
 //!
@@ -31,8 +37,10 @@ mod aggregate;
 mod cache;
 mod checkpoint;
 mod codec;
+mod command;
 mod error;
 mod event;
+pub mod idempotency;
 mod locks;
 mod repository;
 mod retention;
@@ -47,8 +55,10 @@ mod version;
 pub use aggregate::{Aggregate, Loaded};
 pub use checkpoint::CheckpointStore;
 pub use codec::{Codec, JsonCodec};
+pub use command::{CommandOptions, Decide, Decided, Decision, Outcome, derived_event_id};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
+pub use idempotency::{IdempotencyKey, InvalidKey};
 pub use locks::{StreamGuard, StreamLocks};
 pub use repository::{CommandError, Executed, Repository, RetryPolicy};
 pub use retention::StreamRetention;

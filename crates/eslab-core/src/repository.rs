@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder, FuturesTimerSleeper, Sleeper};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 
@@ -16,9 +16,9 @@ use crate::error::{Error, Result};
 use crate::event::{Metadata, RecordedEvent};
 use crate::locks::StreamLocks;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
-use crate::store::{EventAppender, EventReaderExt, EventStorage, EventStore};
+use crate::store::{EventReaderExt, EventStorage, EventStore};
 use crate::stream::StreamId;
-use crate::version::{ExpectedVersion, Version};
+use crate::version::Version;
 
 /// How `execute` retries after an optimistic-concurrency conflict: how many
 /// attempts in all, and how long it waits before each retry.
@@ -117,9 +117,10 @@ impl Default for RetryPolicy {
     }
 }
 
-/// What a successful `execute` did.
+/// What a command that ran did ([`Repository::execute`], or
+/// [`Outcome::Executed`](crate::Outcome::Executed) of [`Repository::run`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Executed<A: Aggregate> {
+pub struct Executed<A: Aggregate, R = ()> {
     /// The decided events, typed.
     pub events: Vec<A::Event>,
     /// The same events as recorded (ids, versions, positions).
@@ -130,6 +131,9 @@ pub struct Executed<A: Aggregate> {
     pub state: A,
     /// How many attempts it took (1 without conflicts).
     pub attempts: u32,
+    /// What the command answered (stored with an idempotency key; `()` for
+    /// [`Repository::execute`]).
+    pub response: R,
 }
 
 /// Why `execute` failed.
@@ -139,6 +143,33 @@ pub enum CommandError<E: std::error::Error + 'static> {
     /// The aggregate refused the command (a domain rule); nothing was written.
     #[error("command rejected: {0}")]
     Rejected(#[source] E),
+    /// The command must act on an existing aggregate
+    /// ([`CommandOptions::existing`](crate::CommandOptions::existing)) and the
+    /// stream has no events; nothing was written.
+    #[error("{stream} does not exist")]
+    NotFound {
+        /// The aggregate's stream.
+        stream: StreamId,
+    },
+    /// The aggregate is not at the version the command expected
+    /// ([`CommandOptions::expecting`](crate::CommandOptions::expecting), e.g.
+    /// an HTTP `If-Match`); never retried, nothing was written.
+    #[error("{stream} is at version {actual}, not at the expected version {expected}")]
+    WrongVersion {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version the command expected.
+        expected: Version,
+        /// The version found.
+        actual: Version,
+    },
+    /// The idempotency key was used before for another request (another
+    /// fingerprint) and has not expired; nothing was written.
+    #[error("the idempotency key {key} was used for a different request")]
+    KeyReused {
+        /// The key's stream.
+        key: StreamId,
+    },
     /// The store failed, or conflicts outlasted the retry policy
     /// ([`Error::Conflict`]); nothing was written.
     #[error(transparent)]
@@ -148,7 +179,11 @@ pub enum CommandError<E: std::error::Error + 'static> {
 impl<E: std::error::Error + 'static> CommandError<E> {
     /// Whether this is a conflict (after retries, or on an explicit expected version).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, CommandError::Store(e) if e.is_conflict())
+        match self {
+            CommandError::Store(e) => e.is_conflict(),
+            CommandError::WrongVersion { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -199,10 +234,11 @@ impl<E: std::error::Error + 'static> CommandError<E> {
 /// # }) }
 /// ```
 pub struct Repository<A, S> {
-    store: EventStore<S>,
-    retry: RetryPolicy,
-    locks: Option<StreamLocks>,
-    snapshots: Option<Arc<dyn SnapshotHook<A>>>,
+    pub(crate) store: EventStore<S>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) locks: Option<StreamLocks>,
+    pub(crate) snapshots: Option<Arc<dyn SnapshotHook<A>>>,
+    pub(crate) idempotency_retention: Duration,
     #[cfg(feature = "cache")]
     pub(crate) cache: Option<crate::cache::StateCache<A>>,
     _aggregate: PhantomData<fn() -> A>,
@@ -215,6 +251,7 @@ impl<A, S: Clone> Clone for Repository<A, S> {
             retry: self.retry,
             locks: self.locks.clone(),
             snapshots: self.snapshots.clone(),
+            idempotency_retention: self.idempotency_retention,
             #[cfg(feature = "cache")]
             cache: self.cache.clone(),
             _aggregate: PhantomData,
@@ -238,7 +275,7 @@ impl<A, S: fmt::Debug> fmt::Debug for Repository<A, S> {
 /// The snapshot side of a repository, type-erased so that `Repository<A, S>`
 /// keeps one shape whether or not `A` snapshots (and whatever store keeps the
 /// snapshots). One boxed future per load is noise next to a store round trip.
-trait SnapshotHook<A>: Send + Sync {
+pub(crate) trait SnapshotHook<A>: Send + Sync {
     fn policy(&self) -> SnapshotPolicy;
 
     /// The latest usable snapshot at or before `until`, if any. Never fails:
@@ -313,7 +350,7 @@ impl<A: Snapshotting, SS: SnapshotStore> SnapshotHook<A> for SnapshotsIn<SS> {
 
 /// Where a command's starting state came from.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Source {
+pub(crate) enum Source {
     Store,
     #[cfg(feature = "cache")]
     Cache,
@@ -328,6 +365,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
             retry: RetryPolicy::default(),
             locks: None,
             snapshots: None,
+            idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
             #[cfg(feature = "cache")]
             cache: None,
             _aggregate: PhantomData,
@@ -355,6 +393,14 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     #[must_use]
     pub fn with_stream_locks(mut self, stripes: usize) -> Self {
         self.locks = (stripes > 0).then(|| StreamLocks::new(stripes));
+        self
+    }
+
+    /// Like [`with_stream_locks`](Self::with_stream_locks), with locks shared
+    /// with other repositories (one set of locks for a process's aggregates).
+    #[must_use]
+    pub fn with_locks(mut self, locks: StreamLocks) -> Self {
+        self.locks = Some(locks);
         self
     }
 
@@ -420,23 +466,22 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         &self.store
     }
 
-    /// Loads the aggregate `id`: from the cache if it holds the stream, else
-    /// from the latest valid snapshot (if any) plus the events after it.
-    ///
-    /// With a cache, the state may lag writes made behind this repository's
-    /// back (by another process); commands never act on such a lag unchecked.
+    /// Loads the aggregate `id` as stored now: from the latest valid snapshot
+    /// (if any) plus the events after it, or, with a cache holding the stream,
+    /// from the cached state plus the events stored after it (usually none:
+    /// one short read). Never older than the store.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
         let stream = A::stream_id(id)?;
         #[cfg(feature = "cache")]
-        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&stream)) {
-            return Ok(hit);
-        }
-        let loaded = self.load_from_store(&stream, None).await?;
-        #[cfg(feature = "cache")]
         if let Some(cache) = &self.cache {
+            let loaded = match cache.get(&stream) {
+                Some(hit) => self.replay(&stream, hit, None).await?.0,
+                None => self.load_from_store(&stream, None).await?,
+            };
             cache.offer(&stream, &loaded.state, loaded.version);
+            return Ok(loaded);
         }
-        Ok(loaded)
+        self.load_from_store(&stream, None).await
     }
 
     /// Loads the aggregate as it was at `version` (or now, with `None`).
@@ -457,19 +502,8 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
             None => None,
         };
         let from_snapshot = snapshot.is_some();
-        let mut loaded = snapshot.unwrap_or_else(|| Loaded { state: A::default(), version: Version::NONE });
-        let from = loaded.version.next().ok_or_else(|| Error::OutOfRange("stream version".into()))?;
-        let mut replayed: u64 = 0;
-        let mut events = std::pin::pin!(self.store.stream_events(stream, from));
-        while let Some(recorded) = events.try_next().await? {
-            if until.is_some_and(|v| recorded.stream_version > v) {
-                break;
-            }
-            let event: A::Event = JsonCodec.decode(&recorded)?;
-            loaded.state.evolve(&event);
-            loaded.version = recorded.stream_version;
-            replayed += 1;
-        }
+        let start = snapshot.unwrap_or_else(|| Loaded { state: A::default(), version: Version::NONE });
+        let (loaded, replayed) = self.replay(stream, start, until).await?;
         // A load that had no usable snapshot and replayed a policy's worth of
         // events (a new stream type, or a bumped state schema version) leaves
         // a snapshot behind, so the next load is cheap again.
@@ -485,7 +519,36 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         Ok(loaded)
     }
 
-    async fn save_snapshot_logged(&self, hook: &dyn SnapshotHook<A>, stream: &StreamId, state: &A, version: Version) {
+    /// `loaded` plus the events of `stream` after it, up to `until`; also
+    /// says how many events it replayed.
+    async fn replay(
+        &self,
+        stream: &StreamId,
+        mut loaded: Loaded<A>,
+        until: Option<Version>,
+    ) -> Result<(Loaded<A>, u64)> {
+        let from = loaded.version.next().ok_or_else(|| Error::OutOfRange("stream version".into()))?;
+        let mut replayed: u64 = 0;
+        let mut events = std::pin::pin!(self.store.stream_events(stream, from));
+        while let Some(recorded) = events.try_next().await? {
+            if until.is_some_and(|v| recorded.stream_version > v) {
+                break;
+            }
+            let event: A::Event = JsonCodec.decode(&recorded)?;
+            loaded.state.evolve(&event);
+            loaded.version = recorded.stream_version;
+            replayed += 1;
+        }
+        Ok((loaded, replayed))
+    }
+
+    pub(crate) async fn save_snapshot_logged(
+        &self,
+        hook: &dyn SnapshotHook<A>,
+        stream: &StreamId,
+        state: &A,
+        version: Version,
+    ) {
         if let Err(error) = hook.save(stream, state, version).await {
             tracing::warn!(%stream, %version, %error, "cannot save a snapshot; loads replay more events until the next one");
         }
@@ -512,7 +575,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
 
     /// The state a command starts from: the cached one when allowed and
     /// present, else a load from the store (which refreshes the cache).
-    async fn load_for_command(&self, stream: &StreamId, use_cache: bool) -> Result<(Loaded<A>, Source)> {
+    pub(crate) async fn load_for_command(&self, stream: &StreamId, use_cache: bool) -> Result<(Loaded<A>, Source)> {
         #[cfg(feature = "cache")]
         if let Some(cache) = &self.cache {
             if use_cache && let Some(hit) = cache.get(stream) {
@@ -526,7 +589,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         Ok((self.load_from_store(stream, None).await?, Source::Store))
     }
 
-    fn forget(&self, stream: &StreamId) {
+    pub(crate) fn forget(&self, stream: &StreamId) {
         #[cfg(feature = "cache")]
         if let Some(cache) = &self.cache {
             cache.evict(stream);
@@ -537,7 +600,8 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     /// Loads, decides and appends with `Exact(loaded version)`, retrying on
     /// conflict per the [retry policy](RetryPolicy) (with
     /// [stream locks](Self::with_stream_locks), after waiting for its
-    /// stream's lock). Every event gets `metadata`.
+    /// stream's lock). Every event gets `metadata`. The shorthand of
+    /// [`run`](Self::run) without options.
     pub async fn execute(
         &self,
         id: &str,
@@ -549,12 +613,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
 
     /// Like [`execute`](Self::execute), but if `expected` is given the aggregate
     /// must be at exactly that version (e.g. from an HTTP `If-Match`); a
-    /// mismatch is a conflict at once, never retried.
-    ///
-    /// With a cache, a decision that rests on a cached state is only trusted
-    /// once the store confirmed that state: a refusal or a version mismatch
-    /// seen on a cached state is re-checked on a fresh load (it may be stale),
-    /// and a conflicting append evicts the entry before the retry.
+    /// mismatch is [`CommandError::WrongVersion`] at once, never retried.
     pub async fn execute_expecting(
         &self,
         id: &str,
@@ -562,79 +621,13 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         command: &A::Command,
         metadata: Metadata,
     ) -> Result<Executed<A>, CommandError<A::Error>> {
-        let stream = A::stream_id(id).map_err(Error::from)?;
-        let _serialized = match &self.locks {
-            Some(locks) => Some(locks.lock(&stream).await),
-            None => None,
-        };
-        let mut waits = self.retry.waits();
-        let mut attempt = 1;
-        let mut use_cache = true;
-        loop {
-            let (Loaded { mut state, version }, source) = self.load_for_command(&stream, use_cache).await?;
-            if let Some(expected) = expected
-                && expected != version
-            {
-                if source != Source::Store {
-                    self.forget(&stream);
-                    use_cache = false;
-                    continue;
-                }
-                return Err(
-                    Error::Conflict { stream, expected: ExpectedVersion::Exact(expected), actual: version }.into()
-                );
-            }
-            let events = match state.decide(command) {
-                Ok(events) => events,
-                Err(_) if source != Source::Store => {
-                    // Perhaps refused only because the cached state is stale.
-                    self.forget(&stream);
-                    use_cache = false;
-                    continue;
-                }
-                Err(e) => return Err(CommandError::Rejected(e)),
-            };
-            let new_events =
-                events.iter().map(|e| JsonCodec.encode(e, metadata.clone())).collect::<Result<Vec<_>>>()?;
-            match self.store.append(&stream, ExpectedVersion::Exact(version), new_events).await {
-                Ok(result) => {
-                    for event in &events {
-                        state.evolve(event);
-                    }
-                    if let Some(hook) = &self.snapshots
-                        && hook.policy().should_snapshot(version, result.version)
-                    {
-                        self.save_snapshot_logged(hook.as_ref(), &stream, &state, result.version).await;
-                    }
-                    #[cfg(feature = "cache")]
-                    if let Some(cache) = &self.cache {
-                        cache.offer(&stream, &state, result.version);
-                    }
-                    return Ok(Executed {
-                        events,
-                        recorded: result.events,
-                        version: result.version,
-                        state,
-                        attempts: attempt,
-                    });
-                }
-                Err(e) if e.is_conflict() && expected.is_none() => {
-                    self.forget(&stream);
-                    let Some(wait) = waits.next() else {
-                        return Err(e.into());
-                    };
-                    attempt += 1;
-                    tracing::debug!(%stream, attempt, ?wait, "conflict, retrying");
-                    if !wait.is_zero() {
-                        FuturesTimerSleeper.sleep(wait).await;
-                    }
-                }
-                Err(e) => {
-                    // A conflict proves the start state stale; any other error
-                    // leaves the outcome unknown. Either way, drop the entry.
-                    self.forget(&stream);
-                    return Err(e.into());
-                }
+        let mut options = crate::CommandOptions::new(metadata);
+        options.expected = expected;
+        match self.run(id, command, &options, |_, _| ()).await? {
+            crate::Outcome::Executed(done) => Ok(done),
+            // Only a command with an idempotency key is ever replayed.
+            crate::Outcome::Replayed(()) => {
+                Err(Error::InvalidRequest("a command without an idempotency key was replayed".into()).into())
             }
         }
     }
@@ -651,9 +644,9 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     /// (`Exact(version)`): if another writer got there first the append
     /// conflicts, the entry is evicted and the retry loads from the store. A
     /// refusal decided on a cached state is re-checked on a fresh load.
-    /// [`load`](Self::load) also answers from the cache, and so may lag writes
-    /// made behind the repository's back; [`load_until`](Self::load_until)
-    /// with a version never uses it.
+    /// [`load`](Self::load) starts from the cached state and reads only the
+    /// events stored after it (so it never lags the store);
+    /// [`load_until`](Self::load_until) with a version never uses it.
     ///
     /// ```
     /// # use eslab_core::{Aggregate, DomainEvent};

@@ -62,7 +62,12 @@ macro_rules! repository_conformance_tests {
             unknown_or_newer_events_are_typed_errors,
             random_commands_snapshots_and_cache_agree_with_replay,
             contended_commands_succeed_with_default_retries,
-            stream_locks_queue_contended_commands
+            stream_locks_queue_contended_commands,
+            idempotent_commands_replay_the_first_answer,
+            concurrent_retries_with_one_key_get_one_answer,
+            expected_version_and_existence_are_checked,
+            decisions_append_other_streams_atomically,
+            cached_load_catches_up_with_writes_behind_its_back
         );
     };
     (@tests $factory:path; $($name:ident),* $(,)?) => {
@@ -490,7 +495,8 @@ pub async fn failing_snapshot_store_never_fails_a_command<S: RepositoryTestStore
 // ---------------------------------------------------------------------------
 // Cache
 
-/// A command or a load on a cached stream reads nothing from the store.
+/// A command on a cached stream reads nothing from the store; a load reads
+/// only the events after the cached entry.
 pub async fn cache_hit_skips_reads<S: RepositoryTestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
     let store = CountingStore::new(new().await);
     let repo = plain(&store).with_cache(100);
@@ -501,7 +507,11 @@ pub async fn cache_hit_skips_reads<S: RepositoryTestStore, F: Future<Output = S>
     assert_eq!(done.state, fold_stored(&store, "c", None).await);
     store.reset();
     let loaded = repo.load("c").await.expect("load");
-    assert_eq!(store.stream_reads(), 0, "a load on a cached stream reads nothing");
+    assert_eq!(
+        (store.stream_reads(), store.events_read()),
+        (1, 0),
+        "a load on a cached stream only asks for the events after the entry (none)"
+    );
     assert_eq!((loaded.state, loaded.version), (done.state, Version::new(4)));
     // A load fills the cache too.
     add_each(&plain(&store), "warm", 1..=3).await;
@@ -520,8 +530,6 @@ pub async fn cache_conflict_evicts_and_reloads<S: RepositoryTestStore, F: Future
     let other = plain(&store);
     add_each(&cached, "x", [1, 2]).await;
     add_each(&other, "x", [30]).await;
-    let stale = cached.load("x").await.expect("load");
-    assert_eq!(stale.version, Version::new(2), "load may lag writes made behind the cache's back");
     store.reset();
     let done = run(&cached, "x", TallyCommand::Add(400)).await;
     assert_eq!(done.attempts, 2, "the stale entry cost one conflict");
@@ -841,4 +849,189 @@ pub async fn stream_locks_queue_contended_commands<S: RepositoryTestStore, F: Fu
     assert!(outcomes.iter().all(|o| *o == Ok(1)), "{outcomes:?}");
     assert_eq!(store.stream_reads(), 0, "every command started from the entry its predecessor cached");
     assert_stock(&store, "cached", 1_000, CONTENDING_TASKS * COMMANDS_PER_TASK).await;
+}
+
+// ---------------------------------------------------------------------------
+// The command path's options: idempotency keys, expected versions, existence,
+// decisions over several streams.
+
+fn keyed(key: &str, request: &str) -> eslab_core::CommandOptions {
+    let key = eslab_core::IdempotencyKey::new(key, &[request.as_bytes()]).expect("a valid key");
+    eslab_core::CommandOptions::new(Metadata::now()).idempotent(key)
+}
+
+/// A keyed command runs once: a retry with the same key and request gets the
+/// stored response and writes nothing; the key with another request is
+/// [`KeyReused`](eslab_core::CommandError::KeyReused); a refused command
+/// stores no key (a retry once the rule allows it goes through); an expired
+/// key is a new request.
+pub async fn idempotent_commands_replay_the_first_answer<S: RepositoryTestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    use eslab_core::{CommandError, Outcome};
+    let store = CountingStore::new(new().await);
+    let repo = plain(&store);
+    let total = |t: &Tally, v: Version| (t.total, v.get());
+    let options = keyed("k1", "add 5");
+    let first = repo.run("i", &TallyCommand::Add(5), &options, total).await.expect("runs");
+    assert!(matches!(&first, Outcome::Executed(done) if done.response == (5, 1)), "{first:?}");
+    let again = repo.run("i", &TallyCommand::Add(5), &options, total).await.expect("replays");
+    assert_eq!(again, Outcome::Replayed((5, 1)));
+    assert_eq!(fold_stored(&store, "i", None).await.total, 5, "the retry wrote nothing");
+    let reused = repo.run("i", &TallyCommand::Add(6), &keyed("k1", "add 6"), total).await;
+    assert!(matches!(reused, Err(CommandError::KeyReused { .. })), "{reused:?}");
+    // A refusal stores no key.
+    let overflow = keyed("k2", "add max");
+    let refused = repo.run("i", &TallyCommand::Add(i64::MAX), &overflow, total).await;
+    assert!(matches!(refused, Err(CommandError::Rejected(TallyError::Overflow))), "{refused:?}");
+    run(&repo, "i", TallyCommand::Add(-10)).await;
+    let later = repo.run("i", &TallyCommand::Add(i64::MAX), &overflow, total).await.expect("allowed now");
+    assert!(!later.is_replayed());
+    // An expired key is a new request: its record goes after the old one.
+    let forgetful = plain(&store).with_idempotency_retention(Duration::ZERO);
+    let rerun = forgetful.run("i", &TallyCommand::Add(-1), &options, total).await.expect("a new request");
+    assert!(!rerun.is_replayed(), "an expired key does not replay");
+    let key_stream = options.idempotency.as_ref().map(|k| k.stream().clone()).expect("a key");
+    assert_eq!(store.stream_version(&key_stream).await.expect("readable"), Version::new(2));
+}
+
+/// Defect 1 of issue 16, in the library: several runs of one keyed command
+/// race (the last command of a stream: a second one is refused). Every one
+/// gets the first answer (run or replayed), never a refusal decided on the
+/// state the winner left, and the command is applied once. Reads pause, so
+/// the runs interleave between the key lookup and the append.
+pub async fn concurrent_retries_with_one_key_get_one_answer<S: RepositoryTestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    use eslab_core::Outcome;
+    let store = CountingStore::new(new().await).with_read_pause(Duration::from_millis(1));
+    let repo = plain(&store);
+    for round in 0..10 {
+        let id = format!("close-{round}");
+        run(&repo, &id, TallyCommand::Add(1)).await;
+        let options = keyed(&format!("close-key-{round}"), "close");
+        let racers = (0..4).map(|_| {
+            let (repo, id, options) = (repo.clone(), id.clone(), options.clone());
+            tokio::spawn(async move {
+                repo.run(&id, &TallyCommand::Close, &options, |t: &Tally, v: Version| (t.closed, v.get())).await
+            })
+        });
+        let mut executed = 0;
+        for racer in racers {
+            match racer.await.expect("no panic") {
+                Ok(Outcome::Executed(done)) => {
+                    executed += 1;
+                    assert_eq!(done.response, (true, 2));
+                }
+                Ok(Outcome::Replayed(response)) => assert_eq!(response, (true, 2)),
+                Err(e) => panic!("round {round}: a retry got {e:?} instead of the first answer"),
+            }
+        }
+        assert_eq!(executed, 1, "round {round}: decided once");
+        assert_eq!(store.stream_version(&stream_of(&id)).await.expect("readable"), Version::new(2));
+    }
+}
+
+/// An expected version is checked against the store (a mismatch is
+/// [`WrongVersion`](eslab_core::CommandError::WrongVersion), never retried);
+/// `existing()` refuses a stream with no events
+/// ([`NotFound`](eslab_core::CommandError::NotFound)). Both write nothing.
+pub async fn expected_version_and_existence_are_checked<S: RepositoryTestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    use eslab_core::{CommandError, CommandOptions};
+    let store = CountingStore::new(new().await);
+    let repo = plain(&store);
+    let none = |_: &Tally, _: Version| ();
+    let missing = repo.run("v", &TallyCommand::Add(1), &CommandOptions::default().existing(), none).await;
+    assert!(matches!(missing, Err(CommandError::NotFound { .. })), "{missing:?}");
+    assert_eq!(store.stream_version(&stream_of("v")).await.expect("readable"), Version::NONE);
+    run(&repo, "v", TallyCommand::Add(1)).await;
+    let wrong = repo.run("v", &TallyCommand::Add(1), &CommandOptions::default().expecting(Version::new(5)), none).await;
+    match wrong {
+        Err(CommandError::WrongVersion { expected, actual, .. }) => {
+            assert_eq!((expected, actual), (Version::new(5), Version::new(1)));
+        }
+        other => panic!("expected WrongVersion, got {other:?}"),
+    }
+    let options = CommandOptions::default().expecting(Version::new(1)).existing();
+    let done = repo.run("v", &TallyCommand::Add(1), &options, none).await.expect("at version 1");
+    assert!(!done.is_replayed());
+    assert_eq!(fold_stored(&store, "v", None).await.total, 2);
+}
+
+/// Copies every event of a tally, as it decides, to a ledger stream (a
+/// decision that reads another stream and appends to it).
+struct Ledgered<'a, S> {
+    repo: &'a Repo<S>,
+    n: i64,
+}
+
+impl<S: RepositoryTestStore> eslab_core::Decide<Tally> for Ledgered<'_, S> {
+    type Output = Version;
+    type Error = TallyError;
+
+    async fn decide(
+        &self,
+        current: &eslab_core::Loaded<Tally>,
+    ) -> std::result::Result<eslab_core::Decision<TallyEvent, Version>, eslab_core::CommandError<TallyError>> {
+        let events = current.state.decide(&TallyCommand::Add(self.n)).map_err(eslab_core::CommandError::Rejected)?;
+        let ledger = stream_of("ledger");
+        let at = self.repo.store().stream_version(&ledger).await?;
+        let entry = NewEvent::new("Added", 2, json!({ "n": self.n }), Metadata::now())
+            .with_id(eslab_core::derived_event_id(uuid::Uuid::from_u128(7), u64::try_from(self.n).unwrap_or(0)));
+        let append = eslab_core::StreamAppend::new(ledger, ExpectedVersion::Exact(at), vec![entry]);
+        Ok(eslab_core::Decision::new(events, at).also(append))
+    }
+}
+
+/// [`run_with`](Repository::run_with): a decision's other appends go in the
+/// same atomic append (a conflict on any stream retries the whole decision),
+/// its output reaches `respond`, and derived event ids make a re-run a
+/// [`DuplicateEventId`](Error::DuplicateEventId).
+pub async fn decisions_append_other_streams_atomically<S: RepositoryTestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    use eslab_core::{CommandError, CommandOptions, Outcome};
+    let store = CountingStore::new(new().await).with_read_pause(Duration::from_millis(1));
+    let repo = plain(&store);
+    let tasks = (1..=6).map(|n| {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            repo.run_with(
+                &format!("t{}", n % 2),
+                &Ledgered { repo: &repo, n },
+                &CommandOptions::default(),
+                |_, v, at| (v, at),
+            )
+            .await
+            .map(|o| matches!(o, Outcome::Executed(_)))
+        })
+    });
+    for task in tasks {
+        assert!(task.await.expect("no panic").expect("retried until it fits"), "executed, not replayed");
+    }
+    let ledger = fold_stored(&store, "ledger", None).await;
+    assert_eq!((ledger.total, ledger.count), (21, 6), "every decision reached the ledger once");
+    assert_eq!(fold_stored(&store, "t0", None).await.total + fold_stored(&store, "t1", None).await.total, 21);
+    // Derived ids: the same decision again is refused by the store, whole.
+    let options = CommandOptions::default().with_event_ids(uuid::Uuid::from_u128(9));
+    let once = repo.run("d", &TallyCommand::Add(1), &options, |_, _| ()).await;
+    assert!(once.is_ok(), "{once:?}");
+    let twice = repo.run("d", &TallyCommand::Add(1), &options, |_, _| ()).await;
+    assert!(matches!(twice, Err(CommandError::Store(Error::DuplicateEventId(_)))), "{twice:?}");
+    assert_eq!(fold_stored(&store, "d", None).await.total, 1);
+}
+
+/// With a cache, [`load`](Repository::load) starts from the cached state and
+/// reads the events stored after it: never older than the store.
+pub async fn cached_load_catches_up_with_writes_behind_its_back<S: RepositoryTestStore, F: Future<Output = S>>(
+    new: impl Fn() -> F,
+) {
+    let store = CountingStore::new(new().await);
+    let cached = plain(&store).with_cache(10);
+    add_each(&cached, "c", [1, 2]).await;
+    add_each(&plain(&store), "c", [3, 4]).await;
+    let loaded = cached.load("c").await.expect("loads");
+    assert_eq!((loaded.state, loaded.version), (fold_stored(&store, "c", None).await, Version::new(4)));
 }
