@@ -1,7 +1,9 @@
 //! # eslab-bank
 //!
 //! The example domain of eslab: bank accounts whose money is integer minor
-//! units with checked arithmetic.
+//! units with checked arithmetic, transfers carried out by a process manager,
+//! read models on every backend, and the application services
+//! ([`Bank`], [`BankQueries`]) the HTTP service, the demo and the lab use.
 //!
 //! ```
 //! use eslab_bank::{Account, AccountCommand, AccountEvent, Amount, OverdraftLimit};
@@ -21,6 +23,7 @@
 mod account;
 mod money;
 mod process;
+mod service;
 mod transfer;
 mod views;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -32,6 +35,7 @@ pub use account::{
 };
 pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
 pub use process::{Step, TransferProcess};
+pub use service::{Bank, BankOptions, BankQueries};
 pub use transfer::{Transfer, TransferCommand, TransferError, TransferEvent, TransferRequest, TransferStatus};
 pub use views::{AccountSummary, BankViews, HistoryEntry, MemoryViews, TransferView, ViewsTx, apply_event};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

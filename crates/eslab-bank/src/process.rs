@@ -10,17 +10,20 @@
 //! causation ids flow from the triggering event.
 
 use eslab_core::{
-    Aggregate, Codec, Error, EventAppender, EventStorage, EventStore, ExpectedVersion, FeedFilter, JsonCodec, Metadata,
-    NewEvent, RecordedEvent, Repository, StreamAppend,
+    Aggregate, Codec, CommandError, CommandOptions, Decide, Decided, Decision, Error, EventStorage, EventStore,
+    ExpectedVersion, FeedFilter, JsonCodec, Loaded, Metadata, NewEvent, RecordedEvent, Repository, StreamAppend,
+    derived_event_id,
 };
 use eslab_projection::{Backend, HandlerError, Projection};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::account::{Account, AccountCommand};
+use crate::service::{Bank, BankOptions};
 use crate::transfer::{Transfer, TransferEvent, TransferRequest, TransferStatus};
 
 /// What one step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Step {
     /// The source was debited.
     Debited,
@@ -36,23 +39,29 @@ pub enum Step {
     Nothing,
 }
 
-/// How often a step retries after a concurrent write to one of its streams.
-const STEP_ATTEMPTS: u32 = 10;
-
 /// The transfer process manager. Register it with an
 /// [`eslab_projection::Runner`] (its name is `transfer-process`, it reads the
 /// `transfer` category) or call [`handle`](Self::handle) directly.
+///
+/// Each step is one decision of the library's command path
+/// ([`Repository::run_with`]) on the transfer: it loads the account, decides
+/// the account command, and appends the account's events beside the
+/// transfer's next event, retrying on conflict per the bank's retry policy.
 #[derive(Debug, Clone)]
 pub struct TransferProcess<S> {
-    store: EventStore<S>,
-    accounts: Repository<Account, S>,
-    transfers: Repository<Transfer, S>,
+    bank: Bank<S>,
 }
 
 impl<S: EventStorage + Clone + 'static> TransferProcess<S> {
-    /// A process manager over `store` (use the store with the bank's upcasters).
+    /// A process manager over `store` (use the store with the bank's
+    /// upcasters), with the default [`BankOptions`].
     pub fn new(store: EventStore<S>) -> Self {
-        TransferProcess { accounts: Repository::new(store.clone()), transfers: Repository::new(store.clone()), store }
+        TransferProcess::with_bank(Bank::new(store, &BankOptions::default()))
+    }
+
+    /// A process manager sharing `bank`'s repositories (their caches and locks).
+    pub fn with_bank(bank: Bank<S>) -> Self {
+        TransferProcess { bank }
     }
 
     /// Takes the step that `event` (of a transfer stream) calls for.
@@ -60,18 +69,17 @@ impl<S: EventStorage + Clone + 'static> TransferProcess<S> {
         if event.stream_id.category() != Transfer::KIND {
             return Ok(Step::Nothing);
         }
-        let transfer_id = event.stream_id.id().to_owned();
+        let transfer_id = event.stream_id.id();
         let metadata = Metadata::caused_by(&event.metadata, event.event_id);
-        let step = match event.event_type.as_str() {
-            "TransferRequested" => self.debit(&transfer_id, &metadata).await?,
-            "SourceDebited" => self.credit(&transfer_id, &metadata).await?,
-            "TargetCreditRefused" => self.refund(&transfer_id, &metadata).await?,
-            _ => Step::Nothing,
-        };
-        Ok(step)
+        match event.event_type.as_str() {
+            "TransferRequested" => self.debit(transfer_id, metadata).await,
+            "SourceDebited" => self.credit(transfer_id, metadata).await,
+            "TargetCreditRefused" => self.refund(transfer_id, metadata).await,
+            _ => Ok(Step::Nothing),
+        }
     }
 
-    async fn debit(&self, transfer_id: &str, metadata: &Metadata) -> Result<Step, Error> {
+    async fn debit(&self, transfer_id: &str, metadata: Metadata) -> Result<Step, Error> {
         self.step(
             transfer_id,
             TransferStatus::Requested,
@@ -88,7 +96,7 @@ impl<S: EventStorage + Clone + 'static> TransferProcess<S> {
         .await
     }
 
-    async fn credit(&self, transfer_id: &str, metadata: &Metadata) -> Result<Step, Error> {
+    async fn credit(&self, transfer_id: &str, metadata: Metadata) -> Result<Step, Error> {
         self.step(
             transfer_id,
             TransferStatus::Debited,
@@ -105,7 +113,7 @@ impl<S: EventStorage + Clone + 'static> TransferProcess<S> {
         .await
     }
 
-    async fn refund(&self, transfer_id: &str, metadata: &Metadata) -> Result<Step, Error> {
+    async fn refund(&self, transfer_id: &str, metadata: Metadata) -> Result<Step, Error> {
         self.step(
             transfer_id,
             TransferStatus::Refunding,
@@ -120,82 +128,86 @@ impl<S: EventStorage + Clone + 'static> TransferProcess<S> {
                 // A refund must never be dropped: fail the step, so the runner parks
                 // the transfer for an operator.
                 Err(rule) => Err(Error::InvalidRequest(format!(
-                    "transfer {transfer_id}: the source account refused its refund ({rule}); operator action needed"
+                    "the source account refused its refund ({rule}); operator action needed"
                 ))),
             },
         )
         .await
     }
 
-    /// One step: if the transfer is at `status`, decide the account command;
-    /// then append the account's events (if accepted) and the transfer's next
-    /// event in one atomic multi-stream append. Retries on conflict.
+    /// One step through the library's command path: if the transfer is at
+    /// `status`, decide the account command; append the account's events (if
+    /// accepted) and the transfer's next event in one atomic multi-stream
+    /// append, with ids derived from the step (a racing duplicate is refused
+    /// by the store). Retries on conflict.
     async fn step(
         &self,
         transfer_id: &str,
         status: TransferStatus,
         name: &str,
-        metadata: &Metadata,
-        command: impl Fn(&TransferRequest) -> (String, AccountCommand),
-        next: impl Fn(&Transfer, Result<(), String>) -> Result<(TransferEvent, Step), Error>,
+        metadata: Metadata,
+        command: impl Fn(&TransferRequest) -> (String, AccountCommand) + Sync,
+        next: impl Fn(&Transfer, Result<(), String>) -> Result<(TransferEvent, Step), Error> + Sync,
     ) -> Result<Step, Error> {
         let transfer_stream = Transfer::stream_id(transfer_id)?;
         let step_id = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{transfer_stream}/{name}").as_bytes());
-        let mut last_conflict = None;
-        for _ in 0..STEP_ATTEMPTS {
-            let transfer = self.transfers.load(transfer_id).await?;
-            let Some(request) = transfer.state.request.as_ref().filter(|_| transfer.state.status == status) else {
-                return Ok(Step::Nothing);
-            };
-            let (account_id, account_command) = command(request);
-            let account = self.accounts.load(&account_id).await?;
-            let (outcome, account_events) = match account.state.decide(&account_command) {
-                Ok(events) => (Ok(()), events),
-                Err(e) => (Err(e.rule().to_owned()), Vec::new()),
-            };
-            let (transfer_event, step) = next(&transfer.state, outcome)?;
-            let mut appends = Vec::with_capacity(2);
-            if !account_events.is_empty() {
-                appends.push(StreamAppend::new(
-                    Account::stream_id(&account_id)?,
-                    ExpectedVersion::Exact(account.version),
-                    encode(&account_events, metadata, step_id, 0)?,
-                ));
-            }
-            appends.push(StreamAppend::new(
-                transfer_stream.clone(),
-                ExpectedVersion::Exact(transfer.version),
-                encode(std::slice::from_ref(&transfer_event), metadata, step_id, account_events.len())?,
-            ));
-            match self.store.append_streams(appends).await {
-                Ok(_) => return Ok(step),
-                Err(e) if e.is_conflict() => last_conflict = Some(e),
-                // The step's deterministic ids are already stored: it was done.
-                Err(Error::DuplicateEventId(_)) => return Ok(Step::Nothing),
-                Err(e) => return Err(e),
-            }
+        let decision = StepDecision { accounts: self.bank.accounts(), status, step_id, metadata, command, next };
+        let options = CommandOptions::new(decision.metadata.clone()).with_event_ids(step_id);
+        match self.bank.transfers().run_with(transfer_id, &decision, &options, |_, _, step| step).await {
+            Ok(outcome) => Ok(outcome.into_response()),
+            // The step's deterministic ids are already stored: it was done.
+            Err(CommandError::Store(Error::DuplicateEventId(_))) => Ok(Step::Nothing),
+            Err(CommandError::Store(e) | CommandError::Rejected(e)) => Err(e),
+            Err(other) => Err(Error::InvalidRequest(format!("transfer {transfer_id}: step {name}: {other}"))),
         }
-        Err(last_conflict
-            .unwrap_or_else(|| Error::InvalidRequest(format!("transfer {transfer_id}: step {name} gave up"))))
     }
 }
 
-/// Encodes events with ids derived from the step id, so a re-run is recognised.
-fn encode<E: eslab_core::DomainEvent>(
-    events: &[E],
-    metadata: &Metadata,
+/// One saga step as a decision on the transfer (see [`TransferProcess::step`]).
+struct StepDecision<'a, S, C, N> {
+    accounts: &'a Repository<Account, S>,
+    status: TransferStatus,
     step_id: Uuid,
-    offset: usize,
-) -> Result<Vec<NewEvent>, Error> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            let index = u64::try_from(offset + i).unwrap_or(u64::MAX);
-            let id = Uuid::new_v5(&step_id, &index.to_be_bytes());
-            JsonCodec.encode(e, metadata.clone()).map(|n| n.with_id(id))
-        })
-        .collect()
+    metadata: Metadata,
+    command: C,
+    next: N,
+}
+
+impl<S, C, N> Decide<Transfer> for StepDecision<'_, S, C, N>
+where
+    S: EventStorage + Clone + 'static,
+    C: Fn(&TransferRequest) -> (String, AccountCommand) + Sync,
+    N: Fn(&Transfer, Result<(), String>) -> Result<(TransferEvent, Step), Error> + Sync,
+{
+    type Output = Step;
+    type Error = Error;
+
+    async fn decide(&self, transfer: &Loaded<Transfer>) -> Decided<Transfer, Self> {
+        let Some(request) = transfer.state.request.as_ref().filter(|_| transfer.state.status == self.status) else {
+            return Ok(Decision::nothing(Step::Nothing));
+        };
+        let (account_id, account_command) = (self.command)(request);
+        let account = self.accounts.load(&account_id).await?;
+        let (outcome, account_events) = match account.state.decide(&account_command) {
+            Ok(events) => (Ok(()), events),
+            Err(e) => (Err(e.rule().to_owned()), Vec::new()),
+        };
+        let (transfer_event, step) = (self.next)(&transfer.state, outcome).map_err(CommandError::Rejected)?;
+        let decision = Decision::new(vec![transfer_event], step);
+        if account_events.is_empty() {
+            return Ok(decision);
+        }
+        // The transfer's event takes derived id 0; the account's follow.
+        let encoded = account_events
+            .iter()
+            .zip(1u64..)
+            .map(|(e, index)| {
+                JsonCodec.encode(e, self.metadata.clone()).map(|n| n.with_id(derived_event_id(self.step_id, index)))
+            })
+            .collect::<Result<Vec<NewEvent>, Error>>()?;
+        let stream = Account::stream_id(&account_id).map_err(Error::from)?;
+        Ok(decision.also(StreamAppend::new(stream, ExpectedVersion::Exact(account.version), encoded)))
+    }
 }
 
 impl<S: EventStorage + Clone + 'static, B: Backend> Projection<B> for TransferProcess<S> {

@@ -377,6 +377,32 @@ macro_rules! sql_views {
             }
         }
 
+        impl crate::service::BankQueries for SqlViews<$pool> {
+            fn account<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> futures_util::future::BoxFuture<'a, Result<Option<AccountSummary>, eslab_core::Error>> {
+                Box::pin(async move { <SqlViews<$pool>>::account(self, id).await.map_err(crate::service::query_error) })
+            }
+
+            fn accounts<'a>(
+                &'a self,
+                after: Option<&'a str>,
+                limit: u32,
+            ) -> futures_util::future::BoxFuture<'a, Result<Vec<AccountSummary>, eslab_core::Error>> {
+                Box::pin(async move {
+                    <SqlViews<$pool>>::accounts(self, after, i64::from(limit)).await.map_err(crate::service::query_error)
+                })
+            }
+
+            fn transfer<'a>(
+                &'a self,
+                id: &'a str,
+            ) -> futures_util::future::BoxFuture<'a, Result<Option<TransferView>, eslab_core::Error>> {
+                Box::pin(async move { <SqlViews<$pool>>::transfer(self, id).await.map_err(crate::service::query_error) })
+            }
+        }
+
         impl SqlViews<$pool> {
             /// Creates the read-model tables if they do not exist.
             pub async fn ensure_schema(&self) -> Result<(), sqlx::Error> {
