@@ -28,7 +28,9 @@
 //! let store = eslab_postgres::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/postgres", "eslab").await?;
 //! let backend = PgBackend::new(store.pool().clone());
 //! backend.ensure_schema().await?;
-//! let feed = eslab_core::EventStore::new(store).with_upcasters(eslab_bank::upcasters());
+//! // The feed through your domain's upcasters, so the topics carry current event versions.
+//! let upcasters = eslab_core::Upcasters::new();
+//! let feed = eslab_core::EventStore::new(store).with_upcasters(upcasters);
 //! let relay = relay::relay(feed, Arc::new(backend), &KafkaOptions::new("127.0.0.1:9092"))?;
 //! relay.drain().await?; // publish everything committed so far
 //! # Ok(()) }

@@ -7,6 +7,9 @@
 //! - [`repository`] and [`repository_conformance_tests!`]: snapshots, the
 //!   state cache and upcasting through the `Repository`, on any store that
 //!   keeps events and snapshots;
+//! - [`repository::Tally`] (with [`repository::tally_upcasters`]): the small
+//!   test domain, for generic crates' tests and benches that need an aggregate
+//!   (they do not depend on the example bank);
 //! - [`strategies`]: proptest strategies for events and command sequences;
 //! - [`send`]: compile-time checks that a store's futures are `Send`;
 //! - [`forward`] and [`forward_store!`]: store wrappers that change one method

@@ -1,18 +1,158 @@
-//! Fresh schemas, fresh topics, fresh consumer groups; seeding bank events;
-//! reading a topic back; a broker of the test's own.
+//! Fresh schemas, fresh topics, fresh consumer groups; the test domain's read
+//! model; seeding events; reading a topic back; a broker of the test's own.
+//!
+//! The domain is eslab-testing's [`Tally`] (a running total: `Added { n }`,
+//! `Closed`), not the example bank: this crate is generic and its tests stay so.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_bank::{AccountEvent, Amount, Balance, BankViews, OverdraftLimit, Owner, SqlViews};
-use eslab_core::{Codec, EventAppender, EventStore, ExpectedVersion, JsonCodec, Metadata, RecordedEvent, StreamAppend};
+use eslab_core::{
+    Aggregate, Codec, EventAppender, EventStore, ExpectedVersion, JsonCodec, Metadata, RecordedEvent, StreamAppend,
+};
 use eslab_kafka::{KafkaOptions, Worker, WorkerOptions, WorkerTables};
 use eslab_postgres::PostgresStore;
-use eslab_projection::PgBackend;
+use eslab_projection::{Backend, HandlerError, PgBackend, Projection};
 use eslab_testing::pg::FreshSchema;
+use eslab_testing::repository::{Tally, TallyEvent, tally_upcasters};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+
+/// A category the worker subscribes to but nothing is ever published to: its
+/// topic does not exist, and the worker must take that in stride (a consumer
+/// notice, nothing to apply).
+pub(crate) const NEVER_PUBLISHED: &str = "quiet";
+
+/// The stream id of tally `id`, as a string (`tally-<id>`).
+pub(crate) fn stream(id: &str) -> String {
+    Tally::stream_id(id).unwrap().as_str().to_owned()
+}
+
+/// The read model the worker keeps: per tally its total, version and whether
+/// it is closed (`tally_summary`), and one history row per `Added`
+/// (`tally_history`, with the correlation id that crossed Kafka in the
+/// headers). Events at or below a summary's version are ignored; a gap, or an
+/// event it cannot decode, is a permanent handler failure (the stream parks).
+pub(crate) struct TallyViews;
+
+impl TallyViews {
+    const DDL: [&str; 2] = [
+        "CREATE TABLE IF NOT EXISTS tally_summary (
+            id TEXT PRIMARY KEY, total BIGINT NOT NULL, version BIGINT NOT NULL, closed BOOLEAN NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS tally_history (
+            id TEXT NOT NULL, version BIGINT NOT NULL, n BIGINT NOT NULL, total BIGINT NOT NULL,
+            correlation_id UUID, PRIMARY KEY (id, version))",
+    ];
+}
+
+impl Projection<PgBackend> for TallyViews {
+    fn name(&self) -> &str {
+        "tally-views"
+    }
+
+    async fn apply(&self, tx: &mut <PgBackend as Backend>::Tx, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if event.stream_id.category() != Tally::KIND {
+            return Ok(());
+        }
+        let err = |e: sqlx::Error| HandlerError::transient(e.to_string());
+        let id = event.stream_id.id();
+        let row: Option<(i64, i64, bool)> =
+            sqlx::query_as("SELECT total, version, closed FROM tally_summary WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(err)?;
+        let (total, seen, closed) = row.unwrap_or((0, 0, false));
+        let version = i64::try_from(event.stream_version.get()).map_err(|e| HandlerError::new(e.to_string()))?;
+        if version <= seen {
+            return Ok(());
+        }
+        if version != seen + 1 {
+            return Err(HandlerError::new(format!("{}: gap, saw {seen}, got {version}", event.stream_id)));
+        }
+        let decoded: TallyEvent =
+            JsonCodec.decode(event).map_err(|e| HandlerError::new(e.to_string()).with_source(e))?;
+        let (total, closed) = match decoded {
+            TallyEvent::Added { n } => {
+                let total = total.saturating_add(n);
+                sqlx::query(
+                    "INSERT INTO tally_history (id, version, n, total, correlation_id) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(id)
+                .bind(version)
+                .bind(n)
+                .bind(total)
+                .bind(event.metadata.correlation_id)
+                .execute(&mut **tx)
+                .await
+                .map_err(err)?;
+                (total, closed)
+            }
+            TallyEvent::Closed => (total, true),
+        };
+        sqlx::query(
+            "INSERT INTO tally_summary (id, total, version, closed) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (id) DO UPDATE SET total = excluded.total, version = excluded.version, closed = excluded.closed",
+        )
+        .bind(id)
+        .bind(total)
+        .bind(version)
+        .bind(closed)
+        .execute(&mut **tx)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+}
+
+/// A row of `tally_summary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Summary {
+    pub(crate) total: i64,
+    pub(crate) version: u64,
+    pub(crate) closed: bool,
+}
+
+/// A row of `tally_history`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HistoryRow {
+    pub(crate) version: u64,
+    pub(crate) n: i64,
+    pub(crate) correlation_id: Option<uuid::Uuid>,
+}
+
+/// Queries of the [`TallyViews`] read model.
+pub(crate) struct Views(sqlx::PgPool);
+
+impl Views {
+    pub(crate) async fn tally(&self, id: &str) -> Option<Summary> {
+        let row: Option<(i64, i64, bool)> =
+            sqlx::query_as("SELECT total, version, closed FROM tally_summary WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.0)
+                .await
+                .unwrap();
+        row.map(|(total, version, closed)| Summary { total, version: u64::try_from(version).unwrap(), closed })
+    }
+
+    /// Its history, by version.
+    pub(crate) async fn history(&self, id: &str) -> Vec<HistoryRow> {
+        let rows: Vec<(i64, i64, Option<uuid::Uuid>)> =
+            sqlx::query_as("SELECT version, n, correlation_id FROM tally_history WHERE id = $1 ORDER BY version")
+                .bind(id)
+                .fetch_all(&self.0)
+                .await
+                .unwrap();
+        rows.into_iter()
+            .map(|(version, n, correlation_id)| HistoryRow {
+                version: u64::try_from(version).unwrap(),
+                n,
+                correlation_id,
+            })
+            .collect()
+    }
+}
 
 /// The shared test broker: `KAFKA_BROKERS`, or 127.0.0.1:9092.
 pub(crate) fn brokers() -> String {
@@ -62,7 +202,9 @@ impl Env {
         let id = uuid::Uuid::now_v7().simple().to_string();
         let backend = PgBackend::new(store.pool().clone());
         backend.ensure_schema().await.unwrap();
-        SqlViews::new(store.pool().clone()).ensure_schema().await.unwrap();
+        for ddl in TallyViews::DDL {
+            sqlx::query(ddl).execute(store.pool()).await.unwrap();
+        }
         WorkerTables::new(store.pool().clone()).ensure_schema().await.unwrap();
         let kafka = KafkaOptions::new(brokers)
             .with_topic_prefix(format!("t{id}."))
@@ -72,27 +214,28 @@ impl Env {
         Env { store, kafka, group: format!("g{id}"), schema }
     }
 
-    /// The store as a relay reads it: with the bank's upcasters.
+    /// The store as a relay reads it: with the domain's upcasters.
     pub(crate) fn feed(&self) -> EventStore<PostgresStore> {
-        EventStore::new(self.store.clone()).with_upcasters(eslab_bank::upcasters())
+        EventStore::new(self.store.clone()).with_upcasters(tally_upcasters())
     }
 
     pub(crate) fn backend(&self) -> Arc<PgBackend> {
         Arc::new(PgBackend::new(self.store.pool().clone()))
     }
 
-    pub(crate) fn views(&self) -> SqlViews<sqlx::PgPool> {
-        SqlViews::new(self.store.pool().clone())
+    pub(crate) fn views(&self) -> Views {
+        Views(self.store.pool().clone())
     }
 
     pub(crate) fn tables(&self) -> WorkerTables<sqlx::PgPool> {
         WorkerTables::new(self.store.pool().clone())
     }
 
-    /// A worker of this test's group applying the bank views.
-    pub(crate) fn worker(&self, batch: usize) -> Worker<PgBackend, BankViews> {
-        let options = WorkerOptions { batch_size: batch, ..WorkerOptions::new(&self.group, &["account", "transfer"]) };
-        Worker::new(&self.kafka, self.backend(), Arc::new(BankViews), options).unwrap()
+    /// A worker of this test's group applying [`TallyViews`].
+    pub(crate) fn worker(&self, batch: usize) -> Worker<PgBackend, TallyViews> {
+        let options =
+            WorkerOptions { batch_size: batch, ..WorkerOptions::new(&self.group, &[Tally::KIND, NEVER_PUBLISHED]) };
+        Worker::new(&self.kafka, self.backend(), Arc::new(TallyViews), options).unwrap()
     }
 
     pub(crate) async fn cleanup(self) {
@@ -100,48 +243,31 @@ impl Env {
     }
 }
 
-/// What the seeded accounts must look like in the read model.
+/// What the seeded tallies must look like in the read model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Expected {
-    /// Account id -> (balance, version).
-    pub(crate) accounts: BTreeMap<String, (i64, u64)>,
+    /// Tally id -> (total, version).
+    pub(crate) tallies: BTreeMap<String, (i64, u64)>,
     /// Every event appended.
     pub(crate) events: usize,
 }
 
-/// Appends, for each of `accounts` accounts with ids `<tag>-<n>`, an opening
-/// and `deposits` deposits of 1.00 (one append per account).
-pub(crate) async fn seed(store: &PostgresStore, tag: &str, accounts: usize, deposits: usize) -> Expected {
-    let eur = "EUR".parse().unwrap();
-    let mut expected = Expected { accounts: BTreeMap::new(), events: 0 };
+/// Appends, for each of `tallies` tallies with ids `<tag><n>`, `events`
+/// events `Added { n: v }` at versions v = 1..=events (one append per tally).
+pub(crate) async fn seed(store: &PostgresStore, tag: &str, tallies: usize, events: usize) -> Expected {
+    let mut expected = Expected { tallies: BTreeMap::new(), events: 0 };
     let mut appends = Vec::new();
-    for n in 0..accounts {
-        let id = format!("{tag}{n}");
+    for t in 0..tallies {
+        let id = format!("{tag}{t}");
         let correlation = uuid::Uuid::now_v7();
         let meta = || Metadata::now().with_correlation_id(correlation).with_actor("seed");
-        let mut events = vec![
-            JsonCodec
-                .encode(
-                    &AccountEvent::AccountOpened {
-                        owner: Owner { name: id.clone() },
-                        currency: eur,
-                        overdraft_limit: OverdraftLimit::NONE,
-                    },
-                    meta(),
-                )
-                .unwrap(),
-        ];
-        for d in 1..=deposits {
-            let balance = i64::try_from(d).unwrap() * 100;
-            let deposit =
-                AccountEvent::MoneyDeposited { amount: Amount::new(100).unwrap(), balance: Balance::new(balance) };
-            events.push(JsonCodec.encode(&deposit, meta()).unwrap());
-        }
-        expected.events += events.len();
-        expected
-            .accounts
-            .insert(id.clone(), (i64::try_from(deposits).unwrap() * 100, u64::try_from(deposits + 1).unwrap()));
-        appends.push(StreamAppend::new(format!("account-{id}").parse().unwrap(), ExpectedVersion::Any, events));
+        let new: Vec<_> = (1..=i64::try_from(events).unwrap())
+            .map(|n| JsonCodec.encode(&TallyEvent::Added { n }, meta()).unwrap())
+            .collect();
+        expected.events += new.len();
+        let total = (1..=i64::try_from(events).unwrap()).sum();
+        expected.tallies.insert(id.clone(), (total, u64::try_from(events).unwrap()));
+        appends.push(StreamAppend::new(Tally::stream_id(&id).unwrap(), ExpectedVersion::Any, new));
     }
     for chunk in appends.chunks(50) {
         store.append_streams(chunk.to_vec()).await.unwrap();
@@ -149,29 +275,30 @@ pub(crate) async fn seed(store: &PostgresStore, tag: &str, accounts: usize, depo
     expected
 }
 
-/// Whether the read model holds exactly `expected` (balances, versions, one
-/// history row per deposit).
+/// Whether the read model holds exactly `expected` (totals and versions).
 pub(crate) async fn read_model_is(env: &Env, expected: &Expected) -> bool {
     let views = env.views();
-    for (id, (balance, version)) in &expected.accounts {
-        match views.account(id).await.unwrap() {
-            Some(row) if row.balance == *balance && row.version == *version => {}
+    for (id, (total, version)) in &expected.tallies {
+        match views.tally(id).await {
+            Some(row) if row.total == *total && row.version == *version => {}
             _ => return false,
         }
     }
     true
 }
 
-/// Asserts the read model is exact, history included.
+/// Asserts the read model is exact, history included (one row per event, in
+/// version order, each with its own `n`), and the worker's applied versions.
 pub(crate) async fn assert_read_model(env: &Env, expected: &Expected) {
     let views = env.views();
-    for (id, (balance, version)) in &expected.accounts {
-        let row = views.account(id).await.unwrap().unwrap_or_else(|| panic!("no summary for {id}"));
-        assert_eq!((row.balance, row.version), (*balance, *version), "account {id}");
-        let history = views.history(id, 0, 1_000_000).await.unwrap();
-        assert_eq!(history.len(), usize::try_from(version - 1).unwrap(), "history of {id}");
-        assert!(history.windows(2).all(|w| w[1].version == w[0].version + 1), "history of {id} in order, no repeat");
-        let applied = env.tables().applied_version(&env.group, &format!("account-{id}")).await.unwrap();
+    for (id, (total, version)) in &expected.tallies {
+        let row = views.tally(id).await.unwrap_or_else(|| panic!("no summary for {id}"));
+        assert_eq!((row.total, row.version), (*total, *version), "tally {id}");
+        let history = views.history(id).await;
+        let versions: Vec<u64> = history.iter().map(|h| h.version).collect();
+        assert_eq!(versions, (1..=*version).collect::<Vec<_>>(), "history of {id}: in order, no repeat, none missing");
+        assert!(history.iter().all(|h| h.n == i64::try_from(h.version).unwrap()), "history of {id}: {history:?}");
+        let applied = env.tables().applied_version(&env.group, &stream(id)).await.unwrap();
         assert_eq!(applied, *version, "applied version of {id}");
     }
     assert!(env.tables().gaps(&env.group).await.unwrap().is_empty(), "no gaps");
@@ -180,7 +307,7 @@ pub(crate) async fn assert_read_model(env: &Env, expected: &Expected) {
 /// Runs `worker` until the read model holds `expected` (or `within` passes).
 pub(crate) async fn run_worker_until(
     env: &Env,
-    worker: &Worker<PgBackend, BankViews>,
+    worker: &Worker<PgBackend, TallyViews>,
     expected: &Expected,
     within: Duration,
 ) {
@@ -193,9 +320,9 @@ pub(crate) async fn run_worker_until(
         if tokio::time::Instant::now() >= deadline {
             let gaps = env.tables().gaps(&env.group).await.unwrap();
             let mut wrong = Vec::new();
-            for (id, want) in &expected.accounts {
-                let row = env.views().account(id).await.unwrap().map(|r| (r.balance, r.version));
-                let applied = env.tables().applied_version(&env.group, &format!("account-{id}")).await.unwrap();
+            for (id, want) in &expected.tallies {
+                let row = env.views().tally(id).await.map(|r| (r.total, r.version));
+                let applied = env.tables().applied_version(&env.group, &stream(id)).await.unwrap();
                 if row != Some(*want) {
                     wrong.push((id.clone(), row, *want, applied));
                 }
@@ -256,10 +383,10 @@ pub(crate) fn assert_all_published(expected: &Expected, events: &[RecordedEvent]
     for e in events {
         seen.entry(e.stream_id.id().to_owned()).or_default().insert(e.stream_version.get());
     }
-    for (id, (_, version)) in &expected.accounts {
+    for (id, (_, version)) in &expected.tallies {
         let versions = seen.get(id).cloned().unwrap_or_default();
         let all: std::collections::BTreeSet<u64> = (1..=*version).collect();
-        assert_eq!(versions, all, "versions of account-{id} on the topic");
+        assert_eq!(versions, all, "versions of {} on the topic", stream(id));
     }
 }
 
