@@ -16,11 +16,82 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Loaded};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::{Error, Result};
-use crate::event::{DomainEvent, Metadata, NewEvent};
+use crate::event::{DomainEvent, Metadata, NewEvent, RecordedEvent};
 use crate::idempotency::{self, IdempotencyKey, KeyState};
-use crate::repository::{CommandError, Executed, Repository, Source};
+use crate::repository::{Repository, Source};
 use crate::store::{EventAppender, EventReader, EventStorage, StreamAppend};
+use crate::stream::StreamId;
 use crate::version::{ExpectedVersion, Version};
+
+/// What a command that ran did ([`Repository::execute`], or
+/// [`Outcome::Executed`](crate::Outcome::Executed) of [`Repository::run`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed<A: Aggregate, R = ()> {
+    /// The decided events, typed.
+    pub events: Vec<A::Event>,
+    /// The same events as recorded (ids, versions, positions).
+    pub recorded: Vec<RecordedEvent>,
+    /// The stream version after the command.
+    pub version: Version,
+    /// The state after the command.
+    pub state: A,
+    /// How many attempts it took (1 without conflicts).
+    pub attempts: u32,
+    /// What the command answered (stored with an idempotency key; `()` for
+    /// [`Repository::execute`]).
+    pub response: R,
+}
+
+/// Why `execute` failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command (a domain rule); nothing was written.
+    #[error("command rejected: {0}")]
+    Rejected(#[source] E),
+    /// The command must act on an existing aggregate
+    /// ([`CommandOptions::existing`](crate::CommandOptions::existing)) and the
+    /// stream has no events; nothing was written.
+    #[error("{stream} does not exist")]
+    NotFound {
+        /// The aggregate's stream.
+        stream: StreamId,
+    },
+    /// The aggregate is not at the version the command expected
+    /// ([`CommandOptions::expecting`](crate::CommandOptions::expecting), e.g.
+    /// an HTTP `If-Match`); never retried, nothing was written.
+    #[error("{stream} is at version {actual}, not at the expected version {expected}")]
+    WrongVersion {
+        /// The aggregate's stream.
+        stream: StreamId,
+        /// The version the command expected.
+        expected: Version,
+        /// The version found.
+        actual: Version,
+    },
+    /// The idempotency key was used before for another request (another
+    /// fingerprint) and has not expired; nothing was written.
+    #[error("the idempotency key {key} was used for a different request")]
+    KeyReused {
+        /// The key's stream.
+        key: StreamId,
+    },
+    /// The store failed, or conflicts outlasted the retry policy
+    /// ([`Error::Conflict`]); nothing was written.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+impl<E: std::error::Error + 'static> CommandError<E> {
+    /// Whether this is a conflict (after retries, or on an explicit expected version).
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            CommandError::Store(e) => e.is_conflict(),
+            CommandError::WrongVersion { .. } => true,
+            _ => false,
+        }
+    }
+}
 
 /// The options of one command: its metadata, an expected version, whether
 /// the aggregate must exist, an idempotency key, deterministic event ids.
@@ -246,6 +317,41 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     /// How long idempotency keys answer retries.
     pub fn idempotency_retention(&self) -> Duration {
         self.idempotency_retention
+    }
+
+    /// Loads, decides and appends with `Exact(loaded version)`, retrying on
+    /// conflict per the [retry policy](RetryPolicy) (with
+    /// [stream locks](Self::with_stream_locks), after waiting for its
+    /// stream's lock). Every event gets `metadata`. The shorthand of
+    /// [`run`](Self::run) without options.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        self.execute_expecting(id, None, command, metadata).await
+    }
+
+    /// Like [`execute`](Self::execute), but if `expected` is given the aggregate
+    /// must be at exactly that version (e.g. from an HTTP `If-Match`); a
+    /// mismatch is [`CommandError::WrongVersion`] at once, never retried.
+    pub async fn execute_expecting(
+        &self,
+        id: &str,
+        expected: Option<Version>,
+        command: &A::Command,
+        metadata: Metadata,
+    ) -> Result<Executed<A>, CommandError<A::Error>> {
+        let mut options = CommandOptions::new(metadata);
+        options.expected = expected;
+        match self.run(id, command, &options, |_, _| ()).await? {
+            Outcome::Executed(done) => Ok(done),
+            // Only a command with an idempotency key is ever replayed.
+            Outcome::Replayed(()) => {
+                Err(Error::InvalidRequest("a command without an idempotency key was replayed".into()).into())
+            }
+        }
     }
 
     /// Runs `command` on aggregate `id` with `options`: load (snapshot and

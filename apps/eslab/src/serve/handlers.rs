@@ -1,6 +1,6 @@
 //! The endpoints. Each write parses and validates its body at the edge
 //! (money and currencies through eslab-bank's newtypes), then goes through
-//! [`commands::execute`]; each read says which side it reads (read model or
+//! the bank's application services ([`eslab_bank::Bank`], answered by [`commands::respond`]); each read says which side it reads (read model or
 //! event store).
 
 use axum::Json;
@@ -8,10 +8,10 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eslab_bank::{Account, AccountCommand, Amount, Currency, MoneyError, OverdraftLimit, Transfer, TransferCommand};
-use eslab_core::{Aggregate, EventReader, Repository, Version};
+use eslab_core::{Aggregate, EventReader, Version};
 
 use super::AppState;
-use super::commands::{self, StoredResponse, Target, etag};
+use super::commands::{self, StoredResponse, etag};
 use super::dto::{
     AccountBody, AccountPage, AccountsQuery, ConsistencyQuery, EventBody, EventPage, EventsQuery, Movement,
     OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody,
@@ -85,15 +85,9 @@ pub async fn open_account(State(state): State<AppState>, write: Write<OpenAccoun
         overdraft_limit: money(OverdraftLimit::new(body.overdraft_limit))?,
     };
     let id = uuid::Uuid::now_v7().hyphenated().to_string();
-    commands::execute::<Account>(
-        &state,
-        &id,
-        Target::New,
-        &command,
-        &options,
-        account_response(StatusCode::CREATED, &id, true),
-    )
-    .await
+    let respond = account_response(StatusCode::CREATED, &id, true);
+    let outcome = state.bank().account(&id, &command, options.command_options(), respond).await;
+    commands::respond(&state, outcome)
 }
 
 async fn movement(
@@ -104,15 +98,9 @@ async fn movement(
 ) -> Result<Response, ApiError> {
     let Write { body, options } = write;
     let command = command(money(Amount::new(body.amount))?, currency(&body.currency)?);
-    commands::execute::<Account>(
-        &state,
-        &id.0,
-        Target::Existing,
-        &command,
-        &options,
-        account_response(StatusCode::OK, &id.0, false),
-    )
-    .await
+    let respond = account_response(StatusCode::OK, &id.0, false);
+    let outcome = state.bank().account(&id.0, &command, options.command_options(), respond).await;
+    commands::respond(&state, outcome)
 }
 
 /// Deposit money.
@@ -151,15 +139,9 @@ pub async fn withdraw(State(state): State<AppState>, id: Id, write: Write<Moveme
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "non-zero-balance, closed", body = Problem, content_type = "application/problem+json")))]
 pub async fn close(State(state): State<AppState>, id: Id, write: BodilessWrite) -> Result<Response, ApiError> {
-    commands::execute::<Account>(
-        &state,
-        &id.0,
-        Target::Existing,
-        &AccountCommand::Close,
-        &write.0,
-        account_response(StatusCode::OK, &id.0, false),
-    )
-    .await
+    let respond = account_response(StatusCode::OK, &id.0, false);
+    let outcome = state.bank().account(&id.0, &AccountCommand::Close, write.0.command_options(), respond).await;
+    commands::respond(&state, outcome)
 }
 
 /// Ask for a transfer; the saga carries it out.
@@ -183,23 +165,18 @@ pub async fn request_transfer(
         from: from.clone(),
         to: to.clone(),
     };
-    for account in [&from, &to] {
-        let stream = Account::stream_id(account).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        if state.events().stream_version(&stream).await?.is_none() {
-            return Err(ApiError::NotFound(format!("no account with id {account}")));
-        }
-    }
     let id = uuid::Uuid::now_v7().hyphenated().to_string();
     let location = format!("/transfers/{id}");
     let answer_id = id.clone();
-    commands::execute::<Transfer>(&state, &id, Target::New, &command, &options, move |t, version| StoredResponse {
+    let respond = move |t: &Transfer, version: Version| StoredResponse {
         status: StatusCode::ACCEPTED.as_u16(),
         body: serde_json::to_value(TransferAccepted { id: answer_id.clone(), status: t.status.as_str().to_owned() })
             .unwrap_or_default(),
         location: Some(location.clone()),
         version: Some(version.get()),
-    })
-    .await
+    };
+    let outcome = state.bank().request_transfer(&id, &command, options.command_options(), respond).await;
+    commands::respond(&state, outcome)
 }
 
 /// A transfer's status (from the read model; from the store while the read model has not seen it yet).
@@ -211,7 +188,7 @@ pub async fn get_transfer(State(state): State<AppState>, id: Id) -> Result<Respo
         let version = row.version;
         return Ok(with_etag(Json(TransferBody::from_view(row)).into_response(), version));
     }
-    let loaded = Repository::<Transfer, _>::new(state.events().clone()).load(&id.0).await?;
+    let loaded = state.bank().transfer_now(&id.0).await?;
     match TransferBody::from_state(&id.0, &loaded.state, loaded.version.get()) {
         Some(body) => Ok(with_etag(Json(body).into_response(), loaded.version.get())),
         None => Err(ApiError::NotFound(format!("no transfer with id {}", id.0))),
@@ -230,7 +207,7 @@ pub async fn get_account(
     let body = match query.consistency.as_deref() {
         None | Some("eventual") => state.views().account(&id.0).await?.map(AccountBody::from_summary),
         Some("strong") => {
-            let loaded = state.load_current::<Account>(&id.0).await?;
+            let loaded = state.bank().account_now(&id.0).await?;
             (!loaded.version.is_none()).then(|| AccountBody::from_state(&id.0, &loaded.state, loaded.version.get()))
         }
         Some(other) => {
@@ -327,7 +304,7 @@ pub async fn account_state(
         Some(0) => return Err(ApiError::BadRequest("version starts at 1".into())),
         v => v.map(Version::new),
     };
-    let loaded = Repository::<Account, _>::new(state.events().clone()).load_until(&id.0, until).await?;
+    let loaded = state.bank().accounts().load_until(&id.0, until).await?;
     if loaded.version.is_none() {
         return Err(ApiError::NotFound(format!("no account with id {}", id.0)));
     }

@@ -16,7 +16,8 @@ pub mod idempotency;
 pub mod limit;
 pub mod read;
 pub mod ready;
-pub mod server;
+/// The hardened HTTP/1.1 server loop (from the library crate `eslab-http`).
+pub use eslab_http::server;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -28,7 +29,8 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use eslab_core::{EventStore, StreamId};
+use eslab_bank::{Bank, BankOptions};
+use eslab_core::EventStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -49,7 +51,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 /// Stripes of the in-process per-aggregate command lock.
 const LOCK_STRIPES: usize = 256;
-/// Aggregate states kept after commands (see [`commands`]).
+/// Aggregate states kept after commands, per aggregate type (see [`commands`]).
 const STATE_CACHE_ENTRIES: u64 = 10_000;
 
 /// How the service runs.
@@ -172,19 +174,15 @@ impl Config {
 }
 
 struct Inner {
-    events: EventStore<AnyStore>,
+    bank: Bank<AnyStore>,
     views: ReadModels,
     tracked: Vec<Arc<dyn Tracked>>,
     token: Option<String>,
-    locks: eslab_core::StreamLocks,
     metrics: Option<PrometheusHandle>,
     appended: watch::Sender<()>,
-    max_attempts: u32,
     request_timeout: Duration,
-    states: moka::sync::Cache<StreamId, Arc<dyn std::any::Any + Send + Sync>>,
     limiter: Option<limit::Limiter>,
     readiness: ready::Cached,
-    idempotency_retention: Duration,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -217,29 +215,36 @@ impl AppState {
     /// State over `store` (with the bank's upcasters) and its read models.
     pub fn new(store: AnyStore, views: ReadModels, tracked: Vec<Arc<dyn Tracked>>, config: &Config) -> Self {
         let events = EventStore::new(store).with_upcasters(eslab_bank::upcasters());
+        let options = BankOptions {
+            retry: eslab_core::RetryPolicy::attempts(config.max_attempts),
+            cache_entries: STATE_CACHE_ENTRIES,
+            lock_stripes: LOCK_STRIPES,
+            idempotency_retention: config.idempotency_retention,
+        };
         AppState {
             inner: Arc::new(Inner {
-                events,
+                bank: Bank::new(events, &options),
                 views,
                 tracked,
                 // `Config::check` refused blank tokens before anything started.
                 token: config.api_token.clone().filter(|t| !t.trim().is_empty()),
-                locks: eslab_core::StreamLocks::new(LOCK_STRIPES),
                 metrics: prometheus(),
                 appended: watch::channel(()).0,
-                max_attempts: config.max_attempts,
                 request_timeout: config.request_timeout,
-                states: moka::sync::Cache::new(STATE_CACHE_ENTRIES),
                 limiter: config.rate_limit.map(limit::Limiter::new),
                 readiness: ready::Cached::default(),
-                idempotency_retention: config.idempotency_retention,
             }),
         }
     }
 
     /// The event store (upcasting).
     pub fn events(&self) -> &EventStore<AnyStore> {
-        &self.inner.events
+        self.inner.bank.store()
+    }
+
+    /// The bank's application services (commands through the library's command path).
+    pub fn bank(&self) -> &Bank<AnyStore> {
+        &self.inner.bank
     }
 
     /// The read models.
@@ -252,66 +257,8 @@ impl AppState {
         &self.inner.tracked
     }
 
-    fn max_attempts(&self) -> u32 {
-        self.inner.max_attempts
-    }
-
-    /// Serializes commands on one aggregate within this process (the
-    /// library's [`eslab_core::StreamLocks`]).
-    async fn lock(&self, stream: &StreamId) -> eslab_core::StreamGuard<'_> {
-        self.inner.locks.lock(stream).await
-    }
-
-    /// The state a command of this process left on `stream`, if still cached.
-    fn cached<A: eslab_core::Aggregate>(&self, stream: &StreamId) -> Option<eslab_core::Loaded<A>> {
-        let entry = self.inner.states.get(stream)?;
-        entry.downcast_ref::<eslab_core::Loaded<A>>().cloned()
-    }
-
-    fn cache<A: eslab_core::Aggregate>(&self, stream: &StreamId, loaded: eslab_core::Loaded<A>) {
-        self.inner.states.insert(stream.clone(), Arc::new(loaded));
-    }
-
-    /// Aggregate `id` as stored now (strong consistency): the state this
-    /// process last cached for the stream plus the events stored after it
-    /// (usually none: one short query), or a full load when nothing is
-    /// cached, which then fills the cache. Never older than the store.
-    pub async fn load_current<A: eslab_core::Aggregate>(&self, id: &str) -> eslab_core::Result<eslab_core::Loaded<A>> {
-        use futures_util::TryStreamExt;
-        let stream = A::stream_id(id)?;
-        let Some(mut loaded) = self.cached::<A>(&stream) else {
-            let loaded = eslab_core::Repository::<A, _>::new(self.events().clone()).load(id).await?;
-            self.cache_if_newer(&stream, &loaded);
-            return Ok(loaded);
-        };
-        let Some(from) = loaded.version.next() else { return Ok(loaded) };
-        let newer: Vec<_> =
-            eslab_core::EventReaderExt::stream_events(self.events(), &stream, from).try_collect().await?;
-        if newer.is_empty() {
-            return Ok(loaded);
-        }
-        for recorded in &newer {
-            loaded.state.evolve(&self.events().decode::<A::Event>(recorded)?);
-            loaded.version = recorded.stream_version;
-        }
-        self.cache_if_newer(&stream, &loaded);
-        Ok(loaded)
-    }
-
-    /// Caches `loaded` unless the cache already holds a newer state (a
-    /// command may have cached one meanwhile).
-    fn cache_if_newer<A: eslab_core::Aggregate>(&self, stream: &StreamId, loaded: &eslab_core::Loaded<A>) {
-        if self.cached::<A>(stream).is_none_or(|cached| cached.version < loaded.version) {
-            self.cache(stream, loaded.clone());
-        }
-    }
-
-    fn forget(&self, stream: &StreamId) {
-        self.inner.states.invalidate(stream);
-    }
-
     /// Signals in-process readers that something was appended.
-    fn appended(&self) {
+    pub(crate) fn appended(&self) {
         self.inner.appended.send_replace(());
     }
 

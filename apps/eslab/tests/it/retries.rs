@@ -226,7 +226,7 @@ async fn key_streams(app: &TestApp) -> BTreeSet<String> {
 fn key_stream(key: &str) -> StreamId {
     let mut headers = axum::http::HeaderMap::new();
     headers.insert("idempotency-key", key.parse().unwrap());
-    WriteOptions::from_request(&headers, "POST", "/", b"").unwrap().idempotency.unwrap().0
+    WriteOptions::from_request(&headers, "POST", "/", b"").unwrap().idempotency.unwrap().stream().clone()
 }
 
 /// Issue 15: a key older than the retention is a new request (a new

@@ -1,4 +1,4 @@
-//! The HTTP/1.1 server loop of `eslab serve`, with the limits a service
+//! The HTTP/1.1 server loop (used by `eslab serve`), with the limits a service
 //! exposed to untrusted clients needs (axum's own `serve` sets none of them):
 //!
 //! - **header-read timeout** ([`ConnectionLimits::header_read_timeout`]): a
