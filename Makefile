@@ -1,11 +1,11 @@
 # eslab: the two commands a newcomer needs are `cargo run --release -- demo` and `make test`.
-.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example bench bench-http fuzz
+.PHONY: test ensure-postgres fmt-check lint unit-test doc-test doc run-account-example example bench bench-http fuzz
 .PHONY: services services-stop integration-test docker-up docker-down schemathesis soak soak-short
 
 CARGO ?= cargo
 
 ## test: formatting, lints and the whole test suite (what CI runs); needs PostgreSQL
-test: fmt-check lint ensure-postgres unit-test doc-test doc fuzz schemathesis soak-short
+test: fmt-check lint ensure-postgres unit-test doc-test doc example fuzz schemathesis soak-short
 
 ## ensure-postgres: use DATABASE_URL if it answers, else start the local cluster, else explain
 ensure-postgres:
@@ -30,6 +30,10 @@ doc:
 ## run-account-example: the account example, told step by step
 run-account-example:
 	$(CARGO) run --release -- demo
+
+## example: the inventory example (a second domain on the public API) told step by step; PostgreSQL with DATABASE_URL=postgres://…
+example:
+	$(CARGO) run -p inventory
 
 ## bench: criterion benches with raw baselines (store appends, loads on every store)
 bench: ensure-postgres
