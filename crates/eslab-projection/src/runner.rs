@@ -135,6 +135,18 @@ impl<T: Send + Sync> Wakeup for tokio::sync::watch::Receiver<T> {
     }
 }
 
+/// A store's own wake-ups ([`eslab_core::WakeUps::wake_ups`]): SQLite's
+/// commit signal, PostgreSQL's notifications, the memory store's appends.
+/// When they end, the runner polls.
+impl Wakeup for eslab_core::WakeUpStream {
+    async fn wait(&mut self) {
+        use futures_util::StreamExt;
+        if self.next().await.is_none() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// No signal at all: the runner only polls.
 impl Wakeup for () {
     async fn wait(&mut self) {

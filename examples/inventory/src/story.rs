@@ -7,25 +7,14 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use eslab_core::{
     Aggregate, Checkpoint, CommandError, CommandOptions, EventReader, EventStorage, EventStore, FeedFilter, Metadata,
-    RecordedEvent, Repository, Result as StoreResult, Version, WakeUpStream, WakeUps,
+    RecordedEvent, Repository, Result as StoreResult, Version, WakeUps,
 };
 use eslab_postgres::PostgresStore;
-use eslab_projection::{Backend, PgBackend, ReadModel, Runner, SqliteBackend, Wakeup};
+use eslab_projection::{Backend, PgBackend, ReadModel, Runner, SqliteBackend};
 use eslab_sqlite::SqliteStore;
 use futures_util::{Stream, StreamExt};
 
 use crate::{Product, ProductCommand, StockError, StockLevel, StockLevels, StockTx, answer, reservation, stock_level};
-
-/// The store's wake-ups (eslab-core's [`WakeUps`]) as a projection runner's [`Wakeup`].
-struct Woken(WakeUpStream);
-
-impl Wakeup for Woken {
-    async fn wait(&mut self) {
-        if self.0.next().await.is_none() {
-            std::future::pending::<()>().await; // no more wake-ups: the runner polls
-        }
-    }
-}
 
 /// Prints product events as they commit, until the story's last one (a release).
 async fn print_live(live: impl Stream<Item = StoreResult<RecordedEvent>>) -> StoreResult<Vec<String>> {
@@ -107,7 +96,7 @@ where
     let head = events.feed_head(&filter).await?.map_or(Checkpoint::START, |head| head.checkpoint);
     let live = tokio::spawn(print_live(events.subscribe(filter, head)));
     let runner = Runner::new(events.clone(), backend.clone(), Arc::new(StockLevels));
-    let projection = runner.spawn(Woken(events.wake_ups().await));
+    let projection = runner.spawn(events.wake_ups().await);
 
     let plain = CommandOptions::new(Metadata::now().with_actor("warehouse"));
     let register = ProductCommand::Register { name: "Desk lamp".to_owned() };
