@@ -1,7 +1,8 @@
 //! `eslab`: one binary for the eslab toolkit.
 //!
 //! - `eslab demo`: the account example, told step by step;
-//! - `eslab events stream|feed|import`: the store's events as JSON lines;
+//! - `eslab events stream|feed|import`: the store's events as JSON lines
+//!   (the store's own commands, from `eslab-runtime`);
 //! - `eslab migrate`: create or update the store's schema;
 //! - `eslab projections list|parked|retry|skip`: operate the projections;
 //! - `eslab rebuild <projection>`: replay into shadow tables and swap them in;
@@ -12,17 +13,12 @@
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
-use std::io::BufReader;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eslab_core::{Checkpoint, EventStore, FeedFilter, StreamId};
 use eslab_runtime::{PostgresSettings, StoreSettings, redact, shutdown_signal};
 
 mod demo;
-mod events;
 
 /// eslab: event sourcing + CQRS toolkit and lab.
 #[derive(Debug, Parser)]
@@ -43,7 +39,7 @@ enum Command {
     Demo,
     /// Look at and load the store's events (JSON lines).
     #[command(subcommand)]
-    Events(EventsCommand),
+    Events(eslab_runtime::events::EventsCommand),
     /// Create or update the store's schema (stores also migrate on start).
     Migrate,
     /// The lab: measure event-sourcing patterns side by side on this machine
@@ -128,38 +124,6 @@ fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-#[derive(Debug, Subcommand)]
-enum EventsCommand {
-    /// Print one stream, e.g. `eslab events stream account-42`.
-    Stream {
-        /// The stream id, `<kind>-<id>`.
-        stream_id: StreamId,
-    },
-    /// Print the global feed (or one category's) after a checkpoint.
-    Feed {
-        /// Start after this checkpoint, `<transaction>:<position>` (default: the beginning).
-        #[arg(long)]
-        after: Option<Checkpoint>,
-        /// Only this category (the `<kind>` of stream ids).
-        #[arg(long)]
-        category: Option<String>,
-        /// Keep following the feed: woken by LISTEN/NOTIFY on PostgreSQL, and
-        /// polling (every second at most) for writers that wake nobody.
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Append the events of a JSON-lines file (the output of `feed` imports as
-    /// is). PostgreSQL loads it with COPY. The whole file is checked first: a
-    /// bad line imports nothing.
-    Import {
-        /// The file to import.
-        file: PathBuf,
-        /// Events per append (per COPY transaction on PostgreSQL).
-        #[arg(long, default_value_t = 10_000)]
-        batch: usize,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -212,34 +176,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Relay(args) => eslab::relay::run(store, args, shutdown_signal()).await,
             #[cfg(feature = "kafka")]
             Command::Worker(args) => eslab::worker::run(store, args, shutdown_signal()).await,
-            Command::Events(EventsCommand::Stream { stream_id }) => {
-                events::stream(&store, &stream_id, &mut out).await.map(|_| ())
-            }
-            Command::Events(EventsCommand::Feed { after, category, follow }) => {
-                let filter = match category {
-                    Some(c) => FeedFilter::category(&c)?,
-                    None => FeedFilter::All,
-                };
-                let after = after.unwrap_or(Checkpoint::START);
-                // Woken by the store's own wake-ups (for --follow).
-                events::feed(&EventStore::new(store.clone()), &filter, after, follow, &mut out).await.map(|_| ())
-            }
+            Command::Events(command) => Ok(eslab_runtime::events::run(&store, command, &mut out).await?),
             Command::Projections(command) => eslab::projections::command(&store, command, &mut out).await,
             Command::Rebuild { projection } => {
                 let progress = eslab::rebuild::progress_bar();
                 let done = eslab::rebuild::rebuild(&store, &projection, &progress).await?;
                 eprintln!("{projection}: rebuilt from {} events and swapped in at {}", done.events, done.checkpoint);
-                Ok(())
-            }
-            Command::Events(EventsCommand::Import { file, batch }) => {
-                let open = || std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()));
-                let count = events::validate(BufReader::new(open()?))?;
-                let input = BufReader::new(open()?);
-                let imported = match store.postgres() {
-                    Some(pg) => events::import_copy(pg, input, batch.max(1)).await?,
-                    None => events::import(&store, input, batch.max(1)).await?,
-                };
-                eprintln!("imported {imported} of {count} events");
                 Ok(())
             }
             Command::Lab(_) => anyhow::bail!("the lab runs before any store is opened"),

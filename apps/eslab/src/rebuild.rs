@@ -112,7 +112,7 @@ pub async fn prepare(store: &AnyStore, projection: &str, progress: &ProgressBar)
     let owner = format!("eslab-rebuild@{}", RunnerOptions::process_owner());
     let options = RebuildOptions { owner, ..RebuildOptions::default() };
     let replay = Replay { feed, options, progress };
-    let shadow = store.visit_durable(replay).await.context("no read models between runs: nothing to rebuild")??;
+    let shadow = store.visit_durable(replay).await.context("nothing to rebuild")??;
     progress.finish();
     Ok(shadow)
 }

@@ -15,6 +15,9 @@
 //!   projection backends, its read pool) is written once, generic over
 //!   [`Store`], and [`AnyStore::visit`] runs it on the store that was opened.
 //!   That is the only place the three stores are told apart.
+//! - [`events`]: the store's own commands, for any program to mount as a
+//!   subcommand: its events as JSON lines (one stream, the feed, followed
+//!   live, and the import of such lines).
 //! - [`shutdown_signal`]: Ctrl-C or SIGTERM, for a graceful stop.
 //!
 //! ```
@@ -40,6 +43,7 @@
 //! ```
 
 mod error;
+pub mod events;
 mod settings;
 mod signal;
 mod store;
