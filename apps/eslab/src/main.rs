@@ -158,7 +158,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             return eslab_lab::main(lab, &cli.store.database_url, &mut std::io::stdout()).await;
         }
         // The service checks its configuration first, then opens its own store
-        // (PostgreSQL pool and NOTIFY tuned for it).
+        // (with its PostgreSQL pool and group-commit flags).
         if let Command::Serve(args) = cli.command {
             return serve(StoreSettings { postgres: args.postgres.clone(), ..cli.store }, args).await;
         }
