@@ -102,7 +102,7 @@ fn load(c: &mut Criterion) {
         .filter(|u| u.starts_with("postgres"))
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let schema = format!("eslab_bench_{}", uuid::Uuid::now_v7().simple());
-    let postgres = rt.block_on(eslab_postgres::PostgresStore::connect(&url, &schema)).unwrap();
+    let postgres = rt.block_on(eslab_runtime::open_postgres(&url, &schema, |o| o)).unwrap();
     bench_store(c, &rt, "postgres", postgres.clone());
     rt.block_on(postgres.drop_schema()).unwrap();
 }

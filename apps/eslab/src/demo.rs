@@ -126,7 +126,7 @@ mod tests {
     async fn demo_tells_the_whole_story() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("data").join("eslab.db").display());
-        let store = eslab::store::AnyStore::open(&url).await.unwrap();
+        let store = eslab_runtime::AnyStore::open(&url).await.unwrap();
         let mut out = Vec::new();
         run(store.clone(), store.describe(), &mut out).await.unwrap();
         // A second run on the same file works too (a new account).

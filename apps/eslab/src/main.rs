@@ -1,7 +1,8 @@
 //! `eslab`: one binary for the eslab toolkit.
 //!
 //! - `eslab demo`: the account example, told step by step;
-//! - `eslab events stream|feed|import`: the store's events as JSON lines;
+//! - `eslab events stream|feed|import`: the store's events as JSON lines
+//!   (the store's own commands, from `eslab-runtime`);
 //! - `eslab migrate`: create or update the store's schema;
 //! - `eslab projections list|parked|retry|skip`: operate the projections;
 //! - `eslab rebuild <projection>`: replay into shadow tables and swap them in;
@@ -12,26 +13,20 @@
 //!
 //! The store is chosen by `DATABASE_URL` (default `sqlite://data/eslab.db`).
 
-use std::io::BufReader;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use eslab_core::{Checkpoint, EventStore, FeedFilter, StreamId};
+use eslab_runtime::{PostgresSettings, StoreSettings, redact, shutdown_signal};
 
 mod demo;
-mod events;
-
-use eslab::store::{self, AnyStore, DEFAULT_DATABASE_URL};
 
 /// eslab: event sourcing + CQRS toolkit and lab.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Where the events live: sqlite://FILE, postgres://…, or memory:
-    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
-    database_url: String,
+    /// The store (`DATABASE_URL`, `ESLAB_SCHEMA`).
+    #[command(flatten)]
+    store: StoreSettings,
 
     #[command(subcommand)]
     command: Command,
@@ -44,7 +39,7 @@ enum Command {
     Demo,
     /// Look at and load the store's events (JSON lines).
     #[command(subcommand)]
-    Events(EventsCommand),
+    Events(eslab_runtime::events::EventsCommand),
     /// Create or update the store's schema (stores also migrate on start).
     Migrate,
     /// The lab: measure event-sourcing patterns side by side on this machine
@@ -102,13 +97,9 @@ struct ServeArgs {
     /// Longest a request may take, in seconds (503 after).
     #[arg(long, default_value_t = 10)]
     request_timeout_secs: u64,
-    /// PostgreSQL pool size.
-    #[arg(long, env = "ESLAB_PG_MAX_CONNECTIONS", default_value_t = 32)]
-    pg_max_connections: u32,
-    /// Commit the appends of concurrent requests together on PostgreSQL
-    /// (group commit; each append keeps its own version check).
-    #[arg(long, env = "ESLAB_PG_GROUP_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
-    pg_group_commit: bool,
+    /// PostgreSQL pool size and group commit.
+    #[command(flatten)]
+    postgres: PostgresSettings,
     /// Requests per second each client (peer IP address; behind a proxy, the
     /// proxy) may make, sustained; 429 above it. 0: no limit.
     #[arg(long, env = "ESLAB_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
@@ -131,38 +122,6 @@ fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(format!("{e} (e.g. 24h, 90min, 7days)")),
     }
-}
-
-#[derive(Debug, Subcommand)]
-enum EventsCommand {
-    /// Print one stream, e.g. `eslab events stream account-42`.
-    Stream {
-        /// The stream id, `<kind>-<id>`.
-        stream_id: StreamId,
-    },
-    /// Print the global feed (or one category's) after a checkpoint.
-    Feed {
-        /// Start after this checkpoint, `<transaction>:<position>` (default: the beginning).
-        #[arg(long)]
-        after: Option<Checkpoint>,
-        /// Only this category (the `<kind>` of stream ids).
-        #[arg(long)]
-        category: Option<String>,
-        /// Keep following the feed: woken by LISTEN/NOTIFY on PostgreSQL, and
-        /// polling (every second at most) for writers that wake nobody.
-        #[arg(long)]
-        follow: bool,
-    },
-    /// Append the events of a JSON-lines file (the output of `feed` imports as
-    /// is). PostgreSQL loads it with COPY. The whole file is checked first: a
-    /// bad line imports nothing.
-    Import {
-        /// The file to import.
-        file: PathBuf,
-        /// Events per append (per COPY transaction on PostgreSQL).
-        #[arg(long, default_value_t = 10_000)]
-        batch: usize,
-    },
 }
 
 fn main() -> ExitCode {
@@ -196,50 +155,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async {
         // The lab makes its own schemas and files; it opens no store here.
         if let Command::Lab(lab) = cli.command {
-            return eslab_lab::main(lab, &cli.database_url, &mut std::io::stdout()).await;
+            return eslab_lab::main(lab, &cli.store.database_url, &mut std::io::stdout()).await;
         }
         // The service checks its configuration first, then opens its own store
-        // (PostgreSQL pool and NOTIFY tuned for it).
+        // (with its PostgreSQL pool and group-commit flags).
         if let Command::Serve(args) = cli.command {
-            return serve(&cli.database_url, args).await;
+            return serve(StoreSettings { postgres: args.postgres.clone(), ..cli.store }, args).await;
         }
-        let store = AnyStore::open(&cli.database_url).await?;
+        let store = cli.store.open().await?;
         let mut out = std::io::stdout().lock();
         match cli.command {
             Command::Demo => demo::run(store.clone(), store.describe(), &mut out).await,
             Command::Migrate => {
                 // Opening a store applies its migrations.
-                eprintln!("{} store at {} is up to date", store.describe(), store::redact(&cli.database_url));
+                eprintln!("{} store at {} is up to date", store.describe(), redact(&cli.store.database_url));
                 Ok(())
             }
             Command::Serve(_) => anyhow::bail!("the service opens its own store"),
             #[cfg(feature = "kafka")]
-            Command::Relay(args) => eslab::relay::run(store, args, eslab::signal::shutdown_signal()).await,
+            Command::Relay(args) => eslab::relay::run(store, args, shutdown_signal()).await,
             #[cfg(feature = "kafka")]
-            Command::Worker(args) => eslab::worker::run(store, args, eslab::signal::shutdown_signal()).await,
-            Command::Events(EventsCommand::Stream { stream_id }) => {
-                events::stream(&store, &stream_id, &mut out).await.map(|_| ())
-            }
-            Command::Events(EventsCommand::Feed { after, category, follow }) => {
-                let filter = match category {
-                    Some(c) => FeedFilter::category(&c)?,
-                    None => FeedFilter::All,
-                };
-                let after = after.unwrap_or(Checkpoint::START);
-                // Each store with its own wake-ups (for --follow).
-                let printed = match &store {
-                    AnyStore::Memory(s) => {
-                        events::feed(&EventStore::new(s.clone()), &filter, after, follow, &mut out).await
-                    }
-                    AnyStore::Sqlite(s) => {
-                        events::feed(&EventStore::new(s.clone()), &filter, after, follow, &mut out).await
-                    }
-                    AnyStore::Postgres(s) => {
-                        events::feed(&EventStore::new(s.clone()), &filter, after, follow, &mut out).await
-                    }
-                };
-                printed.map(|_| ())
-            }
+            Command::Worker(args) => eslab::worker::run(store, args, shutdown_signal()).await,
+            Command::Events(command) => Ok(eslab_runtime::events::run(&store, command, &mut out).await?),
             Command::Projections(command) => eslab::projections::command(&store, command, &mut out).await,
             Command::Rebuild { projection } => {
                 let progress = eslab::rebuild::progress_bar();
@@ -247,23 +184,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("{projection}: rebuilt from {} events and swapped in at {}", done.events, done.checkpoint);
                 Ok(())
             }
-            Command::Events(EventsCommand::Import { file, batch }) => {
-                let open = || std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()));
-                let count = events::validate(BufReader::new(open()?))?;
-                let input = BufReader::new(open()?);
-                let imported = match &store {
-                    AnyStore::Postgres(pg) => events::import_copy(pg, input, batch.max(1)).await?,
-                    other => events::import(other, input, batch.max(1)).await?,
-                };
-                eprintln!("imported {imported} of {count} events");
-                Ok(())
-            }
             Command::Lab(_) => anyhow::bail!("the lab runs before any store is opened"),
         }
     })
 }
 
-async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(store: StoreSettings, args: ServeArgs) -> anyhow::Result<()> {
     // clap takes an empty environment variable for an absent one; an empty
     // ESLAB_API_TOKEN (an unset shell variable) must be refused, not ignored.
     let api_token = args.api_token.or_else(|| std::env::var("ESLAB_API_TOKEN").ok());
@@ -277,28 +203,27 @@ async fn serve(database_url: &str, args: ServeArgs) -> anyhow::Result<()> {
             max_connections: args.max_connections.max(1),
         },
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
-        pg_max_connections: args.pg_max_connections,
-        pg_group_commit: args.pg_group_commit,
         rate_limit: eslab::serve::limit::RateLimit::new(
             args.rate_limit_per_second,
             args.rate_limit_burst.unwrap_or(args.rate_limit_per_second),
         ),
         idempotency_retention: args.idempotency_retention,
-        ..eslab::serve::Config::new(database_url)
+        ..eslab::serve::Config::new(store)
     };
     // Refuse a bad configuration before opening (and migrating) the store.
     let mode = config.check()?;
-    let store = eslab::serve::open_store(&config).await?;
+    let store = config.store.open().await?;
     let describe = store.describe();
     let auth = if mode == eslab::serve::AuthMode::Token { " -H 'Authorization: Bearer <token>'" } else { "" };
+    let url = config.store.database_url.clone();
     let running = eslab::serve::start_with(store, config).await?;
     let addr = running.addr;
-    println!("eslab serve: listening on http://{addr} (store: {describe}, {})", store::redact(database_url));
+    println!("eslab serve: listening on http://{addr} (store: {describe}, {})", redact(&url));
     println!("eslab serve: {}", mode.describe());
     println!(
         "try: curl -i -X POST http://{addr}/accounts -H 'Content-Type: application/json'{auth} -d '{{\"owner\":\"Ada\",\"currency\":\"EUR\"}}'"
     );
-    eslab::signal::shutdown_signal().await;
+    shutdown_signal().await;
     eprintln!("eslab serve: shutting down (draining requests, flushing projections)");
     running.stop().await
 }

@@ -4,20 +4,22 @@
 //!
 //! The projections live next to the events: on PostgreSQL in the store's
 //! schema, on SQLite in the store's file (the saga's checkpoints through a
-//! connection of their own, since the saga appends while its batch is open).
+//! connection of their own, since the saga appends while its batch is open:
+//! [`eslab_runtime::Backends`]).
 
+use std::fmt::Debug;
+use std::future::Future;
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Subcommand;
-use eslab_bank::{BankViews, TransferProcess, ViewsTx, upcasters};
+use eslab_bank::{BankViews, SqlViews, TransferProcess, ViewsTx, upcasters};
 use eslab_core::{EventStorage, EventStore, FeedFilter, StreamId};
 use eslab_projection::memory::MemoryBackend;
 use eslab_projection::{Backend, ParkedEvent, PgBackend, Runner, RunnerOptions, SqliteBackend, Status};
-
-use crate::store::AnyStore;
+use eslab_runtime::{AnyStore, Store, StoreVisitor};
+use futures_util::future::BoxFuture;
 
 /// The projection that keeps the account summary, history and transfer status.
 pub const BANK_VIEWS: &str = BankViews::NAME;
@@ -26,6 +28,31 @@ pub const TRANSFER_PROCESS: &str = "transfer-process";
 /// Every projection the bank runs, with the feed each reads.
 pub fn known() -> [(&'static str, FeedFilter); 2] {
     [(BANK_VIEWS, FeedFilter::All), (TRANSFER_PROCESS, FeedFilter::Category("transfer".to_owned()))]
+}
+
+/// A projection backend the bank's projections run on (its transaction
+/// writes the bank's read models), with where their tables are made.
+pub trait BankBackend: Backend<Tx: ViewsTx> + Clone + Debug {
+    /// Creates the bank's read-model tables if they do not exist (in memory there are none).
+    fn create_views(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl BankBackend for MemoryBackend {
+    async fn create_views(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+impl BankBackend for SqliteBackend {
+    async fn create_views(&self) -> anyhow::Result<()> {
+        Ok(SqlViews::new(self.pool().clone()).ensure_schema().await?)
+    }
+}
+
+impl BankBackend for PgBackend {
+    async fn create_views(&self) -> anyhow::Result<()> {
+        Ok(SqlViews::new(self.pool().clone()).ensure_schema().await?)
+    }
 }
 
 /// `eslab projections …`
@@ -63,85 +90,97 @@ pub struct Projections<S, B> {
 }
 
 /// [`Projections`] over whichever store `DATABASE_URL` chose.
-#[derive(Debug, Clone)]
-pub enum AnyProjections {
-    /// In memory (nothing kept between runs).
-    Memory(Projections<eslab_memory::MemoryStore, MemoryBackend>),
-    /// SQLite.
-    Sqlite(Projections<eslab_sqlite::SqliteStore, SqliteBackend>),
-    /// PostgreSQL.
-    Postgres(Projections<eslab_postgres::PostgresStore, PgBackend>),
+#[derive(Clone)]
+pub struct AnyProjections(Arc<dyn Operate>);
+
+impl std::fmt::Debug for AnyProjections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AnyProjections").finish_non_exhaustive()
+    }
+}
+
+/// [`Projections`] with the store and backend types erased.
+trait Operate: Send + Sync {
+    fn catch_up(&self) -> BoxFuture<'_, anyhow::Result<usize>>;
+    fn list(&self) -> BoxFuture<'_, anyhow::Result<Vec<Status>>>;
+    fn parked<'a>(&'a self, projection: Option<&'a str>) -> BoxFuture<'a, anyhow::Result<Vec<ParkedEvent>>>;
+    fn resume<'a>(
+        &'a self,
+        projection: &'a str,
+        stream: &'a StreamId,
+        skip: bool,
+    ) -> BoxFuture<'a, anyhow::Result<usize>>;
+}
+
+impl<S: EventStorage + Clone + Send + Sync + 'static, B: BankBackend> Operate for Projections<S, B> {
+    fn catch_up(&self) -> BoxFuture<'_, anyhow::Result<usize>> {
+        Box::pin(Projections::catch_up(self))
+    }
+
+    fn list(&self) -> BoxFuture<'_, anyhow::Result<Vec<Status>>> {
+        Box::pin(Projections::list(self))
+    }
+
+    fn parked<'a>(&'a self, projection: Option<&'a str>) -> BoxFuture<'a, anyhow::Result<Vec<ParkedEvent>>> {
+        Box::pin(Projections::parked(self, projection))
+    }
+
+    fn resume<'a>(
+        &'a self,
+        projection: &'a str,
+        stream: &'a StreamId,
+        skip: bool,
+    ) -> BoxFuture<'a, anyhow::Result<usize>> {
+        Box::pin(Projections::resume(self, projection, stream, skip))
+    }
+}
+
+/// Opens the bank's projections on the concrete store.
+struct Open;
+
+impl<S: Store> StoreVisitor<S> for Open
+where
+    S::Backend: BankBackend,
+{
+    type Output = anyhow::Result<AnyProjections>;
+
+    async fn visit(self, store: S) -> Self::Output {
+        let backends = store.backends().await?;
+        backends.views.create_views().await?;
+        let projections = Projections::new(store, Arc::new(backends.views), Arc::new(backends.appending));
+        Ok(AnyProjections(Arc::new(projections)))
+    }
 }
 
 impl AnyProjections {
     /// The projections of `store`, creating their tables if needed.
     pub async fn open(store: &AnyStore) -> anyhow::Result<AnyProjections> {
-        Ok(match store {
-            AnyStore::Memory(m) => {
-                let backend = Arc::new(MemoryBackend::new());
-                AnyProjections::Memory(Projections::new(m.clone(), backend.clone(), backend))
-            }
-            AnyStore::Sqlite(s) => {
-                let views = SqliteBackend::new(s.writer_pool().clone());
-                views.ensure_schema().await?;
-                eslab_bank::SqlViews::new(s.writer_pool().clone()).ensure_schema().await?;
-                let options = (*s.writer_pool().connect_options()).clone().busy_timeout(Duration::from_secs(10));
-                let saga_pool = sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options)
-                    .await
-                    .context("opening the saga's connection")?;
-                AnyProjections::Sqlite(Projections::new(
-                    s.clone(),
-                    Arc::new(views),
-                    Arc::new(SqliteBackend::new(saga_pool)),
-                ))
-            }
-            AnyStore::Postgres(p) => {
-                let backend = PgBackend::new(p.pool().clone());
-                backend.ensure_schema().await?;
-                eslab_bank::SqlViews::new(p.pool().clone()).ensure_schema().await?;
-                let backend = Arc::new(backend);
-                AnyProjections::Postgres(Projections::new(p.clone(), backend.clone(), backend))
-            }
-        })
+        store.visit(Open).await
     }
-}
 
-macro_rules! any {
-    ($self:ident, $p:ident => $call:expr) => {
-        match $self {
-            AnyProjections::Memory($p) => $call,
-            AnyProjections::Sqlite($p) => $call,
-            AnyProjections::Postgres($p) => $call,
-        }
-    };
-}
-
-impl AnyProjections {
     /// See [`Projections::catch_up`].
     pub async fn catch_up(&self) -> anyhow::Result<usize> {
-        any!(self, p => p.catch_up().await)
+        self.0.catch_up().await
     }
 
     /// See [`Projections::list`].
     pub async fn list(&self) -> anyhow::Result<Vec<Status>> {
-        any!(self, p => p.list().await)
+        self.0.list().await
     }
 
     /// See [`Projections::parked`].
     pub async fn parked(&self, projection: Option<&str>) -> anyhow::Result<Vec<ParkedEvent>> {
-        any!(self, p => p.parked(projection).await)
+        self.0.parked(projection).await
     }
 
     /// See [`Projections::retry`].
     pub async fn retry(&self, projection: &str, stream: &StreamId) -> anyhow::Result<usize> {
-        any!(self, p => p.retry(projection, stream).await)
+        self.0.resume(projection, stream, false).await
     }
 
     /// See [`Projections::skip`].
     pub async fn skip(&self, projection: &str, stream: &StreamId) -> anyhow::Result<usize> {
-        any!(self, p => p.skip(projection, stream).await)
+        self.0.resume(projection, stream, true).await
     }
 }
 

@@ -9,27 +9,68 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use eslab_bank::{BankViews, upcasters};
 use eslab_core::EventStore;
-use eslab_projection::{PgBackend, Progress, Rebuild, RebuildOptions, RunnerOptions, SqliteBackend};
+use eslab_projection::{Progress, ReadModel, Rebuild, RebuildOptions, RunnerOptions, ShadowBackend};
+use eslab_runtime::{AnyStore, Store, StoreVisitor};
+use futures_util::future::BoxFuture;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::projections::{BANK_VIEWS, TRANSFER_PROCESS};
-use crate::store::AnyStore;
 
 pub use eslab_projection::Rebuilt;
 
 /// A replayed shadow copy, ready to be swapped in.
-#[derive(Debug)]
-pub struct Shadow(ShadowOf);
+pub struct Shadow(Box<dyn Swap>);
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Shadow").field(&self.0.rebuilt()).finish()
+    }
+}
 
 type Feed = EventStore<AnyStore>;
 
-#[derive(Debug)]
-enum ShadowOf {
-    Postgres(eslab_projection::Shadow<Feed, PgBackend, BankViews>),
-    Sqlite(eslab_projection::Shadow<Feed, SqliteBackend, BankViews>),
+/// A shadow of whichever backend, its type erased.
+trait Swap: Send {
+    fn rebuilt(&self) -> Rebuilt;
+    fn swap(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Rebuilt>>;
+}
+
+impl<B: ShadowBackend> Swap for eslab_projection::Shadow<Feed, B, BankViews>
+where
+    BankViews: ReadModel<B>,
+{
+    fn rebuilt(&self) -> Rebuilt {
+        eslab_projection::Shadow::rebuilt(self)
+    }
+
+    fn swap(self: Box<Self>) -> BoxFuture<'static, anyhow::Result<Rebuilt>> {
+        Box::pin(async move { Ok(eslab_projection::Shadow::swap(*self).await?) })
+    }
+}
+
+/// [`prepare`] on the concrete store.
+struct Replay<'a> {
+    feed: Feed,
+    options: RebuildOptions,
+    progress: &'a ProgressBar,
+}
+
+impl<S: Store> StoreVisitor<S> for Replay<'_>
+where
+    S::Backend: ShadowBackend,
+    BankViews: ReadModel<S::Backend>,
+{
+    type Output = anyhow::Result<Shadow>;
+
+    async fn visit(self, store: S) -> Self::Output {
+        let live = Arc::new(store.backends().await?.views);
+        let rebuild = Rebuild::new(self.feed, live, Arc::new(BankViews)).with_options(self.options);
+        let shadow = rebuild.prepare(|p| draw(self.progress, p)).await?;
+        Ok(Shadow(Box::new(shadow)))
+    }
 }
 
 /// A progress bar on stderr: events replayed, events/s and ETA.
@@ -70,39 +111,21 @@ pub async fn prepare(store: &AnyStore, projection: &str, progress: &ProgressBar)
     let feed = EventStore::new(store.clone()).with_upcasters(upcasters());
     let owner = format!("eslab-rebuild@{}", RunnerOptions::process_owner());
     let options = RebuildOptions { owner, ..RebuildOptions::default() };
-    let report = |p| draw(progress, p);
-    let shadow = match store {
-        AnyStore::Memory(_) => bail!("the memory store keeps no read models between runs: nothing to rebuild"),
-        AnyStore::Postgres(pg) => {
-            let live = Arc::new(PgBackend::new(pg.pool().clone()));
-            let rebuild = Rebuild::new(feed, live, Arc::new(BankViews)).with_options(options);
-            ShadowOf::Postgres(rebuild.prepare(report).await?)
-        }
-        AnyStore::Sqlite(s) => {
-            let live = Arc::new(SqliteBackend::new(s.writer_pool().clone()));
-            let rebuild = Rebuild::new(feed, live, Arc::new(BankViews)).with_options(options);
-            ShadowOf::Sqlite(rebuild.prepare(report).await?)
-        }
-    };
+    let replay = Replay { feed, options, progress };
+    let shadow = store.visit_durable(replay).await.context("nothing to rebuild")??;
     progress.finish();
-    Ok(Shadow(shadow))
+    Ok(shadow)
 }
 
 impl Shadow {
     /// What the shadow holds.
     pub fn rebuilt(&self) -> Rebuilt {
-        match &self.0 {
-            ShadowOf::Postgres(s) => s.rebuilt(),
-            ShadowOf::Sqlite(s) => s.rebuilt(),
-        }
+        self.0.rebuilt()
     }
 
     /// Swaps the shadow tables, checkpoints and parked events in, atomically.
     pub async fn swap(self) -> anyhow::Result<Rebuilt> {
-        Ok(match self.0 {
-            ShadowOf::Postgres(s) => s.swap().await?,
-            ShadowOf::Sqlite(s) => s.swap().await?,
-        })
+        self.0.swap().await
     }
 }
 

@@ -6,15 +6,12 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use eslab_core::EventStore;
 use eslab_kafka::{DEFAULT_BROKERS, DEFAULT_TOPIC_PREFIX, KafkaOptions, relay};
-use eslab_postgres::Listener;
-use eslab_projection::{Backend, PgBackend, RunnerOptions, SqliteBackend, UpcastingStore, Wakeup};
-
-use crate::store::AnyStore;
+use eslab_projection::RunnerOptions;
+use eslab_runtime::{AnyStore, Store, StoreVisitor, StoreWakeUps};
 
 /// Where the broker is and how topics are named (shared by `relay` and `worker`).
 #[derive(Debug, Clone, clap::Args)]
@@ -51,56 +48,35 @@ pub struct RelayArgs {
     pub once: bool,
 }
 
-/// Wakes the relay on the store's NOTIFY (PostgreSQL).
-struct Notified(Listener);
-
-impl Wakeup for Notified {
-    async fn wait(&mut self) {
-        self.0.wait().await;
-    }
-}
-
 /// Runs the relay on `store` until `shutdown` (or, with `--once`, until the feed is drained).
 pub async fn run(store: AnyStore, args: RelayArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-    let options = args.kafka.options().with_partitions(args.partitions);
-    let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
-    match &store {
-        AnyStore::Postgres(pg) => {
-            let backend = PgBackend::new(pg.pool().clone());
-            backend.ensure_schema().await?;
-            let wakeup = Notified(pg.listener().await?.with_poll(Duration::from_millis(50), Duration::from_secs(1)));
-            run_on(feed, backend, &options, &args, wakeup, shutdown).await
-        }
-        AnyStore::Sqlite(sqlite) => {
-            let backend = SqliteBackend::new(sqlite.writer_pool().clone());
-            backend.ensure_schema().await?;
-            run_on(feed, backend, &options, &args, (), shutdown).await
-        }
-        AnyStore::Memory(_) => bail!("the relay needs a durable store: set DATABASE_URL to postgres://… or sqlite://…"),
-    }
+    store.visit_durable(Publish { args, shutdown }).await.context("the relay needs a durable store")?
 }
 
-async fn run_on<S, B>(
-    feed: S,
-    backend: B,
-    options: &KafkaOptions,
-    args: &RelayArgs,
-    wakeup: impl Wakeup,
-    shutdown: impl Future<Output = ()> + Send,
-) -> anyhow::Result<()>
-where
-    S: UpcastingStore,
-    B: Backend,
-{
-    let relay = relay::relay(feed, Arc::new(backend), options)
-        .context("creating the Kafka producer")?
-        .with_options(RunnerOptions { batch_size: args.batch.max(1), ..RunnerOptions::default() });
-    tracing::info!(brokers = %options.brokers, prefix = %options.topic_prefix, "relay started");
-    if args.once {
-        let published = relay.drain().await?;
-        eprintln!("published {published} events");
-        return Ok(());
+/// [`run`] on the concrete store: the checkpoint beside the events, woken by the store's commits.
+struct Publish<F> {
+    args: RelayArgs,
+    shutdown: F,
+}
+
+impl<S: Store, F: Future<Output = ()> + Send> StoreVisitor<S> for Publish<F> {
+    type Output = anyhow::Result<()>;
+
+    async fn visit(self, store: S) -> Self::Output {
+        let Publish { args, shutdown } = self;
+        let options = args.kafka.options().with_partitions(args.partitions);
+        let backend = store.backends().await?.views;
+        let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+        let relay = relay::relay(feed, Arc::new(backend), &options)
+            .context("creating the Kafka producer")?
+            .with_options(RunnerOptions { batch_size: args.batch.max(1), ..RunnerOptions::default() });
+        tracing::info!(brokers = %options.brokers, prefix = %options.topic_prefix, "relay started");
+        if args.once {
+            let published = relay.drain().await?;
+            eprintln!("published {published} events");
+            return Ok(());
+        }
+        relay.run(StoreWakeUps::of(&store).await, shutdown).await?;
+        Ok(())
     }
-    relay.run(wakeup, shutdown).await?;
-    Ok(())
 }

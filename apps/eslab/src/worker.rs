@@ -8,13 +8,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
-use eslab_bank::{BankViews, SqlViews, ViewsTx};
+use anyhow::Context;
+use eslab_bank::BankViews;
 use eslab_kafka::{Worker, WorkerOptions, WorkerTables, WorkerTx};
-use eslab_projection::{Backend, PgBackend, SqliteBackend};
+use eslab_projection::{PgBackend, SqliteBackend};
+use eslab_runtime::{AnyStore, Store, StoreVisitor};
 
+use crate::projections::BankBackend;
 use crate::relay::KafkaArgs;
-use crate::store::AnyStore;
 
 /// The default consumer group (`ESLAB_WORKER_GROUP`).
 pub const DEFAULT_GROUP: &str = "eslab-bank-views";
@@ -33,45 +34,60 @@ pub struct WorkerArgs {
     pub batch: usize,
 }
 
-/// Runs a worker until `shutdown`.
-pub async fn run(store: AnyStore, args: WorkerArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-    match &store {
-        AnyStore::Postgres(pg) => {
-            let pool = pg.pool().clone();
-            SqlViews::new(pool.clone()).ensure_schema().await?;
-            WorkerTables::new(pool.clone()).ensure_schema().await?;
-            let backend = PgBackend::new(pool);
-            backend.ensure_schema().await?;
-            run_on(backend, &args, shutdown).await
-        }
-        AnyStore::Sqlite(sqlite) => {
-            let pool = sqlite.writer_pool().clone();
-            SqlViews::new(pool.clone()).ensure_schema().await?;
-            WorkerTables::new(pool.clone()).ensure_schema().await?;
-            let backend = SqliteBackend::new(pool);
-            backend.ensure_schema().await?;
-            run_on(backend, &args, shutdown).await
-        }
-        AnyStore::Memory(_) => {
-            bail!("the worker needs a durable read-model database: set DATABASE_URL to postgres://… or sqlite://…")
-        }
+/// A backend the worker writes through: the bank's read models, and the
+/// worker's own books (applied versions, gaps, dead letters) in the same
+/// transaction.
+trait WorkerBackend: BankBackend<Tx: WorkerTx> {
+    /// Creates the worker's tables if they do not exist.
+    async fn create_worker_tables(&self) -> anyhow::Result<()>;
+}
+
+impl WorkerBackend for SqliteBackend {
+    async fn create_worker_tables(&self) -> anyhow::Result<()> {
+        Ok(WorkerTables::new(self.pool().clone()).ensure_schema().await?)
     }
 }
 
-async fn run_on<B>(backend: B, args: &WorkerArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()>
+impl WorkerBackend for PgBackend {
+    async fn create_worker_tables(&self) -> anyhow::Result<()> {
+        Ok(WorkerTables::new(self.pool().clone()).ensure_schema().await?)
+    }
+}
+
+/// Runs a worker until `shutdown`.
+pub async fn run(store: AnyStore, args: WorkerArgs, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    store.visit_durable(Work { args, shutdown }).await.context("the worker needs a durable read-model database")?
+}
+
+/// [`run`] on the concrete store, whose database keeps the read models.
+struct Work<F> {
+    args: WorkerArgs,
+    shutdown: F,
+}
+
+impl<S: Store, F: Future<Output = ()> + Send> StoreVisitor<S> for Work<F>
 where
-    B: Backend,
-    B::Tx: ViewsTx + WorkerTx,
+    S::Backend: WorkerBackend,
 {
-    let options =
-        WorkerOptions { batch_size: args.batch.max(1), ..WorkerOptions::new(&args.group, &["account", "transfer"]) };
-    let worker = Worker::new(&args.kafka.options(), Arc::new(backend), Arc::new(BankViews), options)
-        .context("creating the Kafka consumer")?;
-    tracing::info!(group = %args.group, brokers = %args.kafka.brokers, "worker started");
-    worker.run(shutdown).await?;
-    // Hand the partitions over now rather than after the session timeout.
-    worker.leave_group();
-    let totals = worker.totals();
-    tracing::info!(?totals, "worker stopped");
-    Ok(())
+    type Output = anyhow::Result<()>;
+
+    async fn visit(self, store: S) -> Self::Output {
+        let Work { args, shutdown } = self;
+        let backend = store.backends().await?.views;
+        backend.create_views().await?;
+        backend.create_worker_tables().await?;
+        let options = WorkerOptions {
+            batch_size: args.batch.max(1),
+            ..WorkerOptions::new(&args.group, &["account", "transfer"])
+        };
+        let worker = Worker::new(&args.kafka.options(), Arc::new(backend), Arc::new(BankViews), options)
+            .context("creating the Kafka consumer")?;
+        tracing::info!(group = %args.group, brokers = %args.kafka.brokers, "worker started");
+        worker.run(shutdown).await?;
+        // Hand the partitions over now rather than after the session timeout.
+        worker.leave_group();
+        let totals = worker.totals();
+        tracing::info!(?totals, "worker stopped");
+        Ok(())
+    }
 }

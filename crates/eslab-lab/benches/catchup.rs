@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let schema = format!("eslab_bench_{}", uuid::Uuid::now_v7().simple());
     let (store, backend) = rt.block_on(async {
-        let store = PostgresStore::connect(&url, &schema)
+        let store = eslab_runtime::open_postgres(&url, &schema, |o| o)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url} ({e}); start it or set DATABASE_URL"));
         store.import(events()).await.unwrap();

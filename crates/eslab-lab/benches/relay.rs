@@ -53,7 +53,7 @@ async fn setup() -> Bench {
         .filter(|u| u.starts_with("postgres"))
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let id = uuid::Uuid::now_v7().simple().to_string();
-    let store = PostgresStore::connect(&url, &format!("eslab_bench_{id}"))
+    let store = eslab_runtime::open_postgres(&url, &format!("eslab_bench_{id}"), |o| o)
         .await
         .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {url}: {e}"));
     let backend = PgBackend::new(store.pool().clone());

@@ -213,14 +213,14 @@ impl Lab {
     }
 
     /// An eslab [`PostgresStore`](eslab_postgres::PostgresStore) on a fresh
-    /// schema (migrated), dropped when the experiment ends.
+    /// schema (migrated), dropped when the experiment ends, opened as every
+    /// eslab program opens PostgreSQL ([`eslab_runtime::open_postgres`]).
     pub async fn pg_store(
         &self,
         tweak: impl FnOnce(eslab_postgres::PostgresOptions) -> eslab_postgres::PostgresOptions,
     ) -> anyhow::Result<eslab_postgres::PostgresStore> {
         let schema = self.new_schema()?;
-        let options = tweak(eslab_postgres::PostgresOptions::new(&self.postgres_url, &schema));
-        eslab_postgres::PostgresStore::connect_with(options).await.context("opening an eslab PostgreSQL store")
+        Ok(eslab_runtime::open_postgres(&self.postgres_url, &schema, tweak).await?)
     }
 
     async fn drop_schemas(&self) -> anyhow::Result<()> {

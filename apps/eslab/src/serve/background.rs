@@ -1,23 +1,23 @@
 //! The in-process projections: the bank's read models ([`BankViews`]) and the
 //! transfer saga ([`TransferProcess`]), each a projection runner in a tokio
-//! task, woken by the store (SQLite's commit signal, PostgreSQL's NOTIFY, or
-//! the service's own signal in memory) with a polling fallback. On shutdown
+//! task, woken by the store ([`StoreWakeUps`]: SQLite's and memory's commit
+//! signal, PostgreSQL's NOTIFY) with a polling fallback. On shutdown
 //! each finishes its batch, drains what is left (bounded in time) and
 //! releases its lease.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_bank::{BankViews, SqlViews, TransferProcess};
+use eslab_bank::{BankViews, TransferProcess};
 use eslab_core::{Checkpoint, EventStore, FeedFilter};
-use eslab_projection::memory::MemoryBackend;
-use eslab_projection::{Backend, PgBackend, Projection, Runner, RunnerOptions, SqliteBackend, Wakeup};
+use eslab_projection::{Backend, Projection, Runner, RunnerOptions, Wakeup};
+use eslab_runtime::{AnyStore, Store, StoreVisitor, StoreWakeUps};
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::read::ReadModels;
-use crate::store::AnyStore;
+use crate::projections::BankBackend;
 
 /// A running projection whose position `/ready` reports.
 pub trait Tracked: Send + Sync {
@@ -45,15 +45,6 @@ impl<B: Backend, P: Projection<B>> Tracked for TrackedRunner<B, P> {
 
     fn checkpoint(&self) -> BoxFuture<'_, Result<Checkpoint, eslab_projection::Error>> {
         Box::pin(self.runner.checkpoint())
-    }
-}
-
-/// PostgreSQL's LISTEN/NOTIFY as a runner wake-up.
-struct Notified(eslab_postgres::Listener);
-
-impl Wakeup for Notified {
-    async fn wait(&mut self) {
-        self.0.wait().await;
     }
 }
 
@@ -107,71 +98,44 @@ fn track<B: Backend, P: Projection<B>>(
 }
 
 /// Starts the read models and the saga for `events` (whose backend is `store`).
-///
-/// `signal` is the service's own after-append signal, used where the store has
-/// none (memory).
 pub async fn start(
     store: &AnyStore,
     events: &EventStore<AnyStore>,
-    sqlite_url: Option<&str>,
-    signal: &watch::Sender<()>,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Background> {
-    let saga = TransferProcess::new(events.clone());
-    let saga_filter = FeedFilter::Category("transfer".to_owned());
-    match store {
-        AnyStore::Memory(_) => {
-            let backend = Arc::new(MemoryBackend::new());
-            let views =
-                Runner::new(events.clone(), backend.clone(), Arc::new(BankViews)).with_options(options("views"));
-            let process = Runner::new(events.clone(), backend.clone(), Arc::new(saga)).with_options(options("saga"));
-            let tracked = vec![track(&views, FeedFilter::All), track(&process, saga_filter)];
-            let tasks = vec![
-                spawn(views, signal.subscribe(), shutdown.clone()),
-                spawn(process, signal.subscribe(), shutdown.clone()),
-            ];
-            Ok(Background { views: ReadModels::Memory((*backend).clone()), tracked, tasks })
-        }
-        AnyStore::Sqlite(sqlite) => {
-            // The views write through the store's single writer so their
-            // batches queue behind appends. The saga appends from inside its
-            // batch, so it must not hold that writer: its checkpoints go
-            // through a connection of its own.
-            let backend = SqliteBackend::new(sqlite.writer_pool().clone());
-            backend.ensure_schema().await?;
-            let queries = SqlViews::new(sqlite.reader_pool().clone());
-            SqlViews::new(sqlite.writer_pool().clone()).ensure_schema().await?;
-            let url = sqlite_url.unwrap_or(crate::store::DEFAULT_DATABASE_URL);
-            let saga_options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)?
-                .busy_timeout(Duration::from_secs(10));
-            let saga_pool =
-                sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(saga_options).await?;
-            let saga_backend = SqliteBackend::new(saga_pool);
-            let views =
-                Runner::new(events.clone(), Arc::new(backend), Arc::new(BankViews)).with_options(options("views"));
-            let process =
-                Runner::new(events.clone(), Arc::new(saga_backend), Arc::new(saga)).with_options(options("saga"));
-            let tracked = vec![track(&views, FeedFilter::All), track(&process, saga_filter)];
-            let tasks = vec![
-                spawn(views, sqlite.subscribe(), shutdown.clone()),
-                spawn(process, sqlite.subscribe(), shutdown.clone()),
-            ];
-            Ok(Background { views: ReadModels::Sqlite(queries), tracked, tasks })
-        }
-        AnyStore::Postgres(pg) => {
-            let backend = PgBackend::new(pg.pool().clone());
-            backend.ensure_schema().await?;
-            let queries = SqlViews::new(pg.pool().clone());
-            queries.ensure_schema().await?;
-            let views = Runner::new(events.clone(), Arc::new(backend.clone()), Arc::new(BankViews))
-                .with_options(options("views"));
-            let process = Runner::new(events.clone(), Arc::new(backend), Arc::new(saga)).with_options(options("saga"));
-            let tracked = vec![track(&views, FeedFilter::All), track(&process, saga_filter)];
-            let tasks = vec![
-                spawn(views, Notified(pg.listener().await?), shutdown.clone()),
-                spawn(process, Notified(pg.listener().await?), shutdown.clone()),
-            ];
-            Ok(Background { views: ReadModels::Postgres(queries), tracked, tasks })
-        }
+    store.visit(Start { events, shutdown }).await
+}
+
+/// [`start`] on the concrete store.
+struct Start<'a> {
+    events: &'a EventStore<AnyStore>,
+    shutdown: &'a watch::Receiver<bool>,
+}
+
+impl<S: Store> StoreVisitor<S> for Start<'_>
+where
+    S::Backend: BankBackend,
+    ReadModels: From<S::Reader>,
+{
+    type Output = anyhow::Result<Background>;
+
+    async fn visit(self, store: S) -> Self::Output {
+        // The views write through the store's writer; the saga, which appends
+        // from inside its batch, through the backend for that.
+        let backends = store.backends().await?;
+        backends.views.create_views().await?;
+        let (events, shutdown) = (self.events, self.shutdown);
+        let saga = TransferProcess::new(events.clone());
+        let views =
+            Runner::new(events.clone(), Arc::new(backends.views), Arc::new(BankViews)).with_options(options("views"));
+        let process =
+            Runner::new(events.clone(), Arc::new(backends.appending), Arc::new(saga)).with_options(options("saga"));
+        let tracked =
+            vec![track(&views, FeedFilter::All), track(&process, FeedFilter::Category("transfer".to_owned()))];
+        let tasks = vec![
+            spawn(views, StoreWakeUps::of(&store).await, shutdown.clone()),
+            spawn(process, StoreWakeUps::of(&store).await, shutdown.clone()),
+        ];
+        Ok(Background { views: ReadModels::from(backends.reader), tracked, tasks })
     }
 }

@@ -40,9 +40,9 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 
-use crate::store::AnyStore;
 use background::Tracked;
 use error::{ApiError, PROBLEM_JSON, Problem};
+use eslab_runtime::{AnyStore, StoreSettings};
 use read::ReadModels;
 
 /// The largest request body accepted, in bytes (413 above).
@@ -57,10 +57,8 @@ const STATE_CACHE_ENTRIES: u64 = 10_000;
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `sqlite://…`, `postgres://…` or `memory:`.
-    pub database_url: String,
-    /// The PostgreSQL schema (default: `ESLAB_SCHEMA`, else `eslab`).
-    pub schema: Option<String>,
+    /// The store: its URL, PostgreSQL schema, pool size and group commit.
+    pub store: StoreSettings,
     /// Where to listen (`127.0.0.1:8080` by default; port 0 picks a free one).
     pub bind: String,
     /// When set, writes need `Authorization: Bearer <token>`.
@@ -69,10 +67,6 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Attempts of a command whose stream keeps changing under it (409 after).
     pub max_attempts: u32,
-    /// PostgreSQL pool size.
-    pub pg_max_connections: u32,
-    /// Group-commit concurrent single-stream appends on PostgreSQL (default on).
-    pub pg_group_commit: bool,
     /// Per-client (peer IP) request rate limit, 429 above it (default: none).
     pub rate_limit: Option<limit::RateLimit>,
     /// Serve writes without a token on an address other than loopback. Without
@@ -139,17 +133,14 @@ fn is_loopback(bind: &str) -> bool {
 }
 
 impl Config {
-    /// Defaults for `database_url`.
-    pub fn new(database_url: impl Into<String>) -> Self {
+    /// Defaults for `store` (a [`StoreSettings`], or a database URL).
+    pub fn new(store: impl Into<StoreSettings>) -> Self {
         Config {
-            database_url: database_url.into(),
-            schema: None,
+            store: store.into(),
             bind: DEFAULT_BIND.to_owned(),
             api_token: None,
             request_timeout: Duration::from_secs(10),
             max_attempts: 10,
-            pg_max_connections: 32,
-            pg_group_commit: true,
             rate_limit: None,
             no_auth: false,
             limits: server::ConnectionLimits::default(),
@@ -462,36 +453,6 @@ async fn problem_fallback(request: Request, next: Next) -> Response {
     replaced
 }
 
-/// Opens the store named by `config`. PostgreSQL gets the schema
-/// `config.schema` (else `ESLAB_SCHEMA`, else `eslab`), a pool of
-/// `config.pg_max_connections`, and NOTIFY after commit: a NOTIFY inside the
-/// append's transaction takes PostgreSQL's global notification lock at
-/// commit, which serializes every append of the service (the projections'
-/// polling covers a wake-up lost in a crash). With `config.pg_group_commit`
-/// the deposits and withdrawals of concurrent requests are committed
-/// together (`eslab_postgres::GroupCommitOptions`), each still checked
-/// against its own expected version.
-pub async fn open_store(config: &Config) -> anyhow::Result<AnyStore> {
-    let url = &config.database_url;
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let schema =
-            config.schema.clone().or_else(|| std::env::var("ESLAB_SCHEMA").ok()).unwrap_or_else(|| "eslab".to_owned());
-        let options = eslab_postgres::PostgresOptions::new(url.as_str(), schema.as_str())
-            .max_connections(config.pg_max_connections.max(2))
-            .notify(eslab_postgres::Notify::AfterCommit);
-        let options = if config.pg_group_commit {
-            options.group_commit(eslab_postgres::GroupCommitOptions::default())
-        } else {
-            options
-        };
-        let store = eslab_postgres::PostgresStore::connect_with(options).await.map_err(|e| {
-            anyhow::anyhow!("connecting to PostgreSQL (schema {schema}) at {}: {e}", crate::store::redact(url))
-        })?;
-        return Ok(AnyStore::Postgres(store));
-    }
-    AnyStore::open(url).await
-}
-
 /// A running service.
 pub struct Running {
     /// Where it listens.
@@ -511,7 +472,7 @@ impl std::fmt::Debug for Running {
 
 /// Opens the store, starts the projections, binds `config.bind` and serves.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    let store = open_store(&config).await?;
+    let store = config.store.open().await?;
     start_with(store, config).await
 }
 
@@ -547,18 +508,9 @@ impl Prepared {
 pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepared> {
     let (stop_projections, projections_stopped) = watch::channel(false);
     let events = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
-    let signal = watch::channel(()).0;
-    let sqlite_url = config.database_url.starts_with("sqlite:").then_some(config.database_url.as_str());
-    let started = background::start(&store, &events, sqlite_url, &signal, &projections_stopped).await?;
+    let started = background::start(&store, &events, &projections_stopped).await?;
     let state = AppState::new(store, started.views, started.tracked, config);
     idempotency::spawn_compaction(state.clone(), projections_stopped.clone());
-    // The memory store has no commit signal: forward the service's own.
-    let mut appended = state.append_signal().subscribe();
-    tokio::spawn(async move {
-        while appended.changed().await.is_ok() {
-            signal.send_replace(());
-        }
-    });
     Ok(Prepared { state, stop_projections, projections: started.tasks })
 }
 

@@ -54,3 +54,21 @@ impl ReadModels {
         })
     }
 }
+
+impl From<MemoryBackend> for ReadModels {
+    fn from(backend: MemoryBackend) -> Self {
+        ReadModels::Memory(backend)
+    }
+}
+
+impl From<sqlx::SqlitePool> for ReadModels {
+    fn from(pool: sqlx::SqlitePool) -> Self {
+        ReadModels::Sqlite(SqlViews::new(pool))
+    }
+}
+
+impl From<sqlx::PgPool> for ReadModels {
+    fn from(pool: sqlx::PgPool) -> Self {
+        ReadModels::Postgres(SqlViews::new(pool))
+    }
+}

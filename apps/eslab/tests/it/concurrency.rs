@@ -59,11 +59,11 @@ async fn two_services_on_one_store_lose_nothing() {
     let schema = {
         let store = one.running.as_ref().unwrap().state.events().backend().clone();
         match store {
-            eslab::store::AnyStore::Postgres(pg) => pg.schema().to_owned(),
+            eslab_runtime::AnyStore::Postgres(pg) => pg.schema().to_owned(),
             _ => unreachable!(),
         }
     };
-    let two = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema)).await;
+    let two = TestApp::spawn_with(Backend::Postgres, |c| c.store.schema = Some(schema)).await;
     let a = one.open("Ada", 0).await;
     for round in 0..5 {
         assert_eq!(one.deposit(&a, 10).await.status(), StatusCode::OK, "round {round}");
@@ -89,10 +89,10 @@ async fn a_conflict_that_outlasts_the_retries_is_409_and_writes_nothing() {
 
     let one = TestApp::spawn_with(Backend::Postgres, |c| c.max_attempts = 1).await;
     let schema = match one.running.as_ref().unwrap().state.events().backend().clone() {
-        eslab::store::AnyStore::Postgres(pg) => pg.schema().to_owned(),
+        eslab_runtime::AnyStore::Postgres(pg) => pg.schema().to_owned(),
         _ => unreachable!(),
     };
-    let two = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema.clone())).await;
+    let two = TestApp::spawn_with(Backend::Postgres, |c| c.store.schema = Some(schema.clone())).await;
     let a = one.open("Ada", 0).await;
     assert_eq!(one.deposit(&a, 10).await.status(), StatusCode::OK); // one caches version 2
     assert_eq!(two.deposit(&a, 10).await.status(), StatusCode::OK); // the store is at 3
@@ -110,7 +110,7 @@ async fn a_conflict_that_outlasts_the_retries_is_409_and_writes_nothing() {
     // A third service on the same schema, with the default attempts, caches
     // version 3 through its own deposit; after `two` writes again its next
     // deposit conflicts once, reloads and succeeds.
-    let three = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema)).await;
+    let three = TestApp::spawn_with(Backend::Postgres, |c| c.store.schema = Some(schema)).await;
     assert_eq!(three.deposit(&a, 10).await.status(), StatusCode::OK);
     assert_eq!(two.deposit(&a, 10).await.status(), StatusCode::OK);
     let r = three.deposit(&a, 10).await;

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use eslab::serve::{self, Config, Running};
-use eslab::store::AnyStore;
 use eslab_core::{Checkpoint, EventReaderExt, FeedFilter};
+use eslab_runtime::AnyStore;
 use eslab_testing::pg;
 use futures_util::TryStreamExt;
 use reqwest::{Response, StatusCode};
@@ -39,14 +39,14 @@ impl TestApp {
             Backend::Memory => Config::new("memory:"),
             Backend::Postgres => {
                 let mut c = Config::new(pg::database_url());
-                c.schema = Some(pg::unique_name("eslab_http"));
+                c.store.schema = Some(pg::unique_name("eslab_http"));
                 c
             }
         };
         config.bind = "127.0.0.1:0".into();
         configure(&mut config);
         let token = config.api_token.clone();
-        let store = serve::open_store(&config).await.unwrap_or_else(|e| {
+        let store = config.store.open().await.unwrap_or_else(|e| {
             panic!(
                 "cannot open the store ({e:#}); for PostgreSQL start it (e.g. `pg_ctlcluster 15 main start` or \
                  `make ensure-postgres`) or set DATABASE_URL"

@@ -48,7 +48,7 @@ async fn shutdown_flushes(backend: Backend) {
     // Everything committed before the stop reached the read model.
     let row = state.views().account(&a).await.unwrap().unwrap();
     assert_eq!((row.balance, row.version), (100, 21));
-    if let eslab::store::AnyStore::Postgres(pg) = state.events().backend().clone() {
+    if let eslab_runtime::AnyStore::Postgres(pg) = state.events().backend().clone() {
         drop(state);
         pg.drop_schema().await.unwrap();
     }
@@ -60,7 +60,7 @@ on_every_store!(graceful_shutdown_flushes_the_projections, shutdown_flushes);
 async fn a_store_that_is_gone_is_503_and_not_ready() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     let a = app.open("Ada", 0).await;
-    let eslab::store::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
+    let eslab_runtime::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
         panic!("not SQLite");
     };
     sqlite.close().await;
@@ -186,7 +186,7 @@ async fn every_response_says_nosniff_and_no_store() {
 async fn ready_is_computed_at_most_once_a_second() {
     let app = TestApp::spawn(Backend::Sqlite).await;
     assert_eq!(app.get("/ready").await.status(), StatusCode::OK);
-    let eslab::store::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
+    let eslab_runtime::AnyStore::Sqlite(sqlite) = app.running.as_ref().unwrap().state.events().backend().clone() else {
         panic!("not SQLite");
     };
     sqlite.close().await;
@@ -221,7 +221,7 @@ async fn a_blank_token_or_no_token_on_an_open_address_refuses_to_start() {
     // The library refuses too, before binding anything.
     let mut config = Config::new("memory:");
     config.api_token = Some(String::new());
-    let store = eslab::store::AnyStore::open("memory:").await.unwrap();
+    let store = eslab_runtime::AnyStore::open("memory:").await.unwrap();
     let refused = eslab::serve::start_with(store, config).await.unwrap_err();
     assert!(refused.to_string().contains("empty or blank"), "{refused}");
 }
@@ -243,9 +243,9 @@ async fn warnings_and_errors_carry_the_request_id_at_the_default_level() {
     let _guard = tracing::subscriber::set_default(subscriber);
     let dir = tempfile::tempdir().unwrap();
     let config = eslab::serve::Config::new(format!("sqlite://{}", dir.path().join("eslab.db").display()));
-    let store = eslab::serve::open_store(&config).await.unwrap();
+    let store = config.store.open().await.unwrap();
     let prepared = eslab::serve::prepare(store, &config).await.unwrap();
-    let eslab::store::AnyStore::Sqlite(sqlite) = prepared.state.events().backend().clone() else { panic!("SQLite") };
+    let eslab_runtime::AnyStore::Sqlite(sqlite) = prepared.state.events().backend().clone() else { panic!("SQLite") };
     sqlite.close().await;
     let request_id = uuid::Uuid::now_v7().to_string();
     let request = axum::http::Request::post(format!("/accounts/{}/deposits", uuid::Uuid::now_v7()))

@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
-use eslab::projections::{AnyProjections, BANK_VIEWS, TRANSFER_PROCESS, print_list, print_parked};
+use eslab::projections::{AnyProjections, BANK_VIEWS, BankBackend, TRANSFER_PROCESS, print_list, print_parked};
 use eslab::rebuild;
-use eslab::store::AnyStore;
-use eslab_bank::{Account, AccountCommand, Amount, OverdraftLimit, Transfer, TransferCommand, upcasters};
+use eslab::serve::read::ReadModels;
+use eslab_bank::{Account, AccountCommand, Amount, OverdraftLimit, Transfer, TransferCommand, ViewsTx, upcasters};
 use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, Repository, StreamId};
+use eslab_projection::Backend;
+use eslab_runtime::{AnyStore, Store, StoreVisitor};
 use eslab_testing::pg::FreshSchema;
 use indicatif::ProgressBar;
 
@@ -69,46 +71,62 @@ async fn assert_views_equal_the_fold(store: &AnyStore) {
     let typed = EventStore::new(store.clone()).with_upcasters(upcasters());
     let accounts: Repository<Account, _> = Repository::new(typed.clone());
     let transfers: Repository<Transfer, _> = Repository::new(typed);
+    let views = views(store).await;
     let mut total = 0;
     for i in 0..5 {
         let id = format!("a{i}");
         let folded = accounts.load(&id).await.unwrap();
-        let row = account_row(store, &id).await.unwrap();
+        let row = views.account(&id).await.unwrap().unwrap();
         assert_eq!((row.balance, row.version), (folded.state.balance.minor(), folded.version.get()), "{id}");
         total += row.balance;
     }
     assert_eq!(total, 4_000, "money conserved in the read model");
     for t in 0..12 {
         let folded = transfers.load(&format!("t{t}")).await.unwrap();
-        let row = transfer_row(store, &format!("t{t}")).await.unwrap();
+        let row = views.transfer(&format!("t{t}")).await.unwrap().unwrap();
         assert_eq!(row.status, folded.state.status, "t{t}");
         assert!(row.status.is_final());
     }
 }
 
-async fn account_row(store: &AnyStore, id: &str) -> Option<eslab_bank::AccountSummary> {
-    match store {
-        AnyStore::Sqlite(s) => eslab_bank::SqlViews::new(s.reader_pool().clone()).account(id).await.unwrap(),
-        AnyStore::Postgres(p) => eslab_bank::SqlViews::new(p.pool().clone()).account(id).await.unwrap(),
-        AnyStore::Memory(_) => unreachable!("SQL stores only"),
+/// The read models of `store` as the service queries them (SQLite: through its reader pool).
+struct Views;
+
+impl<S: Store> StoreVisitor<S> for Views
+where
+    ReadModels: From<S::Reader>,
+{
+    type Output = ReadModels;
+
+    async fn visit(self, store: S) -> ReadModels {
+        ReadModels::from(store.backends().await.unwrap().reader)
     }
 }
 
-async fn transfer_row(store: &AnyStore, id: &str) -> Option<eslab_bank::TransferView> {
-    match store {
-        AnyStore::Sqlite(s) => eslab_bank::SqlViews::new(s.reader_pool().clone()).transfer(id).await.unwrap(),
-        AnyStore::Postgres(p) => eslab_bank::SqlViews::new(p.pool().clone()).transfer(id).await.unwrap(),
-        AnyStore::Memory(_) => unreachable!("SQL stores only"),
-    }
+async fn views(store: &AnyStore) -> ReadModels {
+    store.visit(Views).await
+}
+
+async fn balance_of_a0(store: &AnyStore) -> i64 {
+    views(store).await.account("a0").await.unwrap().unwrap().balance
 }
 
 /// Corrupts the live summary of `a0` so that the old model is recognisable.
-async fn corrupt(store: &AnyStore) {
-    let sql = "UPDATE account_summary SET balance = balance + 999999 WHERE id = 'a0'";
-    match store {
-        AnyStore::Sqlite(s) => sqlx::query(sql).execute(s.writer_pool()).await.map(|_| ()).unwrap(),
-        AnyStore::Postgres(p) => sqlx::query(sql).execute(p.pool()).await.map(|_| ()).unwrap(),
-        AnyStore::Memory(_) => unreachable!(),
+struct Corrupt;
+
+impl<S: Store> StoreVisitor<S> for Corrupt
+where
+    S::Backend: BankBackend,
+{
+    type Output = ();
+
+    async fn visit(self, store: S) {
+        let backend = store.backends().await.unwrap().views;
+        let mut tx = backend.begin().await.unwrap();
+        let mut row = tx.summary("a0").await.unwrap().unwrap();
+        row.balance += 999_999;
+        tx.put_summary(&row).await.unwrap();
+        backend.commit(tx).await.unwrap();
     }
 }
 
@@ -172,16 +190,18 @@ macro_rules! cli_tests {
                 let projections = AnyProjections::open(&store).await.unwrap();
                 projections.catch_up().await.unwrap();
                 assert_views_equal_the_fold(&store).await;
-                corrupt(&store).await;
-                let old = account_row(&store, "a0").await.unwrap().balance;
+                store.visit(Corrupt).await;
+                let old = balance_of_a0(&store).await;
 
                 // Readers keep reading the live (old) model while the shadow is replayed.
                 let reader_store = store.clone();
                 let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
                 let reader = tokio::spawn(async move {
+                    let views = views(&reader_store).await;
                     let mut reads = 0;
                     loop {
-                        assert_eq!(account_row(&reader_store, "a0").await.unwrap().balance, old, "old model served");
+                        let balance = views.account("a0").await.unwrap().unwrap().balance;
+                        assert_eq!(balance, old, "old model served");
                         reads += 1;
                         if stopped.try_recv().is_ok() {
                             return reads;
@@ -192,7 +212,7 @@ macro_rules! cli_tests {
                 let shadow = rebuild::prepare(&store, BANK_VIEWS, &ProgressBar::hidden()).await.unwrap();
                 stop.send(()).unwrap();
                 assert!(reader.await.unwrap() > 0);
-                assert_eq!(account_row(&store, "a0").await.unwrap().balance, old, "not swapped yet");
+                assert_eq!(balance_of_a0(&store).await, old, "not swapped yet");
                 let replayed = shadow.rebuilt();
                 assert!(replayed.events > 50, "{replayed:?}");
 

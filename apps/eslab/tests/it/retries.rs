@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::body::Body;
 use eslab::serve::commands::{IDEMPOTENCY_CATEGORY, WriteOptions};
 use eslab::serve::{self, AppState, Config};
-use eslab::store::AnyStore;
 use eslab_core::{Checkpoint, EventReader, EventReaderExt, FeedFilter, StreamId, Version};
+use eslab_runtime::AnyStore;
 use futures_util::TryStreamExt;
 use http_body_util::BodyExt;
 use reqwest::StatusCode;
@@ -180,7 +180,7 @@ async fn every_retry_with_one_key_gets_the_first_answer_across_two_services() {
         AnyStore::Postgres(pg) => pg.schema().to_owned(),
         _ => unreachable!(),
     };
-    let two = TestApp::spawn_with(Backend::Postgres, |c| c.schema = Some(schema)).await;
+    let two = TestApp::spawn_with(Backend::Postgres, |c| c.store.schema = Some(schema)).await;
     for round in 0..20 {
         let a = one.open("Ada", 0).await;
         assert_eq!(one.deposit(&a, 100).await.status(), StatusCode::OK);

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use eslab::serve::{self, Config};
-use eslab::store::AnyStore;
+use eslab_runtime::AnyStore;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;

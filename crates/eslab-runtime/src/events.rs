@@ -1,15 +1,16 @@
-//! `eslab events`: look at and load the store's events as JSON lines.
+//! The store's own commands, for any program built on eslab: look at and
+//! load its events as JSON lines ([`EventsCommand`], run by [`run`]).
 //!
 //! - `stream <stream-id>` prints one stream;
 //! - `feed [--after T:P] [--category KIND] [--follow]` prints the global (or one
 //!   category's) feed from a checkpoint, and with `--follow` keeps waiting for more;
 //! - `import <file.jsonl>` appends events from JSON lines (the output of `feed`
-//!   imports as is).
+//!   imports as is; PostgreSQL loads them with `COPY`).
 
 use std::collections::VecDeque;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 
-use anyhow::Context;
 use eslab_core::{
     Checkpoint, EventReader, EventReaderExt, EventStorage, EventStore, ExpectedVersion, FeedFilter, Metadata, NewEvent,
     RecordedEvent, StreamId, Version, WakeUps,
@@ -18,20 +19,139 @@ use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::AnyStore;
+
+/// `… events …`: the store's events as JSON lines.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum EventsCommand {
+    /// Print one stream, e.g. `eslab events stream account-42`.
+    Stream {
+        /// The stream id, `<kind>-<id>`.
+        stream_id: StreamId,
+    },
+    /// Print the global feed (or one category's) after a checkpoint.
+    Feed {
+        /// Start after this checkpoint, `<transaction>:<position>` (default: the beginning).
+        #[arg(long)]
+        after: Option<Checkpoint>,
+        /// Only this category (the `<kind>` of stream ids).
+        #[arg(long)]
+        category: Option<String>,
+        /// Keep following the feed: woken by LISTEN/NOTIFY on PostgreSQL, and
+        /// polling (every second at most) for writers that wake nobody.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Append the events of a JSON-lines file (the output of `feed` imports as
+    /// is). PostgreSQL loads it with COPY. The whole file is checked first: a
+    /// bad line imports nothing.
+    Import {
+        /// The file to import.
+        file: PathBuf,
+        /// Events per append (per COPY transaction on PostgreSQL).
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+}
+
+/// Why an [`EventsCommand`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventsError {
+    /// The store failed a read.
+    #[error(transparent)]
+    Store(Box<eslab_core::Error>),
+    /// The category is not a stream kind.
+    #[error(transparent)]
+    Category(#[from] eslab_core::InvalidStreamId),
+    /// Writing the output failed (a closed pipe, say: see [`std::io::ErrorKind::BrokenPipe`]).
+    #[error("writing the events")]
+    Write(#[from] std::io::Error),
+    /// An event could not be written as JSON.
+    #[error("writing an event as JSON")]
+    Json(#[from] serde_json::Error),
+    /// The file to import could not be opened or read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of the file to import is not an event.
+    #[error("line {line} cannot be imported")]
+    BadLine {
+        /// The line number, from 1.
+        line: usize,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An append of the import failed.
+    #[error("appending to {stream}")]
+    Append {
+        /// The stream.
+        stream: StreamId,
+        /// Why.
+        #[source]
+        source: Box<eslab_core::Error>,
+    },
+    /// A `COPY` of the import into PostgreSQL failed.
+    #[error("COPY import")]
+    Copy(#[source] Box<eslab_core::Error>),
+}
+
+impl From<eslab_core::Error> for EventsError {
+    fn from(error: eslab_core::Error) -> Self {
+        EventsError::Store(Box::new(error))
+    }
+}
+
+/// Runs `command` on `store`, printing to `out` (and, after an import, how
+/// many events were imported to stderr).
+pub async fn run(store: &AnyStore, command: EventsCommand, out: &mut impl Write) -> Result<(), EventsError> {
+    match command {
+        EventsCommand::Stream { stream_id } => stream(store, &stream_id, out).await.map(|_| ()),
+        EventsCommand::Feed { after, category, follow } => {
+            let filter = match category {
+                Some(c) => FeedFilter::category(&c)?,
+                None => FeedFilter::All,
+            };
+            let after = after.unwrap_or(Checkpoint::START);
+            feed(&EventStore::new(store.clone()), &filter, after, follow, out).await.map(|_| ())
+        }
+        EventsCommand::Import { file, batch } => {
+            let open = || {
+                let file =
+                    std::fs::File::open(&file).map_err(|source| EventsError::Read { path: file.clone(), source })?;
+                Ok::<_, EventsError>(BufReader::new(file))
+            };
+            let count = validate(open()?)?;
+            let imported = match store.postgres() {
+                Some(pg) => import_copy(pg, open()?, batch.max(1)).await?,
+                None => import(store, open()?, batch.max(1)).await?,
+            };
+            eprintln!("imported {imported} of {count} events");
+            Ok(())
+        }
+    }
+}
+
 /// One line of an import file. `event_id` is optional (a fresh UUID v7 when
-/// absent); every other field of an exported [`eslab_core::RecordedEvent`] is ignored.
+/// absent); every other field of an exported [`RecordedEvent`] is ignored.
 #[derive(Debug, Deserialize)]
-pub(crate) struct ImportLine {
-    pub(crate) stream_id: StreamId,
-    pub(crate) event_type: String,
+struct ImportLine {
+    stream_id: StreamId,
+    event_type: String,
     #[serde(default = "one")]
-    pub(crate) schema_version: u32,
+    schema_version: u32,
     #[serde(default)]
-    pub(crate) payload: serde_json::Value,
+    payload: serde_json::Value,
     #[serde(default)]
-    pub(crate) metadata: Option<Metadata>,
+    metadata: Option<Metadata>,
     #[serde(default)]
-    pub(crate) event_id: Option<Uuid>,
+    event_id: Option<Uuid>,
 }
 
 fn one() -> u32 {
@@ -39,7 +159,7 @@ fn one() -> u32 {
 }
 
 impl ImportLine {
-    pub(crate) fn into_new_event(self) -> (StreamId, NewEvent) {
+    fn into_new_event(self) -> (StreamId, NewEvent) {
         let event =
             NewEvent::new(self.event_type, self.schema_version, self.payload, self.metadata.unwrap_or_default());
         let event = match self.event_id {
@@ -50,13 +170,12 @@ impl ImportLine {
     }
 }
 
-/// Prints every event of `stream` as JSON lines.
-pub(crate) async fn stream<S: EventStorage>(store: &S, stream: &StreamId, out: &mut impl Write) -> anyhow::Result<u64> {
+/// Prints every event of `stream` as JSON lines; returns how many.
+pub async fn stream<S: EventStorage>(store: &S, stream: &StreamId, out: &mut impl Write) -> Result<u64, EventsError> {
     let mut events = std::pin::pin!(store.stream_events(stream, Version::FIRST));
     let mut n = 0;
     while let Some(event) = events.try_next().await? {
-        serde_json::to_writer(&mut *out, &event)?;
-        writeln!(out)?;
+        print(event, out)?;
         n += 1;
     }
     out.flush()?;
@@ -69,13 +188,13 @@ pub(crate) async fn stream<S: EventStorage>(store: &S, stream: &StreamId, out: &
 /// (PostgreSQL's NOTIFY; this process's own appends on the other stores) and
 /// polling every second at most for writers that wake nobody. Returns the
 /// checkpoint after the last event printed. The first error ends it.
-pub(crate) async fn feed<S>(
+pub async fn feed<S>(
     store: &EventStore<S>,
     filter: &FeedFilter,
     mut after: Checkpoint,
     follow: bool,
     out: &mut impl Write,
-) -> anyhow::Result<Checkpoint>
+) -> Result<Checkpoint, EventsError>
 where
     S: EventReader + WakeUps + Clone + 'static,
 {
@@ -103,21 +222,21 @@ where
 }
 
 /// Prints one event as a JSON line; returns its checkpoint.
-fn print(event: RecordedEvent, out: &mut impl Write) -> anyhow::Result<Checkpoint> {
+fn print(event: RecordedEvent, out: &mut impl Write) -> Result<Checkpoint, EventsError> {
     serde_json::to_writer(&mut *out, &event)?;
     writeln!(out)?;
     Ok(event.checkpoint())
 }
 
 /// The events of a JSON-lines input, skipping blank lines; an error names its line.
-fn parse_lines(input: impl BufRead) -> impl Iterator<Item = anyhow::Result<(StreamId, NewEvent)>> {
+fn parse_lines(input: impl BufRead) -> impl Iterator<Item = Result<(StreamId, NewEvent), EventsError>> {
     input.lines().enumerate().filter_map(|(number, line)| {
-        let parsed = line.with_context(|| format!("reading line {}", number + 1)).and_then(|line| {
+        let bad = |source: Box<dyn std::error::Error + Send + Sync>| EventsError::BadLine { line: number + 1, source };
+        let parsed = line.map_err(|e| bad(e.into())).and_then(|line| {
             if line.trim().is_empty() {
                 return Ok(None);
             }
-            let parsed: ImportLine =
-                serde_json::from_str(&line).with_context(|| format!("line {} is not an event", number + 1))?;
+            let parsed: ImportLine = serde_json::from_str(&line).map_err(|e| bad(e.into()))?;
             Ok(Some(parsed.into_new_event()))
         });
         parsed.transpose()
@@ -125,14 +244,14 @@ fn parse_lines(input: impl BufRead) -> impl Iterator<Item = anyhow::Result<(Stre
 }
 
 /// Checks that every line of `input` is an importable event; returns how many there are.
-pub(crate) fn validate(input: impl BufRead) -> anyhow::Result<u64> {
+pub fn validate(input: impl BufRead) -> Result<u64, EventsError> {
     parse_lines(input).try_fold(0, |n, line| line.map(|_| n + 1))
 }
 
 /// Appends the events of a JSON-lines file, consecutive lines of one stream in
 /// one atomic append (`ExpectedVersion::Any`), in batches of at most `batch`.
 /// Call [`validate`] first: a bad line stops the import where it stands.
-pub(crate) async fn import<S: EventStorage>(store: &S, input: impl BufRead, batch: usize) -> anyhow::Result<u64> {
+pub async fn import<S: EventStorage>(store: &S, input: impl BufRead, batch: usize) -> Result<u64, EventsError> {
     let mut pending: VecDeque<NewEvent> = VecDeque::new();
     let mut current: Option<StreamId> = None;
     let mut n = 0;
@@ -150,20 +269,20 @@ pub(crate) async fn import<S: EventStorage>(store: &S, input: impl BufRead, batc
 
 /// Imports a JSON-lines file into PostgreSQL with `COPY`, `batch` events per
 /// transaction (each stream continues from its current version).
-pub(crate) async fn import_copy(
+pub async fn import_copy(
     store: &eslab_postgres::PostgresStore,
     input: impl BufRead,
     batch: usize,
-) -> anyhow::Result<u64> {
+) -> Result<u64, EventsError> {
     let mut pending = Vec::with_capacity(batch);
     let mut n = 0;
     for line in parse_lines(input) {
         pending.push(line?);
         if pending.len() >= batch {
-            n += store.import(std::mem::take(&mut pending)).await.context("COPY import")?;
+            n += store.import(std::mem::take(&mut pending)).await.map_err(|e| EventsError::Copy(Box::new(e)))?;
         }
     }
-    n += store.import(pending).await.context("COPY import")?;
+    n += store.import(pending).await.map_err(|e| EventsError::Copy(Box::new(e)))?;
     Ok(n)
 }
 
@@ -171,14 +290,17 @@ async fn flush<S: EventStorage>(
     store: &S,
     stream: Option<&StreamId>,
     pending: &mut VecDeque<NewEvent>,
-) -> anyhow::Result<u64> {
+) -> Result<u64, EventsError> {
     let Some(stream) = stream else { return Ok(0) };
     if pending.is_empty() {
         return Ok(0);
     }
     let events: Vec<_> = pending.drain(..).collect();
     let n = events.len() as u64;
-    store.append(stream, ExpectedVersion::Any, events).await.with_context(|| format!("appending to {stream}"))?;
+    store
+        .append(stream, ExpectedVersion::Any, events)
+        .await
+        .map_err(|source| EventsError::Append { stream: stream.clone(), source: Box::new(source) })?;
     Ok(n)
 }
 
@@ -191,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn import_then_feed_round_trips() {
         let store = MemoryStore::new();
-        let input = include_str!("../../../crates/eslab-bank/fixtures/account-v1.jsonl");
+        let input = include_str!("../../eslab-bank/fixtures/account-v1.jsonl");
         assert_eq!(import(&store, input.as_bytes(), 2).await.unwrap(), 5);
         let mut out = Vec::new();
         let at = feed(&EventStore::new(store), &FeedFilter::All, Checkpoint::START, false, &mut out).await.unwrap();
@@ -261,7 +383,7 @@ mod tests {
     fn a_bad_line_is_reported_with_its_number() {
         let input = "{\"stream_id\":\"a-1\",\"event_type\":\"E\"}\nnot json\n";
         let err = validate(input.as_bytes()).unwrap_err();
-        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+        assert!(matches!(err, EventsError::BadLine { line: 2, .. }), "{err:?}");
         let bad_stream = "{\"stream_id\":\"nodash\",\"event_type\":\"E\"}\n";
         assert!(validate(bad_stream.as_bytes()).is_err());
     }

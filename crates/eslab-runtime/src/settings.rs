@@ -1,0 +1,151 @@
+//! The store's configuration, and opening the store it names.
+
+use eslab_memory::MemoryStore;
+use eslab_postgres::{GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
+use eslab_sqlite::SqliteStore;
+
+use crate::{AnyStore, Error, redact};
+
+/// The `DATABASE_URL` of the command line when none is given: an SQLite file
+/// under `./data/`, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eslab.db";
+/// The PostgreSQL schema when none is given (`ESLAB_SCHEMA`).
+pub const DEFAULT_SCHEMA: &str = "eslab";
+/// The PostgreSQL pool size when none is given (`ESLAB_PG_MAX_CONNECTIONS`).
+pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 32;
+
+/// What opening a store needs: the URL, the PostgreSQL schema, how
+/// PostgreSQL is opened. With clap, `#[command(flatten)]` it into the
+/// program's arguments: `--database-url` (`DATABASE_URL`) and the schema
+/// (`ESLAB_SCHEMA`) apply to every subcommand; [`PostgresSettings`] has flags
+/// of its own, to flatten where they matter.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct StoreSettings {
+    /// Where the events live: sqlite://FILE, postgres://…, or memory:
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
+    pub database_url: String,
+    /// The PostgreSQL schema of the store (default `eslab`).
+    #[arg(long, env = "ESLAB_SCHEMA", global = true, hide = true)]
+    pub schema: Option<String>,
+    /// How PostgreSQL is opened.
+    #[arg(skip)]
+    pub postgres: PostgresSettings,
+}
+
+impl Default for StoreSettings {
+    /// The memory store (nothing kept).
+    fn default() -> Self {
+        StoreSettings::new("memory:")
+    }
+}
+
+impl StoreSettings {
+    /// The store at `database_url` (`memory:`, `sqlite://FILE`,
+    /// `postgres://…`), schema [`DEFAULT_SCHEMA`], default [`PostgresSettings`].
+    pub fn new(database_url: impl Into<String>) -> Self {
+        StoreSettings { database_url: database_url.into(), schema: None, postgres: PostgresSettings::default() }
+    }
+
+    /// The PostgreSQL schema: the one set, else [`DEFAULT_SCHEMA`].
+    pub fn schema(&self) -> &str {
+        self.schema.as_deref().unwrap_or(DEFAULT_SCHEMA)
+    }
+
+    /// Opens (creating and migrating it if needed) the store the URL names:
+    /// `memory:` (nothing kept), `sqlite:…` (the file and its directory
+    /// created), `postgres://…` or `postgresql://…` ([`open_postgres`] with
+    /// [`Self::schema`] and [`PostgresSettings`]). Any other URL is refused
+    /// before anything is created ([`Error::UnsupportedUrl`]).
+    pub async fn open(&self) -> Result<AnyStore, Error> {
+        let url = self.database_url.as_str();
+        if url == "memory:" {
+            return Ok(AnyStore::Memory(MemoryStore::new()));
+        }
+        if url.starts_with("sqlite:") {
+            let store = SqliteStore::connect(url).await.map_err(|source| Error::Sqlite { url: redact(url), source })?;
+            return Ok(AnyStore::Sqlite(store));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let store = open_postgres(url, self.schema(), |options| self.postgres.apply(options)).await?;
+            return Ok(AnyStore::Postgres(store));
+        }
+        Err(Error::UnsupportedUrl { url: redact(url) })
+    }
+}
+
+impl From<&str> for StoreSettings {
+    /// [`StoreSettings::new`].
+    fn from(database_url: &str) -> Self {
+        StoreSettings::new(database_url)
+    }
+}
+
+impl From<String> for StoreSettings {
+    /// [`StoreSettings::new`].
+    fn from(database_url: String) -> Self {
+        StoreSettings::new(database_url)
+    }
+}
+
+/// How PostgreSQL is opened: the pool size and group commit, as flags
+/// (`--pg-max-connections`, `--pg-group-commit`) and environment variables.
+/// Appends NOTIFY after their commit ([`Notify::AfterCommit`]): a NOTIFY
+/// inside the append's transaction takes PostgreSQL's global notification
+/// lock at commit, which serializes every append of the process (the
+/// listeners' polling covers a wake-up lost in a crash).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct PostgresSettings {
+    /// PostgreSQL pool size.
+    #[arg(
+        id = "pg_max_connections",
+        long = "pg-max-connections",
+        value_name = "PG_MAX_CONNECTIONS",
+        env = "ESLAB_PG_MAX_CONNECTIONS",
+        default_value_t = DEFAULT_PG_MAX_CONNECTIONS
+    )]
+    pub max_connections: u32,
+    /// Commit the appends of concurrent requests together on PostgreSQL
+    /// (group commit; each append keeps its own version check).
+    #[arg(
+        id = "pg_group_commit",
+        long = "pg-group-commit",
+        value_name = "PG_GROUP_COMMIT",
+        env = "ESLAB_PG_GROUP_COMMIT",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub group_commit: bool,
+}
+
+impl Default for PostgresSettings {
+    /// [`DEFAULT_PG_MAX_CONNECTIONS`] connections, group commit on.
+    fn default() -> Self {
+        PostgresSettings { max_connections: DEFAULT_PG_MAX_CONNECTIONS, group_commit: true }
+    }
+}
+
+impl PostgresSettings {
+    /// `options` with these settings: the pool size (at least 2), NOTIFY
+    /// after commit, and group commit ([`GroupCommitOptions`]) when on.
+    pub fn apply(&self, options: PostgresOptions) -> PostgresOptions {
+        let options = options.max_connections(self.max_connections.max(2)).notify(Notify::AfterCommit);
+        if self.group_commit { options.group_commit(GroupCommitOptions::default()) } else { options }
+    }
+}
+
+/// Opens (creating the schema and migrating it if needed) the PostgreSQL
+/// store at `url`, schema `schema`, with [`PostgresOptions`] from `tweak`
+/// (given the library's defaults). The one way eslab's programs open
+/// PostgreSQL: [`StoreSettings::open`] tweaks with [`PostgresSettings`], the
+/// lab with each experiment's options.
+pub async fn open_postgres(
+    url: &str,
+    schema: &str,
+    tweak: impl FnOnce(PostgresOptions) -> PostgresOptions,
+) -> Result<PostgresStore, Error> {
+    PostgresStore::connect_with(tweak(PostgresOptions::new(url, schema))).await.map_err(|source| Error::Postgres {
+        url: redact(url),
+        schema: schema.to_owned(),
+        source,
+    })
+}
