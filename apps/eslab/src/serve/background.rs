@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_bank::{BankViews, TransferProcess};
+use eslab_bank::{Bank, BankViews, TransferProcess};
 use eslab_core::{Checkpoint, EventStore, FeedFilter};
 use eslab_projection::{Backend, Projection, Runner, RunnerOptions, Wakeup};
 use eslab_runtime::{AnyStore, Store, StoreVisitor, StoreWakeUps};
@@ -97,18 +97,19 @@ fn track<B: Backend, P: Projection<B>>(
     Arc::new(TrackedRunner { runner: runner.clone(), filter })
 }
 
-/// Starts the read models and the saga for `events` (whose backend is `store`).
+/// Starts the read models and the saga (sharing `bank`'s repositories) over
+/// `bank`'s store, whose backend is `store`.
 pub async fn start(
     store: &AnyStore,
-    events: &EventStore<AnyStore>,
+    bank: &Bank<AnyStore>,
     shutdown: &watch::Receiver<bool>,
 ) -> anyhow::Result<Background> {
-    store.visit(Start { events, shutdown }).await
+    store.visit(Start { bank, shutdown }).await
 }
 
 /// [`start`] on the concrete store.
 struct Start<'a> {
-    events: &'a EventStore<AnyStore>,
+    bank: &'a Bank<AnyStore>,
     shutdown: &'a watch::Receiver<bool>,
 }
 
@@ -124,8 +125,8 @@ where
         // from inside its batch, through the backend for that.
         let backends = store.backends().await?;
         backends.views.create_views().await?;
-        let (events, shutdown) = (self.events, self.shutdown);
-        let saga = TransferProcess::new(events.clone());
+        let (events, shutdown) = (self.bank.store(), self.shutdown);
+        let saga = TransferProcess::with_bank(self.bank.clone());
         let views =
             Runner::new(events.clone(), Arc::new(backends.views), Arc::new(BankViews)).with_options(options("views"));
         let process =

@@ -106,7 +106,6 @@ pub fn respond<A: Aggregate, E: Rule + 'static>(
 ) -> Result<Response, ApiError> {
     match result {
         Ok(Outcome::Executed(done)) => {
-            state.appended();
             metrics::counter!("eslab_commands_total", "kind" => A::KIND, "outcome" => "ok").increment(1);
             if done.attempts > 1 {
                 metrics::counter!("eslab_command_conflicts_total", "kind" => A::KIND)

@@ -148,6 +148,19 @@ impl Config {
         }
     }
 
+    /// The bank's application services over `store` as this configuration
+    /// runs them (retries, cache, stream locks, idempotency retention).
+    pub fn bank(&self, store: AnyStore) -> Bank<AnyStore> {
+        let events = EventStore::new(store).with_upcasters(eslab_bank::upcasters());
+        let options = BankOptions {
+            retry: eslab_core::RetryPolicy::attempts(self.max_attempts),
+            cache_entries: STATE_CACHE_ENTRIES,
+            lock_stripes: LOCK_STRIPES,
+            idempotency_retention: self.idempotency_retention,
+        };
+        Bank::new(events, &options)
+    }
+
     /// Refuses the configurations that would silently weaken the service: a
     /// blank token, or no token on an address other machines can reach
     /// without `no_auth`. Says how writes are authorized otherwise.
@@ -170,7 +183,6 @@ struct Inner {
     tracked: Vec<Arc<dyn Tracked>>,
     token: Option<String>,
     metrics: Option<PrometheusHandle>,
-    appended: watch::Sender<()>,
     request_timeout: Duration,
     limiter: Option<limit::Limiter>,
     readiness: ready::Cached,
@@ -205,22 +217,19 @@ fn prometheus() -> Option<PrometheusHandle> {
 impl AppState {
     /// State over `store` (with the bank's upcasters) and its read models.
     pub fn new(store: AnyStore, views: ReadModels, tracked: Vec<Arc<dyn Tracked>>, config: &Config) -> Self {
-        let events = EventStore::new(store).with_upcasters(eslab_bank::upcasters());
-        let options = BankOptions {
-            retry: eslab_core::RetryPolicy::attempts(config.max_attempts),
-            cache_entries: STATE_CACHE_ENTRIES,
-            lock_stripes: LOCK_STRIPES,
-            idempotency_retention: config.idempotency_retention,
-        };
+        AppState::with_bank(config.bank(store), views, tracked, config)
+    }
+
+    /// State over `bank` (shared with the transfer saga) and its read models.
+    pub fn with_bank(bank: Bank<AnyStore>, views: ReadModels, tracked: Vec<Arc<dyn Tracked>>, config: &Config) -> Self {
         AppState {
             inner: Arc::new(Inner {
-                bank: Bank::new(events, &options),
+                bank,
                 views,
                 tracked,
                 // `Config::check` refused blank tokens before anything started.
                 token: config.api_token.clone().filter(|t| !t.trim().is_empty()),
                 metrics: prometheus(),
-                appended: watch::channel(()).0,
                 request_timeout: config.request_timeout,
                 limiter: config.rate_limit.map(limit::Limiter::new),
                 readiness: ready::Cached::default(),
@@ -246,16 +255,6 @@ impl AppState {
     /// The in-process projections.
     pub fn tracked(&self) -> &[Arc<dyn Tracked>] {
         &self.inner.tracked
-    }
-
-    /// Signals in-process readers that something was appended.
-    pub(crate) fn appended(&self) {
-        self.inner.appended.send_replace(());
-    }
-
-    /// The after-append signal (wakes the projections on the memory store).
-    pub fn append_signal(&self) -> &watch::Sender<()> {
-        &self.inner.appended
     }
 
     fn render_metrics(&self) -> String {
@@ -507,9 +506,9 @@ impl Prepared {
 /// Starts the projections over `store` and builds the state.
 pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepared> {
     let (stop_projections, projections_stopped) = watch::channel(false);
-    let events = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
-    let started = background::start(&store, &events, &projections_stopped).await?;
-    let state = AppState::new(store, started.views, started.tracked, config);
+    let bank = config.bank(store.clone());
+    let started = background::start(&store, &bank, &projections_stopped).await?;
+    let state = AppState::with_bank(bank, started.views, started.tracked, config);
     idempotency::spawn_compaction(state.clone(), projections_stopped.clone());
     Ok(Prepared { state, stop_projections, projections: started.tasks })
 }

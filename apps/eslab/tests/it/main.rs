@@ -8,6 +8,7 @@ mod helpers;
 mod abuse;
 mod api;
 mod bad_input;
+mod compose;
 mod concurrency;
 mod crash;
 mod limits;

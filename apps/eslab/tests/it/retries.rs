@@ -304,7 +304,7 @@ async fn an_expired_key_is_a_new_request_before_compaction() {
     let mut config = Config::new("memory:");
     config.idempotency_retention = Duration::from_millis(1);
     let store = AnyStore::open("memory:").await.unwrap();
-    let views = serve::read::ReadModels::Memory(eslab_projection::memory::MemoryBackend::new());
+    let views = serve::read::ReadModels::from(eslab_projection::memory::MemoryBackend::new());
     let state = AppState::new(store, views, Vec::new(), &config);
     let (status, _, opened) = call(&state, post("/accounts", None, &json!({"owner": "Ada", "currency": "EUR"}))).await;
     assert_eq!(status, StatusCode::CREATED);

@@ -2,6 +2,5 @@
 //! PostgreSQL: each test has its own schema, topic prefix and consumer group.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs, unreachable_pub)]
 
-mod compose;
 mod helpers;
 mod pipeline;

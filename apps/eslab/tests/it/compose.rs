@@ -1,7 +1,7 @@
 //! No Docker engine runs here, so the compose file is checked statically:
 //! every environment variable it sets on an eslab container is one the
 //! binary reads (a clap `env = "…"` or a `std::env::var("…")` in
-//! `apps/eslab/src`, or `RUST_LOG` through tracing-subscriber's
+//! `apps/eslab/src` or `crates/eslab-runtime/src`, or `RUST_LOG` through tracing-subscriber's
 //! `EnvFilter::try_from_default_env`), and the containers get the variables
 //! they cannot run without.
 
@@ -40,7 +40,9 @@ fn quoted_after(text: &str, marker: &str) -> Vec<String> {
 /// The environment variables the `eslab` binary reads.
 fn read_by_binary() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for text in sources(&root().join("apps/eslab/src")) {
+    // The binary's flags live in the app and in eslab-runtime (the store settings it flattens).
+    let dirs = [root().join("apps/eslab/src"), root().join("crates/eslab-runtime/src")];
+    for text in dirs.iter().flat_map(|dir| sources(dir)) {
         names.extend(quoted_after(&text, "env = \""));
         names.extend(quoted_after(&text, "env::var(\""));
         if text.contains("try_from_default_env") {
