@@ -320,7 +320,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     }
 
     /// Loads, decides and appends with `Exact(loaded version)`, retrying on
-    /// conflict per the [retry policy](RetryPolicy) (with
+    /// conflict per the [retry policy](crate::RetryPolicy) (with
     /// [stream locks](Self::with_stream_locks), after waiting for its
     /// stream's lock). Every event gets `metadata`. The shorthand of
     /// [`run`](Self::run) without options.
