@@ -187,7 +187,8 @@ where
             return Ok(Decision::nothing(Step::Nothing));
         };
         let (account_id, account_command) = (self.command)(request);
-        let account = self.accounts.load(&account_id).await?;
+        // The latest state: a cached one could keep the step conflicting.
+        let account = self.accounts.load_latest(&account_id).await?;
         let (outcome, account_events) = match account.state.decide(&account_command) {
             Ok(events) => (Ok(()), events),
             Err(e) => (Err(e.rule().to_owned()), Vec::new()),

@@ -145,7 +145,7 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     /// # Errors
     /// The store's.
     pub async fn account_now(&self, id: &str) -> Result<Loaded<Account>, Error> {
-        self.accounts.load(id).await
+        self.accounts.load_latest(id).await
     }
 
     /// Transfer `id` as stored now.
@@ -153,7 +153,7 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     /// # Errors
     /// The store's.
     pub async fn transfer_now(&self, id: &str) -> Result<Loaded<Transfer>, Error> {
-        self.transfers.load(id).await
+        self.transfers.load_latest(id).await
     }
 }
 

@@ -400,11 +400,31 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         &self.store
     }
 
-    /// Loads the aggregate `id` as stored now: from the latest valid snapshot
-    /// (if any) plus the events after it, or, with a cache holding the stream,
-    /// from the cached state plus the events stored after it (usually none:
-    /// one short read). Never older than the store.
+    /// Loads the aggregate `id`: from the cache if it holds the stream, else
+    /// from the latest valid snapshot (if any) plus the events after it.
+    ///
+    /// With a cache, the state may lag writes made behind this repository's
+    /// back (by another process or repository); commands never act on such a
+    /// lag unchecked. [`load_latest`](Self::load_latest) never lags.
     pub async fn load(&self, id: &str) -> Result<Loaded<A>> {
+        let stream = A::stream_id(id)?;
+        #[cfg(feature = "cache")]
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(&stream)) {
+            return Ok(hit);
+        }
+        let loaded = self.load_from_store(&stream, None).await?;
+        #[cfg(feature = "cache")]
+        if let Some(cache) = &self.cache {
+            cache.offer(&stream, &loaded.state, loaded.version);
+        }
+        Ok(loaded)
+    }
+
+    /// Loads the aggregate `id` as stored now (a strong read): with a cache
+    /// holding the stream, the cached state plus the events stored after it
+    /// (usually none: one short read instead of a replay); otherwise as
+    /// [`load`](Self::load). Never older than the store; refreshes the cache.
+    pub async fn load_latest(&self, id: &str) -> Result<Loaded<A>> {
         let stream = A::stream_id(id)?;
         #[cfg(feature = "cache")]
         if let Some(cache) = &self.cache {
@@ -543,8 +563,9 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     /// (`Exact(version)`): if another writer got there first the append
     /// conflicts, the entry is evicted and the retry loads from the store. A
     /// refusal decided on a cached state is re-checked on a fresh load.
-    /// [`load`](Self::load) starts from the cached state and reads only the
-    /// events stored after it (so it never lags the store);
+    /// [`load`](Self::load) also answers from the cache, and so may lag writes
+    /// made behind the repository's back; [`load_latest`](Self::load_latest)
+    /// reads the events after the cached state, and
     /// [`load_until`](Self::load_until) with a version never uses it.
     ///
     /// ```
