@@ -214,6 +214,22 @@ async fn one_round_trip(
     }
 }
 
+/// `iters` round trips on the account `kafka`, each recorded in `samples`; their total.
+async fn round_trips(
+    iters: u64,
+    accounts: &Repository<Account, PostgresStore>,
+    views: &SqlViews<sqlx::PgPool>,
+    samples: &std::sync::Mutex<Vec<Duration>>,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let d = one_round_trip(accounts, views, "kafka").await;
+        samples.lock().unwrap().push(d);
+        total += d;
+    }
+    total
+}
+
 fn latency(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let bench = rt.block_on(setup());
@@ -261,18 +277,7 @@ fn latency(c: &mut Criterion) {
     });
     let samples = std::sync::Mutex::new(Vec::new());
     group.bench_function("kafka", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (accounts, views, samples) = (&accounts, &views, &samples);
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let d = one_round_trip(accounts, views, "kafka").await;
-                    samples.lock().unwrap().push(d);
-                    total += d;
-                }
-                total
-            }
-        });
+        b.to_async(&rt).iter_custom(|iters| round_trips(iters, &accounts, &views, &samples));
     });
     report.push(("kafka", std::mem::take(&mut *samples.lock().unwrap())));
     stop_tx.send(true).unwrap();
@@ -293,18 +298,7 @@ fn latency(c: &mut Criterion) {
         })
         .unwrap();
     group.bench_function("in_process_runner", |b| {
-        b.to_async(&rt).iter_custom(|iters| {
-            let (accounts, views, samples) = (&accounts, &views, &samples);
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let d = one_round_trip(accounts, views, "kafka").await;
-                    samples.lock().unwrap().push(d);
-                    total += d;
-                }
-                total
-            }
-        });
+        b.to_async(&rt).iter_custom(|iters| round_trips(iters, &accounts, &views, &samples));
     });
     report.push(("in_process_runner", std::mem::take(&mut *samples.lock().unwrap())));
     stop_tx.send(true).unwrap();
