@@ -16,6 +16,8 @@ mod kafka_relay;
 mod machine;
 pub mod measure;
 mod ordering;
+#[cfg(feature = "peers")]
+mod peers;
 mod projections;
 pub mod report;
 mod snapshots;
@@ -115,6 +117,8 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         #[cfg(feature = "kafka")]
         Box::new(kafka_relay::KafkaRelay),
         Box::new(stores::Stores),
+        #[cfg(feature = "peers")]
+        Box::new(peers::Peers),
     ]
 }
 

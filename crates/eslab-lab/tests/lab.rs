@@ -264,6 +264,47 @@ async fn stores_run_the_same_workload_on_all_three() {
     }
 }
 
+#[cfg(feature = "peers")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_run_every_workload_on_every_library_or_say_why_not() {
+    let r = report_of("peers").await;
+    let t = &r.table;
+    // At the tiny scale: distinct accounts at 1 and 8 writers, 4 writers per
+    // account at 8, ten-event commands, loads by replay and from the cache;
+    // each for eslab and the two peers.
+    assert_eq!(t.rows.len(), 6 * 3, "{t:?}");
+    let mut libraries: Vec<_> = t.rows.iter().map(|row| text(t, row, "library").to_owned()).collect();
+    libraries.dedup();
+    libraries.sort();
+    libraries.dedup();
+    assert_eq!(libraries.len(), 3, "{libraries:?}");
+    for row in &t.rows {
+        let note = text(t, row, "note");
+        if note.starts_with("cannot:") {
+            // Only the peers, which have no state cache, sit out the cached load.
+            assert!(text(t, row, "workload").contains("cache"), "{row:?}");
+            assert!(!text(t, row, "library").starts_with("eslab"), "{row:?}");
+            continue;
+        }
+        assert!(note.is_empty(), "{row:?}");
+        // At least 3 commands per writer (2 loads), each one counted once.
+        let least = if text(t, row, "workload").starts_with("load") { 2.0 } else { 3.0 * num(t, row, "writers") };
+        assert!(num(t, row, "ops") >= least, "{row:?}");
+        assert!(num(t, row, "ops/s") > 0.0 && num(t, row, "eslab ÷ this") > 0.0, "{row:?}");
+        assert!(num(t, row, "p99 (ms)") >= num(t, row, "p50 (ms)"), "{row:?}");
+        if text(t, row, "library").starts_with("eslab") {
+            assert!((num(t, row, "eslab ÷ this") - 1.0).abs() < 1e-9, "{row:?}");
+        }
+        let counted = ["one-event commands, distinct", "ten-event", "load a 100-event account (replay)"];
+        if counted.iter().any(|c| text(t, row, "workload").starts_with(c)) {
+            // Every library sends statements and waits for answers.
+            assert!(num(t, row, "statements/op") >= 1.0 && num(t, row, "round trips/op") >= 1.0, "{row:?}");
+        }
+    }
+    assert!(r.findings.first().is_some_and(|f| f.contains("the fastest peer is")), "{:?}", r.findings);
+    assert!(r.findings.iter().any(|f| f.starts_with("On the wire")), "{:?}", r.findings);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_postgres_its_experiments_fail_clearly_and_the_others_run() {
     let dir = tempfile::tempdir().unwrap();
