@@ -20,6 +20,7 @@ mod projections;
 pub mod report;
 mod snapshots;
 mod stores;
+mod wakeups;
 mod workload;
 
 use std::io::Write;
@@ -36,6 +37,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub use chart::Chart;
 pub use machine::Machine;
 pub use report::{Cell, Report, Table};
+pub use wakeups::FollowArgs;
 
 /// The PostgreSQL the lab uses when `--database-url` is not a `postgres://` URL.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -115,6 +117,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         #[cfg(feature = "kafka")]
         Box::new(kafka_relay::KafkaRelay),
         Box::new(stores::Stores),
+        Box::new(wakeups::WakeUpsExperiment),
     ]
 }
 
@@ -386,6 +389,9 @@ pub enum LabCommand {
     List,
     /// Run experiments and write the report (tables, SVG charts, CSV, index.md).
     Run(RunArgs),
+    /// The follower process of the wake-ups experiment (started by it).
+    #[command(hide = true)]
+    Follow(FollowArgs),
 }
 
 /// `eslab lab run`.
@@ -430,6 +436,7 @@ pub async fn main(command: LabCommand, database_url: &str, terminal: &mut (dyn W
             }
             Ok(())
         }
+        LabCommand::Follow(args) => wakeups::follow_command(&args, terminal).await,
         LabCommand::Run(args) => {
             let selected = select(&args.experiments)?;
             let scale = if args.tiny {
