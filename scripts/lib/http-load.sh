@@ -95,3 +95,37 @@ LUA
 http_load_field() {
   grep '^RESULT' "$1" | sed -E "s/.*[ ]$2=([0-9.]+).*/\1/"
 }
+
+# http_load_cpu_ticks PID...: the CPU time (user + system, clock ticks) the
+# processes PID... have used so far; a PID that is gone counts 0.
+http_load_cpu_ticks() {
+  local total=0 pid fields
+  for pid in "$@"; do
+    # Fields 14 and 15 of /proc/PID/stat (after the parenthesized command name).
+    fields=$(sed -E 's/^.*\) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || fields=0
+    total=$((total + ${fields:-0}))
+  done
+  echo "$total"
+}
+
+# http_load_postgres_snapshot FILE: writes `pid ticks` for every process
+# named `postgres` (the server's backends and background processes) to FILE.
+http_load_postgres_snapshot() {
+  local pid
+  for pid in $(pgrep -x postgres); do
+    echo "$pid $(http_load_cpu_ticks "$pid")"
+  done > "$1"
+}
+
+# http_load_postgres_ticks_since FILE: the CPU ticks PostgreSQL's processes
+# used since the snapshot FILE was taken (a process started since counts in
+# full; one that ended since is not counted: a pool's connections live
+# through a run).
+http_load_postgres_ticks_since() {
+  local now
+  now="$(mktemp)"
+  http_load_postgres_snapshot "$now"
+  awk 'NR == FNR { before[$1] = $2; next } { total += $2 - (($1 in before) ? before[$1] : 0) } END { print total + 0 }' \
+    "$1" "$now"
+  rm -f "$now"
+}

@@ -3,6 +3,7 @@
 //! through, and [`SqlViews`] for the query side.
 
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 
 use eslab_core::RecordedEvent;
 use eslab_projection::{HandlerError, ReadModel};
@@ -121,13 +122,12 @@ const UPSERT_TRANSFER: &str =
      ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
          refunded = excluded.refunded, version = excluded.version";
 
-/// Rows per multi-row statement (7 to 9 columns: far below both databases' bind limits).
-const ROWS_PER_STATEMENT: usize = 1_000;
-
 /// The rows one batch touches, loaded with one query per table, folded in
-/// memory by [`apply_event`](crate::apply_event), then written back with
-/// multi-row statements: a handful of round trips per batch instead of two or
-/// three per event.
+/// memory by [`apply_event`](crate::apply_event), then written back with one
+/// statement per table: a handful of round trips per batch instead of two or
+/// three per event. Every statement has one text whatever the batch size
+/// (arrays on PostgreSQL, a JSON document on SQLite), so each connection
+/// prepares it once (see [`Bulk`]).
 #[derive(Debug, Default)]
 struct Staged {
     summaries: HashMap<String, AccountSummary>,
@@ -226,7 +226,7 @@ macro_rules! sql_views {
             }
 
             async fn apply_batch(&mut self, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
-                SqlTx::apply_staged(self, events).await
+                apply_staged(self, events).await
             }
 
             async fn put_transfer(&mut self, row: &TransferView) -> Result<(), HandlerError> {
@@ -243,123 +243,6 @@ macro_rules! sql_views {
                     .execute(&mut **self)
                     .await
                     .map_err(transient)?;
-                Ok(())
-            }
-        }
-
-        impl SqlTx for sqlx::Transaction<'static, $db> {
-            async fn apply_staged(&mut self, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
-                if events.is_empty() {
-                    return Ok(());
-                }
-                let at_db = |e: sqlx::Error| (0, transient(e));
-                let mut staged = Staged::default();
-                for chunk in ids_of(events, "account").chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, owner, currency, balance, overdraft_limit, status, version FROM account_summary WHERE id IN (",
-                    );
-                    let mut ids = q.separated(", ");
-                    for id in chunk {
-                        ids.push_bind(*id);
-                    }
-                    ids.push_unseparated(")");
-                    let rows: Vec<SummaryRow> = q.build_query_as().fetch_all(&mut **self).await.map_err(at_db)?;
-                    staged.summaries.extend(rows.into_iter().map(summary_of).map(|r| (r.id.clone(), r)));
-                }
-                for chunk in ids_of(events, "transfer").chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "SELECT id, from_account, to_account, amount, currency, status, reason, refunded, version
-                         FROM transfer_status WHERE id IN (",
-                    );
-                    let mut ids = q.separated(", ");
-                    for id in chunk {
-                        ids.push_bind(*id);
-                    }
-                    ids.push_unseparated(")");
-                    let rows: Vec<TransferRow> = q.build_query_as().fetch_all(&mut **self).await.map_err(at_db)?;
-                    staged.transfers.extend(rows.into_iter().map(transfer_of).map(|r| (r.id.clone(), r)));
-                }
-                for (i, event) in events.iter().enumerate() {
-                    crate::apply_event(&mut staged, event).await.map_err(|e| (i, e))?;
-                }
-                let failed = |e: HandlerError| (0, e);
-                let summaries = staged
-                    .dirty_summaries
-                    .iter()
-                    .filter_map(|id| staged.summaries.get(id))
-                    .map(|r| Ok((r, version_i64(r.version)?)))
-                    .collect::<Result<Vec<_>, HandlerError>>()
-                    .map_err(failed)?;
-                for chunk in summaries.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO account_summary (id, owner, currency, balance, overdraft_limit, status, version) ",
-                    );
-                    q.push_values(chunk, |mut b, (r, version)| {
-                        b.push_bind(r.id.as_str())
-                            .push_bind(r.owner.as_str())
-                            .push_bind(r.currency.as_str())
-                            .push_bind(r.balance)
-                            .push_bind(r.overdraft_limit)
-                            .push_bind(account_status_str(r.status))
-                            .push_bind(*version);
-                    });
-                    q.push(
-                        " ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, currency = excluded.currency,
-                         balance = excluded.balance, overdraft_limit = excluded.overdraft_limit,
-                         status = excluded.status, version = excluded.version",
-                    );
-                    q.build().execute(&mut **self).await.map_err(at_db)?;
-                }
-                let history = staged
-                    .history
-                    .iter()
-                    .map(|h| Ok((h, version_i64(h.version)?, rfc3339(h.occurred_at)?, h.correlation_id.map(|c| c.to_string()))))
-                    .collect::<Result<Vec<_>, HandlerError>>()
-                    .map_err(failed)?;
-                for chunk in history.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO account_history (account_id, version, kind, amount, balance, correlation_id, occurred_at) ",
-                    );
-                    q.push_values(chunk, |mut b, (h, version, occurred_at, correlation)| {
-                        b.push_bind(h.account_id.as_str())
-                            .push_bind(*version)
-                            .push_bind(h.kind.as_str())
-                            .push_bind(h.amount)
-                            .push_bind(h.balance)
-                            .push_bind(correlation.as_deref())
-                            .push_bind(occurred_at.as_str());
-                    });
-                    q.push(" ON CONFLICT (account_id, version) DO NOTHING");
-                    q.build().execute(&mut **self).await.map_err(at_db)?;
-                }
-                let transfers = staged
-                    .dirty_transfers
-                    .iter()
-                    .filter_map(|id| staged.transfers.get(id))
-                    .map(|r| Ok((r, version_i64(r.version)?)))
-                    .collect::<Result<Vec<_>, HandlerError>>()
-                    .map_err(failed)?;
-                for chunk in transfers.chunks(ROWS_PER_STATEMENT) {
-                    let mut q = sqlx::QueryBuilder::<$db>::new(
-                        "INSERT INTO transfer_status (id, from_account, to_account, amount, currency, status, reason, refunded, version) ",
-                    );
-                    q.push_values(chunk, |mut b, (r, version)| {
-                        b.push_bind(r.id.as_str())
-                            .push_bind(r.from.as_str())
-                            .push_bind(r.to.as_str())
-                            .push_bind(r.amount)
-                            .push_bind(r.currency.as_str())
-                            .push_bind(r.status.as_str())
-                            .push_bind(r.reason.as_deref())
-                            .push_bind(r.refunded)
-                            .push_bind(*version);
-                    });
-                    q.push(
-                        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
-                         refunded = excluded.refunded, version = excluded.version",
-                    );
-                    q.build().execute(&mut **self).await.map_err(at_db)?;
-                }
                 Ok(())
             }
         }
@@ -461,12 +344,274 @@ macro_rules! sql_views {
     };
 }
 
-/// The batched apply of a SQL transaction (see [`Staged`]).
-trait SqlTx {
-    fn apply_staged(
-        &mut self,
-        events: &[&RecordedEvent],
-    ) -> impl std::future::Future<Output = Result<(), (usize, HandlerError)>> + Send;
+/// The bulk statements of a batch (see [`Staged`]), one text each whatever
+/// the number of rows.
+trait Bulk: Send {
+    /// The summaries of `ids` that exist.
+    fn load_summaries(&mut self, ids: &[&str]) -> impl Future<Output = sqlx::Result<Vec<SummaryRow>>> + Send;
+    /// The transfers of `ids` that exist.
+    fn load_transfers(&mut self, ids: &[&str]) -> impl Future<Output = sqlx::Result<Vec<TransferRow>>> + Send;
+    /// Inserts or replaces `rows`.
+    fn write_summaries(&mut self, rows: &[SummaryRow]) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Inserts `rows`, skipping account versions already recorded.
+    fn write_history(&mut self, rows: &[HistoryRow]) -> impl Future<Output = sqlx::Result<()>> + Send;
+    /// Inserts or replaces `rows`.
+    fn write_transfers(&mut self, rows: &[TransferRow]) -> impl Future<Output = sqlx::Result<()>> + Send;
+}
+
+/// Applies `events` to the read models in `tx` with the [`Bulk`] statements.
+async fn apply_staged<T: Bulk>(tx: &mut T, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let at_db = |e: sqlx::Error| (0, transient(e));
+    let failed = |e: HandlerError| (0, e);
+    let mut staged = Staged::default();
+    let accounts = ids_of(events, "account");
+    if !accounts.is_empty() {
+        let rows = tx.load_summaries(&accounts).await.map_err(at_db)?;
+        staged.summaries.extend(rows.into_iter().map(summary_of).map(|r| (r.id.clone(), r)));
+    }
+    let transfers = ids_of(events, "transfer");
+    if !transfers.is_empty() {
+        let rows = tx.load_transfers(&transfers).await.map_err(at_db)?;
+        staged.transfers.extend(rows.into_iter().map(transfer_of).map(|r| (r.id.clone(), r)));
+    }
+    for (i, event) in events.iter().enumerate() {
+        crate::apply_event(&mut staged, event).await.map_err(|e| (i, e))?;
+    }
+    let summaries = staged
+        .dirty_summaries
+        .iter()
+        .filter_map(|id| staged.summaries.get(id))
+        .map(summary_row)
+        .collect::<Result<Vec<_>, HandlerError>>()
+        .map_err(failed)?;
+    if !summaries.is_empty() {
+        tx.write_summaries(&summaries).await.map_err(at_db)?;
+    }
+    let history = staged.history.iter().map(history_row).collect::<Result<Vec<_>, HandlerError>>().map_err(failed)?;
+    if !history.is_empty() {
+        tx.write_history(&history).await.map_err(at_db)?;
+    }
+    let transfers = staged
+        .dirty_transfers
+        .iter()
+        .filter_map(|id| staged.transfers.get(id))
+        .map(transfer_row)
+        .collect::<Result<Vec<_>, HandlerError>>()
+        .map_err(failed)?;
+    if !transfers.is_empty() {
+        tx.write_transfers(&transfers).await.map_err(at_db)?;
+    }
+    Ok(())
+}
+
+fn summary_row(r: &AccountSummary) -> Result<SummaryRow, HandlerError> {
+    Ok((
+        r.id.clone(),
+        r.owner.clone(),
+        r.currency.clone(),
+        r.balance,
+        r.overdraft_limit,
+        account_status_str(r.status).to_owned(),
+        version_i64(r.version)?,
+    ))
+}
+
+fn history_row(h: &HistoryEntry) -> Result<HistoryRow, HandlerError> {
+    Ok((
+        h.account_id.clone(),
+        version_i64(h.version)?,
+        h.kind.clone(),
+        h.amount,
+        h.balance,
+        h.correlation_id.map(|c| c.to_string()),
+        rfc3339(h.occurred_at)?,
+    ))
+}
+
+fn transfer_row(r: &TransferView) -> Result<TransferRow, HandlerError> {
+    Ok((
+        r.id.clone(),
+        r.from.clone(),
+        r.to.clone(),
+        r.amount,
+        r.currency.clone(),
+        r.status.as_str().to_owned(),
+        r.reason.clone(),
+        r.refunded,
+        version_i64(r.version)?,
+    ))
+}
+
+/// Columns of `rows` as arrays (PostgreSQL's `unnest` binds one per column).
+#[cfg(feature = "postgres")]
+macro_rules! columns {
+    ($rows:expr, $($i:tt),+) => {
+        ($($rows.iter().map(|r| r.$i.clone()).collect::<Vec<_>>(),)+)
+    };
+}
+
+#[cfg(feature = "postgres")]
+impl Bulk for sqlx::Transaction<'_, sqlx::Postgres> {
+    async fn load_summaries(&mut self, ids: &[&str]) -> sqlx::Result<Vec<SummaryRow>> {
+        sqlx::query_as(
+            "SELECT id, owner, currency, balance, overdraft_limit, status, version FROM account_summary
+             WHERE id = ANY($1::text[])",
+        )
+        .bind(ids)
+        .fetch_all(&mut **self)
+        .await
+    }
+
+    async fn load_transfers(&mut self, ids: &[&str]) -> sqlx::Result<Vec<TransferRow>> {
+        sqlx::query_as(
+            "SELECT id, from_account, to_account, amount, currency, status, reason, refunded, version
+             FROM transfer_status WHERE id = ANY($1::text[])",
+        )
+        .bind(ids)
+        .fetch_all(&mut **self)
+        .await
+    }
+
+    async fn write_summaries(&mut self, rows: &[SummaryRow]) -> sqlx::Result<()> {
+        let (id, owner, currency, balance, overdraft, status, version) = columns!(rows, 0, 1, 2, 3, 4, 5, 6);
+        sqlx::query(
+            "INSERT INTO account_summary (id, owner, currency, balance, overdraft_limit, status, version)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::bigint[])
+             ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, currency = excluded.currency,
+                 balance = excluded.balance, overdraft_limit = excluded.overdraft_limit,
+                 status = excluded.status, version = excluded.version",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(currency)
+        .bind(balance)
+        .bind(overdraft)
+        .bind(status)
+        .bind(version)
+        .execute(&mut **self)
+        .await
+        .map(drop)
+    }
+
+    async fn write_history(&mut self, rows: &[HistoryRow]) -> sqlx::Result<()> {
+        let (account, version, kind, amount, balance, correlation, occurred) = columns!(rows, 0, 1, 2, 3, 4, 5, 6);
+        sqlx::query(
+            "INSERT INTO account_history (account_id, version, kind, amount, balance, correlation_id, occurred_at)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
+             ON CONFLICT (account_id, version) DO NOTHING",
+        )
+        .bind(account)
+        .bind(version)
+        .bind(kind)
+        .bind(amount)
+        .bind(balance)
+        .bind(correlation)
+        .bind(occurred)
+        .execute(&mut **self)
+        .await
+        .map(drop)
+    }
+
+    async fn write_transfers(&mut self, rows: &[TransferRow]) -> sqlx::Result<()> {
+        let (id, from, to, amount, currency, status, reason, refunded, version) =
+            columns!(rows, 0, 1, 2, 3, 4, 5, 6, 7, 8);
+        sqlx::query(
+            "INSERT INTO transfer_status (id, from_account, to_account, amount, currency, status, reason, refunded, version)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                                  $8::boolean[], $9::bigint[])
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                 refunded = excluded.refunded, version = excluded.version",
+        )
+        .bind(id)
+        .bind(from)
+        .bind(to)
+        .bind(amount)
+        .bind(currency)
+        .bind(status)
+        .bind(reason)
+        .bind(refunded)
+        .bind(version)
+        .execute(&mut **self)
+        .await
+        .map(drop)
+    }
+}
+
+/// The rows as one JSON document (SQLite reads it with `json_each`).
+#[cfg(feature = "sqlite")]
+fn json_param<T: serde::Serialize>(rows: &T) -> sqlx::Result<String> {
+    serde_json::to_string(rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// SQLite has no arrays: the rows travel as one JSON array (of ids, or of
+/// rows as arrays), unpacked by `json_each` and `->>` (SQLite 3.38+). `WHERE
+/// true` keeps the upserts' `ON CONFLICT` from parsing as a join constraint.
+#[cfg(feature = "sqlite")]
+impl Bulk for sqlx::Transaction<'_, sqlx::Sqlite> {
+    async fn load_summaries(&mut self, ids: &[&str]) -> sqlx::Result<Vec<SummaryRow>> {
+        sqlx::query_as(
+            "SELECT id, owner, currency, balance, overdraft_limit, status, version FROM account_summary
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_param(&ids)?)
+        .fetch_all(&mut **self)
+        .await
+    }
+
+    async fn load_transfers(&mut self, ids: &[&str]) -> sqlx::Result<Vec<TransferRow>> {
+        sqlx::query_as(
+            "SELECT id, from_account, to_account, amount, currency, status, reason, refunded, version
+             FROM transfer_status WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_param(&ids)?)
+        .fetch_all(&mut **self)
+        .await
+    }
+
+    async fn write_summaries(&mut self, rows: &[SummaryRow]) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO account_summary (id, owner, currency, balance, overdraft_limit, status, version)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+             FROM json_each(?1) WHERE true
+             ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, currency = excluded.currency,
+                 balance = excluded.balance, overdraft_limit = excluded.overdraft_limit,
+                 status = excluded.status, version = excluded.version",
+        )
+        .bind(json_param(&rows)?)
+        .execute(&mut **self)
+        .await
+        .map(drop)
+    }
+
+    async fn write_history(&mut self, rows: &[HistoryRow]) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO account_history (account_id, version, kind, amount, balance, correlation_id, occurred_at)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6
+             FROM json_each(?1) WHERE true
+             ON CONFLICT (account_id, version) DO NOTHING",
+        )
+        .bind(json_param(&rows)?)
+        .execute(&mut **self)
+        .await
+        .map(drop)
+    }
+
+    async fn write_transfers(&mut self, rows: &[TransferRow]) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO transfer_status (id, from_account, to_account, amount, currency, status, reason, refunded, version)
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8
+             FROM json_each(?1) WHERE true
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, reason = excluded.reason,
+                 refunded = excluded.refunded, version = excluded.version",
+        )
+        .bind(json_param(&rows)?)
+        .execute(&mut **self)
+        .await
+        .map(drop)
+    }
 }
 
 /// Queries of the bank's read models on a SQL pool.

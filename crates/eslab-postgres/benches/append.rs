@@ -242,13 +242,13 @@ fn main() {
     let unique = PostgresStore::connect_lazy(options.clone().append_strategy(AppendStrategy::UniqueIndex)).unwrap();
     let variant = |strategy, notify| options.clone().max_connections(34).append_strategy(strategy).notify(notify);
     let variants = [
-        ("store", variant(AppendStrategy::VersionRow, Notify::InTransaction)),
-        ("store_notify_after_commit", variant(AppendStrategy::VersionRow, Notify::AfterCommit)),
-        ("store_unique_index", variant(AppendStrategy::UniqueIndex, Notify::InTransaction)),
-        ("store_unique_index_notify_after_commit", variant(AppendStrategy::UniqueIndex, Notify::AfterCommit)),
+        ("store", variant(AppendStrategy::VersionRow, Notify::AfterCommit)),
+        ("store_notify_in_tx", variant(AppendStrategy::VersionRow, Notify::InTransaction)),
+        ("store_unique_index", variant(AppendStrategy::UniqueIndex, Notify::AfterCommit)),
+        ("store_unique_index_notify_in_tx", variant(AppendStrategy::UniqueIndex, Notify::InTransaction)),
         (
             "group_commit",
-            variant(AppendStrategy::VersionRow, Notify::InTransaction).group_commit(GroupCommitOptions::default()),
+            variant(AppendStrategy::VersionRow, Notify::AfterCommit).group_commit(GroupCommitOptions::default()),
         ),
     ];
 

@@ -22,7 +22,7 @@ use crate::{Notify, PostgresStore};
 ///
 /// Semantics stay the store's: the same optimistic concurrency per stream
 /// (one stream's conflict fails only its own caller), the same gap-safe feed
-/// (a group is one transaction), the same NOTIFY. What changes is cost: at
+/// (a group is one transaction), the same wake-ups. What changes is cost: at
 /// 32 concurrent callers a group carries tens of appends per commit.
 /// Multi-stream appends and empty appends are never grouped.
 ///

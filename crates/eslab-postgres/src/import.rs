@@ -37,7 +37,10 @@ impl PostgresStore {
             }
         }
         match self.import_tx(&events).await {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                self.poke_notifier();
+                Ok(n)
+            }
             Err(e) => match unique_violation(&e) {
                 Some(Violation::EventId) => {
                     let ids: Vec<_> = ids.into_iter().collect();
@@ -111,7 +114,7 @@ impl PostgresStore {
         .bind(&vs)
         .execute(&mut *tx)
         .await?;
-        if self.options().notify != crate::Notify::Off {
+        if self.options().notify == crate::Notify::InTransaction {
             sqlx::query("SELECT pg_notify($1, current_schema() || ':import')")
                 .bind(crate::NOTIFY_CHANNEL)
                 .execute(&mut *tx)

@@ -28,7 +28,9 @@
 //! READ COMMITTED yields each stream's *latest* committed version; it checks
 //! every expectation; only if all hold does it insert new `streams` rows,
 //! bump existing ones and insert every event with one `INSERT .. SELECT FROM
-//! UNNEST(..)`; it also sends `pg_notify('eslab_events', '<schema>:<categories>')`.
+//! UNNEST(..)`. By default the NOTIFY that wakes live readers is sent after
+//! the commit, by a per-store notifier that coalesces a burst of appends into
+//! one (see [`Notify`]).
 //! (A one-stream append takes a shorter path: one upsert, or guarded update,
 //! of its `streams` row claims the versions, and the events follow in the
 //! same statement.) A failed expectation returns the actual versions and writes nothing, so
@@ -48,8 +50,8 @@
 //! row: the unique index on `(stream_id, stream_version)` arbitrates. Because
 //! the append statement costs more to plan than to run, the pool sets
 //! `plan_cache_mode = force_generic_plan`. [`Notify`] chooses whether the
-//! NOTIFY is sent in the append's transaction (default) or after it, coalesced
-//! (PostgreSQL serializes the commits of notifying transactions).
+//! NOTIFY is sent after the append's commit, coalesced (default), or in its
+//! transaction (PostgreSQL serializes the commits of notifying transactions).
 //!
 //! `docs/patterns/postgres-event-store.md` has the design and measurements.
 //!
@@ -85,6 +87,13 @@
 //! [`PostgresStore::listener`] returns a [`Listener`] that wakes on the
 //! append's NOTIFY and otherwise ticks with a backoff, so a follower polls
 //! `read_feed` after each wake-up and never depends on notifications alone.
+//!
+//! Subscriptions of the store ([`WakeUps`](eslab_core::WakeUps)) are woken two
+//! ways: by the appends of the same store (any clone) in this process at once,
+//! without a round trip, and by everyone else's (other processes, other store
+//! instances) through `LISTEN`. By default ([`Notify::AfterCommit`]) an
+//! append's NOTIFY leaves at most [`PostgresOptions::notify_window`] (2 ms by
+//! default) plus one round trip after its commit.
 
 mod append;
 mod error;
@@ -93,6 +102,7 @@ mod group;
 mod head;
 mod import;
 mod listener;
+mod notifier;
 mod retention;
 mod rows;
 mod side;
@@ -129,26 +139,37 @@ pub const NOTIFY_CHANNEL: &str = "eslab_events";
 /// whose expectation still holds.
 const RACE_RETRIES: u32 = 64;
 
-/// When an append sends the NOTIFY that wakes live readers.
+/// When an append sends the NOTIFY that wakes live readers in other processes.
 ///
 /// PostgreSQL serializes the commits of all transactions that sent a NOTIFY
 /// in a database (a lock held until the commit, WAL flush included), so
-/// in-transaction NOTIFY costs concurrent appends their group commit; see
-/// `docs/patterns/postgres-event-store.md` for the measured price.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// in-transaction NOTIFY costs concurrent appends their group commit: the lab's
+/// `wake-ups` experiment and `docs/patterns/postgres-event-store.md` have the
+/// measured price. Whatever the mode, subscriptions of the same store in this
+/// process are woken directly when an append commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Notify {
     /// In the append's own statement: the notification is delivered exactly
-    /// when the events commit, and never for a rolled-back append.
+    /// when the events commit, and never for a rolled-back append; every
+    /// notifying commit waits for the one before it.
     InTransaction,
-    /// After the commit, from one background task that coalesces a burst of
-    /// appends into one NOTIFY (payload `<schema>:`). A crash between commit
-    /// and NOTIFY loses a wake-up, which the listeners' polling covers.
-    /// [`PostgresStore::append_in_tx`] still notifies in the transaction.
+    /// After the commit, from one background task per store that gathers the
+    /// appends of [`PostgresOptions::notify_window`] into one NOTIFY, sent in a
+    /// transaction of its own that writes nothing. Every append path
+    /// (single, multi-stream, group commit, import) notifies this way;
+    /// [`PostgresStore::append_in_tx`] leaves it to
+    /// [`PostgresStore::notify_committed`] after the caller's commit. A crash
+    /// between commit and NOTIFY loses a wake-up, which the listeners' polling
+    /// covers. The default.
+    #[default]
     AfterCommit,
-    /// No NOTIFY: live readers rely on polling.
+    /// No NOTIFY: readers in other processes rely on polling.
     Off,
 }
+
+/// The default [`PostgresOptions::notify_window`].
+pub const DEFAULT_NOTIFY_WINDOW: Duration = Duration::from_millis(2);
 
 /// How an append checks and claims stream versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +199,7 @@ pub struct PostgresOptions {
     max_connections: u32,
     feed_settle: Duration,
     notify: Notify,
+    notify_window: Duration,
     strategy: AppendStrategy,
     acquire_timeout: Duration,
     group_commit: Option<GroupCommitOptions>,
@@ -191,7 +213,8 @@ impl PostgresOptions {
             schema: schema.into(),
             max_connections: 10,
             feed_settle: Duration::from_secs(2),
-            notify: Notify::InTransaction,
+            notify: Notify::AfterCommit,
+            notify_window: DEFAULT_NOTIFY_WINDOW,
             strategy: AppendStrategy::VersionRow,
             acquire_timeout: Duration::from_secs(10),
             group_commit: None,
@@ -223,10 +246,23 @@ impl PostgresOptions {
         self
     }
 
-    /// When appends send their NOTIFY (default [`Notify::InTransaction`]).
+    /// When appends send their NOTIFY (default [`Notify::AfterCommit`]).
     #[must_use]
     pub fn notify(mut self, mode: Notify) -> Self {
         self.notify = mode;
+        self
+    }
+
+    /// Under [`Notify::AfterCommit`], how long the notifier gathers appends
+    /// after the first one before it sends their NOTIFY (default
+    /// [`DEFAULT_NOTIFY_WINDOW`], 2 ms). A reader in another process hears of
+    /// an append at most this long plus one round trip after its commit
+    /// (plus the wait for the connection the NOTIFY is sent on); a longer
+    /// window sends fewer notifications under load. Zero sends as soon as the
+    /// previous NOTIFY is done.
+    #[must_use]
+    pub fn notify_window(mut self, window: Duration) -> Self {
+        self.notify_window = window;
         self
     }
 
@@ -248,6 +284,11 @@ impl PostgresOptions {
     /// The schema.
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// When appends send their NOTIFY (see [`notify`](Self::notify)).
+    pub fn notify_mode(&self) -> Notify {
+        self.notify
     }
 
     fn connect_options(&self) -> Result<PgConnectOptions> {
@@ -278,8 +319,9 @@ fn validate_schema(schema: &str) -> Result<()> {
 pub struct PostgresStore {
     pool: PgPool,
     options: Arc<PostgresOptions>,
-    /// Wakes the coalescing notifier task ([`Notify::AfterCommit`]).
-    notifier: Option<tokio::sync::mpsc::Sender<()>>,
+    /// Wakes the coalescing notifier task ([`Notify::AfterCommit`]) and this
+    /// process's subscribers of the store.
+    notifier: Arc<notifier::Notifier>,
     /// The group-commit queue, when grouping is on.
     group: Option<group::Queue>,
 }
@@ -316,7 +358,7 @@ impl PostgresStore {
             // (reported as `Unavailable`) and is dropped from the pool.
             .test_before_acquire(false)
             .connect_lazy_with(connect);
-        let notifier = (options.notify == Notify::AfterCommit).then(|| spawn_notifier(pool.clone(), &options.schema));
+        let notifier = Arc::new(notifier::Notifier::new(&pool, &options));
         let group_commit = options.group_commit.clone();
         let store = PostgresStore { pool, options: Arc::new(options), notifier, group: None };
         match group_commit {
@@ -411,7 +453,7 @@ impl PostgresStore {
     pub async fn append_in_tx(&self, conn: &mut PgConnection, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         eslab_core::check_storable(&appends)?;
         let batch = Batch::new(appends)?;
-        match batch.execute(conn, self.options.strategy, self.options.notify != Notify::Off).await {
+        match batch.execute(conn, self.options.strategy, self.options.notify == Notify::InTransaction).await {
             Ok(rows) => batch.results(&rows),
             Err(e) => match classify(&self.pool, &batch, e).await {
                 Failure::Fail(e) => Err(e),
@@ -435,12 +477,23 @@ impl PostgresStore {
         Ok(feed::feed_page(&self.pool, filter, after, limit).await?.0)
     }
 
-    /// After a committed append under [`Notify::AfterCommit`]: make sure a NOTIFY is due.
-    pub(crate) fn poke_notifier(&self) {
-        if let Some(notifier) = &self.notifier {
-            // Full means a NOTIFY is already due: this append rides on it.
-            let _ = notifier.try_send(());
+    /// Announces appends made with [`append_in_tx`](Self::append_in_tx)
+    /// once the caller's transaction committed: wakes this process's
+    /// subscribers of the store and, under [`Notify::AfterCommit`], has the
+    /// notifier send a NOTIFY (under [`Notify::InTransaction`] the append sent
+    /// it in the transaction). Without it, readers see the events at their
+    /// next poll. `results` are the appends' results (nothing to announce when
+    /// they hold no event).
+    pub fn notify_committed(&self, results: &[AppendResult]) {
+        if results.iter().any(|r| !r.events.is_empty()) {
+            self.poke_notifier();
         }
+    }
+
+    /// After a committed append: wake this process's subscribers and make
+    /// sure a NOTIFY is due ([`Notify::AfterCommit`]).
+    pub(crate) fn poke_notifier(&self) {
+        self.notifier.committed();
     }
 
     async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
@@ -492,22 +545,6 @@ impl PostgresStore {
 /// Whether an append statement's row reports a stream (a claim it granted).
 fn is_stream_row(row: &sqlx::postgres::PgRow) -> bool {
     sqlx::Row::try_get::<String, _>(row, "row_kind").is_ok_and(|k| k == "s")
-}
-
-/// Starts the task that sends one NOTIFY per burst of appends; it ends when
-/// the last store clone (the last sender) is dropped.
-fn spawn_notifier(pool: PgPool, schema: &str) -> tokio::sync::mpsc::Sender<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-    let payload = format!("{schema}:");
-    tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            let sent = sqlx::query("SELECT pg_notify($1, $2)").bind(NOTIFY_CHANNEL).bind(&payload).execute(&pool).await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, "cannot send the append NOTIFY; listeners will poll");
-            }
-        }
-    });
-    tx
 }
 
 impl EventAppender for PostgresStore {

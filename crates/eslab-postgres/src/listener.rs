@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use eslab_core::{Result, WakeUpStream, WakeUps, no_wake_ups};
+use eslab_core::{Result, WakeUpStream, WakeUps, watch_wake_ups};
 use futures_util::{StreamExt, stream};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
@@ -121,6 +121,9 @@ const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(30);
 struct Waking {
     inner: PgListener,
     prefix: String,
+    /// A payload to skip: the store's own coalesced NOTIFYs, when its
+    /// subscribers are already woken in process.
+    ignore: Option<String>,
     /// Whether the connection is down (and that was logged).
     down: bool,
     pause: Duration,
@@ -137,7 +140,11 @@ impl Listener {
     /// [`with_poll`](Self::with_poll) does not apply: the reader polls on its
     /// own timer. Dropping the stream closes the connection.
     pub fn into_wake_ups(self) -> WakeUpStream {
-        let state = Waking { inner: self.inner, prefix: self.prefix, down: false, pause: MIN_RECONNECT_PAUSE };
+        self.wake_ups_ignoring(None)
+    }
+
+    fn wake_ups_ignoring(self, ignore: Option<String>) -> WakeUpStream {
+        let state = Waking { inner: self.inner, prefix: self.prefix, ignore, down: false, pause: MIN_RECONNECT_PAUSE };
         stream::unfold(state, |mut state| async move {
             state.next().await;
             Some(((), state))
@@ -152,12 +159,12 @@ impl Waking {
     async fn next(&mut self) {
         loop {
             match self.inner.try_recv().await {
-                Ok(Some(n)) if n.payload().starts_with(&self.prefix) => {
+                Ok(Some(n)) if n.payload().starts_with(&self.prefix) && !self.ignored(n.payload()) => {
                     while let Some(_more) = self.inner.next_buffered() {}
                     self.listening_again();
                     return;
                 }
-                // Another schema's append.
+                // Another schema's append, or our own store's (woken in process).
                 Ok(Some(_)) => self.listening_again(),
                 // The connection dropped; sqlx has already reconnected and
                 // listens again (eager reconnect), or the next call fails.
@@ -180,6 +187,10 @@ impl Waking {
         }
     }
 
+    fn ignored(&self, payload: &str) -> bool {
+        self.ignore.as_deref() == Some(payload)
+    }
+
     fn listening_again(&mut self) {
         if self.down {
             tracing::info!("the LISTEN connection is back; subscribers are woken by NOTIFY again");
@@ -189,18 +200,25 @@ impl Waking {
     }
 }
 
-/// A wake-up per append in this schema, on a `LISTEN` connection of its own
-/// (see [`PostgresStore::listener`] and [`Listener::into_wake_ups`]). If that
-/// connection cannot be opened, logs a warning and returns no wake-ups: the
-/// subscriber polls.
+/// A wake-up per append in this schema: the appends of this store (any
+/// clone) in this process wake at once, without a round trip; everyone
+/// else's (other processes, other store instances) through NOTIFY, on a
+/// `LISTEN` connection of its own (see [`PostgresStore::listener`] and
+/// [`Listener::into_wake_ups`]), which skips this store's own coalesced
+/// NOTIFYs. If that connection cannot be opened, logs a warning and keeps
+/// only the in-process wake-ups: the subscriber polls for the others.
 impl WakeUps for PostgresStore {
     async fn wake_ups(&self) -> WakeUpStream {
+        let local = watch_wake_ups(self.notifier.subscribe());
         match self.listener().await {
-            Ok(listener) => listener.into_wake_ups(),
+            Ok(listener) => {
+                let remote = listener.wake_ups_ignoring(Some(self.notifier.own_payload().to_owned()));
+                stream::select(local, remote).boxed()
+            }
             Err(e) => {
                 tracing::warn!(schema = self.schema(), error = %e,
-                    "cannot LISTEN for appends; this subscriber polls instead");
-                no_wake_ups()
+                    "cannot LISTEN for appends; this subscriber polls for other processes' appends");
+                local
             }
         }
     }

@@ -170,10 +170,11 @@ impl InlineStore<crate::PgBackend> for eslab_postgres::PostgresStore {
         &self,
         backend: &crate::PgBackend,
         tx: sqlx::Transaction<'static, sqlx::Postgres>,
-        _results: &[AppendResult],
+        results: &[AppendResult],
     ) -> Result<()> {
-        // The append statement sent its NOTIFY inside the transaction.
-        backend.commit(tx).await
+        backend.commit(tx).await?;
+        self.notify_committed(results);
+        Ok(())
     }
 }
 

@@ -51,7 +51,8 @@ mod wiring;
 
 pub use error::Error;
 pub use settings::{
-    DEFAULT_DATABASE_URL, DEFAULT_PG_MAX_CONNECTIONS, DEFAULT_SCHEMA, PostgresSettings, StoreSettings, open_postgres,
+    DEFAULT_DATABASE_URL, DEFAULT_PG_MAX_CONNECTIONS, DEFAULT_PG_NOTIFY_WINDOW_MS, DEFAULT_SCHEMA, PostgresSettings,
+    StoreSettings, open_postgres,
 };
 pub use signal::shutdown_signal;
 pub use store::{AnyStore, redact};

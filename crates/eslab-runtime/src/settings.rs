@@ -1,5 +1,7 @@
 //! The store's configuration, and opening the store it names.
 
+use std::time::Duration;
+
 use eslab_memory::MemoryStore;
 use eslab_postgres::{GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
 use eslab_sqlite::SqliteStore;
@@ -13,6 +15,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eslab.db";
 pub const DEFAULT_SCHEMA: &str = "eslab";
 /// The PostgreSQL pool size when none is given (`ESLAB_PG_MAX_CONNECTIONS`).
 pub const DEFAULT_PG_MAX_CONNECTIONS: u32 = 32;
+/// The default `--pg-notify-window-ms` (the store's [`eslab_postgres::DEFAULT_NOTIFY_WINDOW`]).
+pub const DEFAULT_PG_NOTIFY_WINDOW_MS: u64 = 2;
 
 /// What opening a store needs: the URL, the PostgreSQL schema, how
 /// PostgreSQL is opened. With clap, `#[command(flatten)]` it into the
@@ -87,11 +91,12 @@ impl From<String> for StoreSettings {
     }
 }
 
-/// How PostgreSQL is opened: the pool size and group commit, as flags
-/// (`--pg-max-connections`, `--pg-group-commit`) and environment variables.
-/// Appends NOTIFY after their commit ([`Notify::AfterCommit`]): a NOTIFY
-/// inside the append's transaction takes PostgreSQL's global notification
-/// lock at commit, which serializes every append of the process (the
+/// How PostgreSQL is opened: the pool size, group commit and the NOTIFY
+/// window, as flags (`--pg-max-connections`, `--pg-group-commit`,
+/// `--pg-notify-window-ms`) and environment variables. Appends NOTIFY after
+/// their commit, coalesced ([`Notify::AfterCommit`], the store's default): a
+/// NOTIFY inside the append's transaction takes PostgreSQL's global
+/// notification lock at commit, which serializes every append (the
 /// listeners' polling covers a wake-up lost in a crash).
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct PostgresSettings {
@@ -115,20 +120,40 @@ pub struct PostgresSettings {
         action = clap::ArgAction::Set
     )]
     pub group_commit: bool,
+    /// How long, in milliseconds, appends are gathered before the NOTIFY
+    /// that wakes other processes' readers (the wake-up delay it adds is at
+    /// most this plus one round trip).
+    #[arg(
+        id = "pg_notify_window_ms",
+        long = "pg-notify-window-ms",
+        value_name = "PG_NOTIFY_WINDOW_MS",
+        env = "ESLAB_PG_NOTIFY_WINDOW_MS",
+        default_value_t = DEFAULT_PG_NOTIFY_WINDOW_MS
+    )]
+    pub notify_window_ms: u64,
 }
 
 impl Default for PostgresSettings {
-    /// [`DEFAULT_PG_MAX_CONNECTIONS`] connections, group commit on.
+    /// [`DEFAULT_PG_MAX_CONNECTIONS`] connections, group commit on, a NOTIFY
+    /// window of [`DEFAULT_PG_NOTIFY_WINDOW_MS`].
     fn default() -> Self {
-        PostgresSettings { max_connections: DEFAULT_PG_MAX_CONNECTIONS, group_commit: true }
+        PostgresSettings {
+            max_connections: DEFAULT_PG_MAX_CONNECTIONS,
+            group_commit: true,
+            notify_window_ms: DEFAULT_PG_NOTIFY_WINDOW_MS,
+        }
     }
 }
 
 impl PostgresSettings {
     /// `options` with these settings: the pool size (at least 2), NOTIFY
-    /// after commit, and group commit ([`GroupCommitOptions`]) when on.
+    /// after commit with the window set, and group commit
+    /// ([`GroupCommitOptions`]) when on.
     pub fn apply(&self, options: PostgresOptions) -> PostgresOptions {
-        let options = options.max_connections(self.max_connections.max(2)).notify(Notify::AfterCommit);
+        let options = options
+            .max_connections(self.max_connections.max(2))
+            .notify(Notify::AfterCommit)
+            .notify_window(Duration::from_millis(self.notify_window_ms));
         if self.group_commit { options.group_commit(GroupCommitOptions::default()) } else { options }
     }
 }

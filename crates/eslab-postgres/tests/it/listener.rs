@@ -10,7 +10,7 @@ use crate::helpers::{event, stream};
 
 #[tokio::test]
 async fn an_append_wakes_the_listener() {
-    let store = SchemaStore::new().await;
+    let store = SchemaStore::with_options(|o| o.notify(eslab_postgres::Notify::InTransaction)).await;
     let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(30), Duration::from_secs(30));
     let writer = {
         let store = store.clone();
@@ -68,4 +68,43 @@ async fn after_commit_notify_wakes_the_listener_too() {
     store.append(&stream("late"), ExpectedVersion::Any, vec![event(1)]).await.unwrap();
     let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;
     assert_eq!(woke.unwrap(), Wake::Notified);
+}
+
+#[tokio::test]
+async fn after_commit_coalesces_a_burst_into_few_notifications() {
+    // A window far longer than the burst: its appends share NOTIFYs.
+    let store = SchemaStore::with_options(|o| o.notify_window(Duration::from_millis(500))).await;
+    let mut listener = store.listener().await.unwrap().with_poll(Duration::from_secs(3), Duration::from_secs(3));
+    let appends = 20;
+    for n in 0..appends {
+        store.append(&stream("burst"), ExpectedVersion::Any, vec![event(n)]).await.unwrap();
+    }
+    // The first NOTIFY comes after the window.
+    let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;
+    assert_eq!(woke.unwrap(), Wake::Notified);
+    let mut notified = 1;
+    while listener.wait().await == Wake::Notified {
+        notified += 1;
+    }
+    assert!(notified < appends / 2, "{notified} NOTIFYs for {appends} appends");
+}
+
+#[tokio::test]
+async fn no_append_path_notifies_inside_its_transaction_by_default() {
+    // With a LISTEN open and a transaction that appended but has not
+    // committed, a notifying append would hold the notification queue: here
+    // nothing is sent until the caller commits and announces it.
+    let store = SchemaStore::with_options(|o| o.notify_window(Duration::ZERO)).await;
+    let mut listener =
+        store.listener().await.unwrap().with_poll(Duration::from_millis(300), Duration::from_millis(300));
+    let mut tx = store.pool().begin().await.unwrap();
+    let results = store
+        .append_in_tx(&mut tx, vec![eslab_core::StreamAppend::new(stream("tx"), ExpectedVersion::Any, vec![event(1)])])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(listener.wait().await, Wake::Poll, "no NOTIFY was sent in the transaction");
+    store.notify_committed(&results);
+    let woke = tokio::time::timeout(Duration::from_secs(10), listener.wait()).await;
+    assert_eq!(woke.unwrap(), Wake::Notified, "notify_committed sends it");
 }

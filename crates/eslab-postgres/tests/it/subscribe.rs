@@ -53,12 +53,61 @@ async fn wake_ups_survive_a_killed_listen_connection() {
             .await
             .unwrap();
     assert_eq!(killed, [true], "the subscription's LISTEN backend was terminated");
+    // Another store instance writes (as another process would): its appends
+    // reach the subscription only through NOTIFY, not the in-process signal.
+    let writer = store.fresh_schema().open().await;
     for n in 0..2 {
         // Lost with the connection or not, each append is delivered: the lost
         // connection itself wakes the subscription, then NOTIFY does again.
         let id =
-            store.append(&stream("killed"), ExpectedVersion::Any, vec![event(n)]).await.unwrap().events[0].event_id;
+            writer.append(&stream("killed"), ExpectedVersion::Any, vec![event(n)]).await.unwrap().events[0].event_id;
         let next = tokio::time::timeout(Duration::from_secs(20), live.next()).await;
         assert_eq!(next.expect("delivered without polling").unwrap().unwrap().event_id, id);
+    }
+}
+
+/// A subscription waiting on `store`'s wake-ups, polling once an hour: within
+/// a test, only wake-ups deliver.
+fn hourly(
+    store: &SchemaStore,
+    wake_ups: eslab_core::WakeUpStream,
+) -> impl futures_util::Stream<Item = eslab_core::Result<eslab_core::RecordedEvent>> {
+    let hour = Duration::from_secs(3600);
+    EventStore::new(store.clone()).subscribe_woken_by(
+        wake_ups,
+        FeedFilter::All,
+        Checkpoint::START,
+        SubscribeOptions::default().poll(hour, hour),
+    )
+}
+
+#[tokio::test]
+async fn the_same_store_wakes_its_subscribers_without_notify() {
+    // No NOTIFY at all: the in-process signal alone delivers.
+    let store = SchemaStore::with_options(|o| o.notify(eslab_postgres::Notify::Off)).await;
+    let wake_ups = store.wake_ups().await;
+    let mut live = Box::pin(hourly(&store, wake_ups));
+    assert!(tokio::time::timeout(Duration::from_millis(200), live.next()).await.is_err());
+    for n in 0..3 {
+        let id = store.append(&stream("local"), ExpectedVersion::Any, vec![event(n)]).await.unwrap().events[0].event_id;
+        let next = tokio::time::timeout(Duration::from_secs(20), live.next()).await;
+        assert_eq!(next.expect("woken in process").unwrap().unwrap().event_id, id);
+    }
+}
+
+#[tokio::test]
+async fn another_instance_wakes_subscribers_through_the_coalesced_notify() {
+    // The default: NOTIFY after commit, coalesced.
+    let store = SchemaStore::new().await;
+    assert_eq!(store.options().notify_mode(), eslab_postgres::Notify::AfterCommit, "the default");
+    let wake_ups = store.wake_ups().await;
+    let mut live = Box::pin(hourly(&store, wake_ups));
+    assert!(tokio::time::timeout(Duration::from_millis(200), live.next()).await.is_err());
+    let other = store.fresh_schema().open().await;
+    for n in 0..3 {
+        let id =
+            other.append(&stream("remote"), ExpectedVersion::Any, vec![event(n)]).await.unwrap().events[0].event_id;
+        let next = tokio::time::timeout(Duration::from_secs(20), live.next()).await;
+        assert_eq!(next.expect("woken by the other instance's NOTIFY").unwrap().unwrap().event_id, id);
     }
 }
