@@ -254,7 +254,7 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
             budget.time.as_secs_f64()
         ),
         "Baseline: a raw one-row INSERT into the same events table, autocommit (one commit per row), each caller \
-         on its own stream. Store: PostgresStore::append (one statement, one commit; NOTIFY in the transaction). \
+         on its own stream. Store: PostgresStore::append (one statement, one commit; the default coalesced NOTIFY after the commit). \
          GroupCommit: PostgresStore::with_group_commit with default options (up to 512 appends per statement, two \
          statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pool of 64."
             .to_owned(),

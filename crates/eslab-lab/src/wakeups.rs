@@ -16,7 +16,7 @@ use eslab_core::{
     Checkpoint, EventAppender, EventStore, ExpectedVersion, FeedFilter, StreamId, SubscribeOptions, Version,
     WakeUps as _, no_wake_ups,
 };
-use eslab_postgres::{Notify, PostgresOptions, PostgresStore};
+use eslab_postgres::{DEFAULT_NOTIFY_WINDOW, Notify, PostgresOptions, PostgresStore};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use sqlx::PgPool;
@@ -41,7 +41,7 @@ enum Variant {
     Raw,
     /// The store with [`Notify::InTransaction`].
     InTransaction,
-    /// The store with [`Notify::AfterCommit`] (default window).
+    /// The store with [`Notify::AfterCommit`] (the default, with the default window).
     AfterCommit,
     /// The store with [`Notify::Off`]: readers poll.
     NoNotify,
@@ -55,6 +55,11 @@ impl Variant {
             Variant::AfterCommit => "NOTIFY after commit, coalesced",
             Variant::NoNotify => "no NOTIFY (polling only)",
         }
+    }
+
+    /// The store's options for this variant.
+    fn options(self, options: PostgresOptions) -> PostgresOptions {
+        options.notify(self.notify()).notify_window(DEFAULT_NOTIFY_WINDOW)
     }
 
     fn notify(self) -> Notify {
@@ -107,10 +112,6 @@ const FOLLOWERS: [Follower; 4] = [
 /// Connections of each throughput measurement's own pool (as experiment 4's).
 const POOL: u64 = 64;
 
-/// How long a store under [`Notify::AfterCommit`] is given, after its last
-/// append, to send the NOTIFY still due before its pool closes.
-const NOTIFY_DUE: Duration = Duration::from_millis(100);
-
 /// The appends/s of one variant at one caller count, summed over the rounds.
 struct Throughput {
     variant: Variant,
@@ -147,15 +148,6 @@ async fn warm(pool: &PgPool, n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Closes the pool of a store notifying as `notify`, once a coalesced
-/// NOTIFY still due has had time to go out.
-async fn close(store: PostgresStore, notify: Notify) {
-    if notify == Notify::AfterCommit {
-        tokio::time::sleep(NOTIFY_DUE).await;
-    }
-    store.pool().close().await;
-}
-
 async fn throughput(
     lab: &Lab,
     base: &PostgresOptions,
@@ -166,8 +158,7 @@ async fn throughput(
     lab.doing(format!("{} with {callers} callers", variant.name()));
     // A pool of its own, closed afterwards: four pools of 64 kept open
     // would pass PostgreSQL's default limit of 100 connections.
-    let store =
-        PostgresStore::connect_lazy(base.clone().notify(variant.notify()).max_connections(u32::try_from(POOL)?))?;
+    let store = PostgresStore::connect_lazy(variant.options(base.clone()).max_connections(u32::try_from(POOL)?))?;
     warm(store.pool(), callers.min(POOL)).await?;
     static RUN: AtomicU64 = AtomicU64::new(0);
     let prefix = format!("w{}s", RUN.fetch_add(1, Ordering::Relaxed));
@@ -178,7 +169,7 @@ async fn throughput(
     let Appended { appends, latency, elapsed, .. } = single_appends(&appender, callers, budget).await?;
     let stored = appender.stored().await?;
     drop(appender);
-    close(store, variant.notify()).await;
+    store.pool().close().await;
     let per_s = per_second(appends, elapsed);
     Ok(Throughput { variant, callers, appends, elapsed, latency, stored, rounds: vec![per_s] })
 }
@@ -411,7 +402,7 @@ impl Handled {
 async fn handled(lab: &Lab, follower: Follower, pace: Pace, exe: Option<&Path>) -> anyhow::Result<Handled> {
     lab.doing(format!("append to handler: {}", follower.name()));
     let connections = u32::try_from(pace.callers + 1)?;
-    let store = lab.pg_store(|o| o.notify(follower.variant.notify()).max_connections(connections)).await?;
+    let store = lab.pg_store(|o| follower.variant.options(o).max_connections(connections)).await?;
     let args = FollowArgs {
         url: lab.postgres_url().to_owned(),
         schema: store.schema().to_owned(),
@@ -468,7 +459,7 @@ async fn handled(lab: &Lab, follower: Follower, pace: Pace, exe: Option<&Path>) 
     } else {
         following.done.abort();
     }
-    close(store, follower.variant.notify()).await;
+    store.pool().close().await;
     let (mut latency, mut early, mut handled) = (Latencies::new()?, 0, 0);
     for (id, acked) in &acks {
         if let Some(&at) = seen.get(id) {
@@ -737,10 +728,12 @@ fn report(measured: &[Throughput], followed: &[Handled], callers: &[u64], setup:
             budget.time.as_secs_f64()
         ),
         format!(
-            "Variants: Notify::InTransaction (pg_notify in the append's statement); Notify::AfterCommit (a \
-             per-store task sends one pg_notify after the commit, outside any write transaction, for the appends \
-             committed while the previous one was due; default options); Notify::Off (no NOTIFY; readers poll). \
-             PostgreSQL default settings (fsync on, synchronous_commit on)."
+            "Variants: Notify::InTransaction (pg_notify in the append's statement); Notify::AfterCommit, eslab's \
+             default (one task per store, on a connection of its own, gathers the appends of notify_window = {} ms, \
+             the default, into one pg_notify in a transaction that writes nothing: a reader in another process \
+             hears of an append at most the window plus one NOTIFY round trip later); Notify::Off (no NOTIFY; \
+             readers poll). PostgreSQL default settings (fsync on, synchronous_commit on).",
+            DEFAULT_NOTIFY_WINDOW.as_millis()
         ),
         format!(
             "Append to handler: {} callers, each on its own stream, append every {} ms ({:.0} appends/s, {} per \
