@@ -13,7 +13,7 @@ def finding(id):
     m = re.search(r'## Findings\n\n(.*?)\n\n', md, re.S)
     return m.group(1) if m else ''
 pages = {
-  'postgres-event-store.md': [('append', 'experiment 1, append strategies'), ('ordering', 'experiment 3, global-feed ordering'), ('group-commit', 'experiment 4, group commit')],
+  'postgres-event-store.md': [('append', 'experiment 1, append strategies'), ('ordering', 'experiment 3, global-feed ordering'), ('group-commit', 'experiment 4, group commit'), ('wake-ups', 'experiment 10, wake-ups')],
   'optimistic-concurrency.md': [('concurrency', 'experiment 2, concurrency control under contention')],
   'snapshots.md': [('snapshots', 'experiment 5, snapshots and the state cache')],
   'caching.md': [('snapshots', 'experiment 5, snapshots and the state cache')],

@@ -109,23 +109,30 @@ http_load_cpu_ticks() {
 }
 
 # http_load_postgres_snapshot FILE: writes `pid ticks` for every process
-# named `postgres` (the server's backends and background processes) to FILE.
+# named `postgres` (the server's backends and background processes) to FILE,
+# and `children ticks`: what the postmaster's ended children used (cutime +
+# cstime), where a backend's time goes when its connection closes.
 http_load_postgres_snapshot() {
-  local pid
-  for pid in $(pgrep -x postgres); do
-    echo "$pid $(http_load_cpu_ticks "$pid")"
-  done > "$1"
+  local pid postmaster
+  postmaster=$(pgrep -o -x postgres)
+  {
+    for pid in $(pgrep -x postgres); do
+      echo "$pid $(http_load_cpu_ticks "$pid")"
+    done
+    echo "children $(sed -E 's/^.*\) //' "/proc/$postmaster/stat" 2>/dev/null | awk '{ print $14 + $15 }')"
+  } > "$1"
 }
 
 # http_load_postgres_ticks_since FILE: the CPU ticks PostgreSQL's processes
-# used since the snapshot FILE was taken (a process started since counts in
-# full; one that ended since is not counted: a pool's connections live
-# through a run).
+# used since the snapshot FILE was taken: what each live process used since
+# (all of it if it started since), plus what the processes that ended since
+# used after the snapshot (their time moved to the postmaster's children).
 http_load_postgres_ticks_since() {
   local now
   now="$(mktemp)"
   http_load_postgres_snapshot "$now"
-  awk 'NR == FNR { before[$1] = $2; next } { total += $2 - (($1 in before) ? before[$1] : 0) } END { print total + 0 }' \
-    "$1" "$now"
+  awk 'NR == FNR { before[$1] = $2; next }
+       { seen[$1] = 1; total += $2 - (($1 in before) ? before[$1] : 0) }
+       END { for (p in before) if (!(p in seen)) total -= before[p]; print total + 0 }' "$1" "$now"
   rm -f "$now"
 }

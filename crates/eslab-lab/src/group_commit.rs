@@ -6,18 +6,16 @@
 //! caller whose expected version is stale gets its own conflict while the
 //! rest of its batch commits.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use eslab_core::{Error, EventAppender, EventReader, ExpectedVersion, Metadata, NewEvent, StreamId};
 use eslab_postgres::{GroupCommitOptions, PostgresStore};
 use futures_util::future::LocalBoxFuture;
-use sqlx::PgPool;
 
 use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
-use super::report::{Cell, Report, Table, ratio};
+use super::report::{Cell, Report, Table, ratio, ratio_range};
+use super::workload::{Appended, Appender, single_appends};
 use super::{Experiment, Lab};
 
 /// Experiment 4.
@@ -75,68 +73,6 @@ impl Measured {
     }
 }
 
-const RAW_INSERT: &str = "INSERT INTO events (stream_id, category, stream_version, event_id, event_type, \
-     schema_version, payload, metadata) VALUES ($1, 'raw', $2, $3, 'Deposited', 1, $4, $5)";
-
-fn event(n: u64) -> NewEvent {
-    NewEvent::new("Deposited", 1, serde_json::json!({ "amount": 100, "n": n }), Metadata::now())
-}
-
-/// One caller: appends single events to streams it shares with its
-/// neighbours (`streams` of them), expecting the version it last saw.
-async fn caller<A: EventAppender + EventReader>(
-    appender: Arc<A>,
-    prefix: Arc<str>,
-    streams: u64,
-    caller: u64,
-    budget: Budget,
-) -> anyhow::Result<(u64, u64, Latencies)> {
-    let mut latency = Latencies::new()?;
-    let (mut done, mut conflicts) = (0_u64, 0_u64);
-    let stream = StreamId::new("lab", &format!("{prefix}{}", caller % streams))?;
-    let mut version = appender.stream_version(&stream).await?;
-    let started = Instant::now();
-    while budget.more(done, started) {
-        let t = Instant::now();
-        match appender.append(&stream, ExpectedVersion::Exact(version), vec![event(done)]).await {
-            Ok(r) => {
-                latency.record(t.elapsed());
-                version = r.version;
-                done += 1;
-            }
-            Err(Error::Conflict { actual, .. }) => {
-                // Another caller of this stream was first: catch up and go on.
-                conflicts += 1;
-                version = actual;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok((done, conflicts, latency))
-}
-
-async fn raw_caller(pool: PgPool, caller: u64, budget: Budget) -> anyhow::Result<(u64, u64, Latencies)> {
-    let mut latency = Latencies::new()?;
-    let mut done = 0_u64;
-    let stream = format!("raw-{caller}-{}", uuid::Uuid::now_v7().simple());
-    let metadata = serde_json::to_value(Metadata::now())?;
-    let started = Instant::now();
-    while budget.more(done, started) {
-        let t = Instant::now();
-        sqlx::query(RAW_INSERT)
-            .bind(&stream)
-            .bind(i64::try_from(done + 1)?)
-            .bind(uuid::Uuid::now_v7())
-            .bind(serde_json::json!({ "amount": 100, "n": done }))
-            .bind(&metadata)
-            .execute(&pool)
-            .await?;
-        latency.record(t.elapsed());
-        done += 1;
-    }
-    Ok((done, 0, latency))
-}
-
 async fn measure(
     lab: &Lab,
     store: &PostgresStore,
@@ -146,62 +82,22 @@ async fn measure(
 ) -> anyhow::Result<Measured> {
     lab.doing(format!("{} with {callers} callers", variant.name()));
     static RUN: AtomicU64 = AtomicU64::new(0);
-    let prefix: Arc<str> = format!("r{}s", RUN.fetch_add(1, Ordering::Relaxed)).into();
+    let prefix = format!("r{}s", RUN.fetch_add(1, Ordering::Relaxed));
     // Own streams, as the raw baseline; or four callers per stream, so that
     // conflicts happen and must stay per caller.
     let streams = if variant == Variant::GroupShared { callers.div_ceil(4) } else { callers };
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    let group = match variant {
+    let appender = match variant {
+        Variant::Raw => Appender::Raw(store.pool().clone()),
+        Variant::Store => Appender::Store { store: store.clone(), prefix, streams },
         Variant::Group | Variant::GroupShared => {
-            Some(Arc::new(store.with_group_commit(GroupCommitOptions::default())?))
+            Appender::Store { store: store.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
         }
-        _ => None,
     };
-    let plain = Arc::new(store.clone());
-    for c in 0..callers {
-        match (variant, &group) {
-            (Variant::Raw, _) => {
-                tasks.spawn(raw_caller(store.pool().clone(), c, budget));
-            }
-            (Variant::Group | Variant::GroupShared, Some(group)) => {
-                tasks.spawn(caller(Arc::clone(group), Arc::clone(&prefix), streams, c, budget));
-            }
-            _ => {
-                tasks.spawn(caller(Arc::clone(&plain), Arc::clone(&prefix), streams, c, budget));
-            }
-        }
-    }
-    let (mut appends, mut conflicts, mut latency) = (0, 0, Latencies::new()?);
-    while let Some(joined) = tasks.join_next().await {
-        let (n, c, l) = joined??;
-        appends += n;
-        conflicts += c;
-        latency.merge(&l)?;
-    }
-    let elapsed = started.elapsed();
+    let Appended { appends, conflicts, latency, elapsed } = single_appends(&appender, callers, budget).await?;
     let per_s = per_second(appends, elapsed);
     // Every acknowledged append is stored exactly once.
-    let stored: i64 = match variant {
-        Variant::Raw => 0,
-        _ => {
-            sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id LIKE $1")
-                .bind(format!("lab-{prefix}%"))
-                .fetch_one(store.pool())
-                .await?
-        }
-    };
-    Ok(Measured {
-        variant,
-        callers,
-        appends,
-        conflicts,
-        elapsed,
-        per_s,
-        latency,
-        stored: u64::try_from(stored)?,
-        rounds: vec![per_s],
-    })
+    let stored = appender.stored().await?.unwrap_or(0);
+    Ok(Measured { variant, callers, appends, conflicts, elapsed, per_s, latency, stored, rounds: vec![per_s] })
 }
 
 impl Experiment for GroupCommitExperiment {
@@ -261,11 +157,7 @@ impl Experiment for GroupCommitExperiment {
 
 /// The lowest and highest per-round ratio of `m` to `raw` (rounds paired in order).
 fn round_ratios(m: &Measured, raw: &Measured) -> (f64, f64) {
-    m.rounds
-        .iter()
-        .zip(&raw.rounds)
-        .map(|(&a, &b)| ratio(a, b))
-        .fold((f64::NAN, f64::NAN), |(lo, hi), r| (lo.min(r), hi.max(r)))
+    ratio_range(&m.rounds, &raw.rounds)
 }
 
 fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize) -> Report {
@@ -362,7 +254,7 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
             budget.time.as_secs_f64()
         ),
         "Baseline: a raw one-row INSERT into the same events table, autocommit (one commit per row), each caller \
-         on its own stream. Store: PostgresStore::append (one statement, one commit; NOTIFY in the transaction). \
+         on its own stream. Store: PostgresStore::append (one statement, one commit; the default coalesced NOTIFY after the commit). \
          GroupCommit: PostgresStore::with_group_commit with default options (up to 512 appends per statement, two \
          statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pool of 64."
             .to_owned(),

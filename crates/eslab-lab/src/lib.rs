@@ -22,6 +22,7 @@ mod projections;
 pub mod report;
 mod snapshots;
 mod stores;
+mod wakeups;
 mod workload;
 
 use std::io::Write;
@@ -38,6 +39,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 pub use chart::Chart;
 pub use machine::Machine;
 pub use report::{Cell, Report, Table};
+pub use wakeups::FollowArgs;
 
 /// The PostgreSQL the lab uses when `--database-url` is not a `postgres://` URL.
 pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -117,6 +119,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         #[cfg(feature = "kafka")]
         Box::new(kafka_relay::KafkaRelay),
         Box::new(stores::Stores),
+        Box::new(wakeups::WakeUpsExperiment),
         #[cfg(feature = "peers")]
         Box::new(peers::Peers),
     ]
@@ -390,6 +393,9 @@ pub enum LabCommand {
     List,
     /// Run experiments and write the report (tables, SVG charts, CSV, index.md).
     Run(RunArgs),
+    /// The follower process of the wake-ups experiment (started by it).
+    #[command(hide = true)]
+    Follow(FollowArgs),
 }
 
 /// `eslab lab run`.
@@ -434,6 +440,7 @@ pub async fn main(command: LabCommand, database_url: &str, terminal: &mut (dyn W
             }
             Ok(())
         }
+        LabCommand::Follow(args) => wakeups::follow_command(&args, terminal).await,
         LabCommand::Run(args) => {
             let selected = select(&args.experiments)?;
             let scale = if args.tiny {

@@ -854,7 +854,7 @@ async fn count_wire(
 
 impl Experiment for Peers {
     fn number(&self) -> u8 {
-        10
+        11
     }
 
     fn id(&self) -> &'static str {

@@ -209,3 +209,9 @@ impl Report {
 pub fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { f64::NAN } else { a / b }
 }
+
+/// The lowest and highest of the per-round ratios `a[i] / b[i]` (rounds paired
+/// in order: each with the baseline's round that ran beside it); NaN when there are none.
+pub fn ratio_range(a: &[f64], b: &[f64]) -> (f64, f64) {
+    a.iter().zip(b).map(|(&a, &b)| ratio(a, b)).fold((f64::NAN, f64::NAN), |(lo, hi), r| (lo.min(r), hi.max(r)))
+}

@@ -1,8 +1,15 @@
-//! Workloads shared by experiments: the bank's events as stored rows, and
-//! stream choice under a Zipf distribution.
+//! Workloads shared by experiments: the bank's events as stored rows, stream
+//! choice under a Zipf distribution, and single-event appends from concurrent
+//! callers (eslab's store, or the raw one-row INSERT baseline).
+
+use std::time::{Duration, Instant};
 
 use eslab_bank::{AccountEvent, Amount, Balance, OverdraftLimit, Owner};
-use eslab_core::{Codec, JsonCodec, Metadata, NewEvent};
+use eslab_core::{Codec, Error, EventAppender, EventReader, ExpectedVersion, JsonCodec, Metadata, NewEvent, StreamId};
+use eslab_postgres::PostgresStore;
+use sqlx::PgPool;
+
+use super::measure::{Budget, Latencies};
 
 /// The events of one account: opened, then `n - 1` deposits (balances add up).
 pub(super) fn account_events(n: usize) -> anyhow::Result<Vec<AccountEvent>> {
@@ -85,6 +92,131 @@ impl Zipf {
     pub(super) fn hottest(&self) -> f64 {
         self.cdf.first().copied().unwrap_or(1.0)
     }
+}
+
+/// What the callers of [`single_appends`] append through, one event per call.
+#[derive(Debug, Clone)]
+pub(super) enum Appender {
+    /// The baseline: a raw one-row `INSERT` into the `events` table of the
+    /// pool's schema, autocommit (one commit per row), each caller on its own stream.
+    Raw(PgPool),
+    /// The store's `append`, expecting the version the caller last saw, on
+    /// `streams` streams `lab-<prefix><n>`: caller `c` appends to stream
+    /// `c % streams` (its own when there are as many streams as callers).
+    Store {
+        /// The store (its options decide how it commits and notifies).
+        store: PostgresStore,
+        /// Names this run's streams, so that they can be counted afterwards.
+        prefix: String,
+        /// How many streams the callers share.
+        streams: u64,
+    },
+}
+
+/// What the callers of [`single_appends`] did, together.
+#[derive(Debug)]
+pub(super) struct Appended {
+    /// Acknowledged appends.
+    pub(super) appends: u64,
+    /// Appends refused because another caller of the stream was first.
+    pub(super) conflicts: u64,
+    /// Each acknowledged append's call.
+    pub(super) latency: Latencies,
+    /// From the first caller's start to the last caller's end.
+    pub(super) elapsed: Duration,
+}
+
+/// The one event each call appends.
+pub(super) fn event(n: u64) -> NewEvent {
+    NewEvent::new("Deposited", 1, serde_json::json!({ "amount": 100, "n": n }), Metadata::now())
+}
+
+const RAW_INSERT: &str = "INSERT INTO events (stream_id, category, stream_version, event_id, event_type, \
+     schema_version, payload, metadata) VALUES ($1, 'raw', $2, $3, 'Deposited', 1, $4, $5)";
+
+/// `callers` concurrent callers appending single events through `appender`,
+/// each within `budget`.
+pub(super) async fn single_appends(appender: &Appender, callers: u64, budget: Budget) -> anyhow::Result<Appended> {
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..callers {
+        match appender {
+            Appender::Raw(pool) => {
+                tasks.spawn(raw_caller(pool.clone(), c, budget));
+            }
+            Appender::Store { store, prefix, streams } => {
+                let stream = StreamId::new("lab", &format!("{prefix}{}", c % streams))?;
+                tasks.spawn(store_caller(store.clone(), stream, budget));
+            }
+        }
+    }
+    let (mut appends, mut conflicts, mut latency) = (0, 0, Latencies::new()?);
+    while let Some(joined) = tasks.join_next().await {
+        let (n, c, l) = joined??;
+        appends += n;
+        conflicts += c;
+        latency.merge(&l)?;
+    }
+    Ok(Appended { appends, conflicts, latency, elapsed: started.elapsed() })
+}
+
+impl Appender {
+    /// How many events the store holds in this appender's streams (`None` for the raw baseline).
+    pub(super) async fn stored(&self) -> anyhow::Result<Option<u64>> {
+        let Appender::Store { store, prefix, .. } = self else { return Ok(None) };
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE stream_id LIKE $1")
+            .bind(format!("lab-{prefix}%"))
+            .fetch_one(store.pool())
+            .await?;
+        Ok(Some(u64::try_from(stored)?))
+    }
+}
+
+/// One caller of the store: single events to `stream`, expecting the version
+/// it last saw; a conflict (another caller of the stream was first) catches up.
+async fn store_caller(store: PostgresStore, stream: StreamId, budget: Budget) -> anyhow::Result<(u64, u64, Latencies)> {
+    let mut latency = Latencies::new()?;
+    let (mut done, mut conflicts) = (0_u64, 0_u64);
+    let mut version = store.stream_version(&stream).await?;
+    let started = Instant::now();
+    while budget.more(done, started) {
+        let t = Instant::now();
+        match store.append(&stream, ExpectedVersion::Exact(version), vec![event(done)]).await {
+            Ok(r) => {
+                latency.record(t.elapsed());
+                version = r.version;
+                done += 1;
+            }
+            Err(Error::Conflict { actual, .. }) => {
+                conflicts += 1;
+                version = actual;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((done, conflicts, latency))
+}
+
+async fn raw_caller(pool: PgPool, caller: u64, budget: Budget) -> anyhow::Result<(u64, u64, Latencies)> {
+    let mut latency = Latencies::new()?;
+    let mut done = 0_u64;
+    let stream = format!("raw-{caller}-{}", uuid::Uuid::now_v7().simple());
+    let metadata = serde_json::to_value(Metadata::now())?;
+    let started = Instant::now();
+    while budget.more(done, started) {
+        let t = Instant::now();
+        sqlx::query(RAW_INSERT)
+            .bind(&stream)
+            .bind(i64::try_from(done + 1)?)
+            .bind(uuid::Uuid::now_v7())
+            .bind(serde_json::json!({ "amount": 100, "n": done }))
+            .bind(&metadata)
+            .execute(&pool)
+            .await?;
+        latency.record(t.elapsed());
+        done += 1;
+    }
+    Ok((done, 0, latency))
 }
 
 #[cfg(test)]

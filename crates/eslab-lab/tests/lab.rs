@@ -131,6 +131,37 @@ async fn group_commit_keeps_every_acknowledged_append_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_ups_measure_every_variant_and_the_follower_handles_every_append_once() {
+    let r = report_of("wake-ups").await;
+    let t = &r.table;
+    // 2 caller counts × raw and three ways to notify; then 4 followers.
+    assert_eq!(t.rows.len(), 2 * 4 + 4, "{t:?}");
+    let throughput: Vec<_> = t.rows_where("measure", "appends/s").collect();
+    assert_eq!(throughput.len(), 2 * 4, "{t:?}");
+    for row in throughput {
+        // Each caller does at least 5 appends at the tiny scale.
+        assert!(num(t, row, "appends") >= 5.0 * num(t, row, "callers"), "{row:?}");
+        let check = text(t, row, "every append stored / handled once");
+        assert_eq!(check, if text(t, row, "variant") == "raw INSERT + COMMIT" { "n/a" } else { "yes" }, "{row:?}");
+    }
+    // The test binary is not `eslab`: the follower runs on a store instance of its own in this process.
+    let followers: Vec<_> = t.rows_where("measure", "latency, follower task (own store)").collect();
+    assert_eq!(followers.len(), 4, "{t:?}");
+    for row in followers {
+        // 4 callers × 10 appends.
+        assert_eq!(num(t, row, "appends"), 40.0, "{row:?}");
+        assert_eq!(text(t, row, "every append stored / handled once"), "yes", "{row:?}");
+        assert!(num(t, row, "append→handler p99 (ms)") >= num(t, row, "append→handler p50 (ms)"), "{row:?}");
+    }
+    assert!(r.findings.iter().any(|f| f.starts_with("8 callers: NOTIFY in the transaction")), "{:?}", r.findings);
+    assert!(
+        r.findings.iter().any(|f| f.starts_with("append to handler, follower on its own store")),
+        "{:?}",
+        r.findings
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_replay_only_the_tail_and_the_cache_nothing() {
     let r = report_of("snapshots").await;
     let t = &r.table;
