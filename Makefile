@@ -61,7 +61,7 @@ fuzz:
 lab: ensure-postgres
 	$(CARGO) run --release -- lab run all --quick --out lab-report
 
-## bench-http: deposits through `eslab serve` on PostgreSQL at 32 connections (wrk) beside the raw INSERT+COMMIT rate (pgbench)
+## bench-http: deposits through `eslab serve` on PostgreSQL at 32 connections (wrk) beside two raw INSERT+COMMIT rates (pgbench: a one-index row, an event-shaped row), with CPU µs per deposit (eslab, PostgreSQL)
 bench-http: ensure-postgres
 	bash scripts/bench-http.sh
 

@@ -84,10 +84,12 @@ echo "== deposits: $connections connections, ${duration}s (wrk)" >&2
 sleep 1
 http_load_postgres_snapshot "$work/pg-before"
 eslab_before=$(http_load_cpu_ticks "$server_pid")
+read -r busy_before total_before < <(http_load_machine_ticks)
 wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "$work/deposits.lua" "http://127.0.0.1:$port" > "$work/wrk.txt"
 # What the deposits left to do in the background (read models, saga) counts too.
 sleep 1
 pg_ticks=$(http_load_postgres_ticks_since "$work/pg-before")
+read -r busy_after total_after < <(http_load_machine_ticks)
 eslab_ticks=$(( $(http_load_cpu_ticks "$server_pid") - eslab_before ))
 http_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.txt")
 requests=$(http_load_field "$work/wrk.txt" requests)
@@ -102,5 +104,7 @@ echo "raw INSERT+COMMIT, one-index row   (pgbench, $connections conns): ${raw1_t
 echo "raw INSERT+COMMIT, event-shaped row (pgbench, $connections conns): ${raw2_tps} tx/s (mean latency ${raw2_lat} ms), PostgreSQL CPU ${raw2_pg_us} µs/tx"
 echo "HTTP deposits (wrk, $connections conns): ${http_rps} req/s, p50 $(http_load_field "$work/wrk.txt" p50_ms) ms, p99 $(http_load_field "$work/wrk.txt" p99_ms) ms, non-2xx: ${errors}"
 echo "CPU per deposit: eslab ${eslab_us} µs + PostgreSQL ${pg_us} µs = $((eslab_us + pg_us)) µs ($requests deposits; /proc, read models and saga included)"
+awk -v b=$((busy_after - busy_before)) -v t=$((total_after - total_before)) -v e="$eslab_ticks" -v p="$pg_ticks" \
+  'BEGIN { printf "machine busy during the deposits (and the second after): %.0f%% of %d cores (eslab %.0f%%, PostgreSQL %.0f%%, the rest: wrk, kernel, others %.0f%%)\n", 100 * b / t, '"$(nproc)"', 100 * e / t, 100 * p / t, 100 * (b - e - p) / t }'
 awk -v h="$http_rps" -v r="$raw2_tps" 'BEGIN { printf "ratio HTTP deposits / event-shaped raw commits: %.2f×\n", h / r }'
 awk -v h="$http_rps" -v r="$raw1_tps" 'BEGIN { printf "ratio HTTP deposits / one-index raw commits: %.2f× (%.1f%%)\n", h / r, 100 * h / r }'

@@ -136,3 +136,9 @@ http_load_postgres_ticks_since() {
        END { for (p in before) if (!(p in seen)) total -= before[p]; print total + 0 }' "$1" "$now"
   rm -f "$now"
 }
+
+# http_load_machine_ticks: `busy total` CPU ticks of the whole machine so far
+# (all cores; busy = everything but idle and iowait), from /proc/stat.
+http_load_machine_ticks() {
+  awk '/^cpu / { total = 0; for (i = 2; i <= NF; i++) total += $i; print total - $5 - $6, total }' /proc/stat
+}
