@@ -92,8 +92,8 @@
 //! ways: by the appends of the same store (any clone) in this process at once,
 //! without a round trip, and by everyone else's (other processes, other store
 //! instances) through `LISTEN`. By default ([`Notify::AfterCommit`]) an
-//! append's NOTIFY leaves at most [`PostgresOptions::notify_window`] (2 ms by
-//! default) plus one round trip after its commit.
+//! append's NOTIFY leaves within [`PostgresOptions::notify_window`] (2 ms by
+//! default) plus a round trip or two after its commit.
 
 mod append;
 mod error;
@@ -256,10 +256,11 @@ impl PostgresOptions {
     /// Under [`Notify::AfterCommit`], how long the notifier gathers appends
     /// after the first one before it sends their NOTIFY (default
     /// [`DEFAULT_NOTIFY_WINDOW`], 2 ms). A reader in another process hears of
-    /// an append at most this long plus one round trip after its commit
-    /// (plus the wait for the connection the NOTIFY is sent on); a longer
-    /// window sends fewer notifications under load. Zero sends as soon as the
-    /// previous NOTIFY is done.
+    /// an append at most this long plus two NOTIFY round trips after its
+    /// commit (one if no NOTIFY was in flight; more only while the notifier's
+    /// own connection is being re-established); a longer window sends fewer
+    /// notifications under load. Zero sends as soon as the previous NOTIFY is
+    /// done.
     #[must_use]
     pub fn notify_window(mut self, window: Duration) -> Self {
         self.notify_window = window;
