@@ -12,10 +12,9 @@ use std::time::Duration;
 use eslab_postgres::{GroupCommitOptions, PostgresStore};
 use futures_util::future::LocalBoxFuture;
 
-use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
 use super::report::{Cell, Report, Table, ratio, ratio_range};
-use super::workload::{Appended, Appender, single_appends};
+use super::workload::{self, Appended, Appender, single_appends};
 use super::{Experiment, Lab};
 
 /// Experiment 4.
@@ -203,18 +202,8 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
             (v.name().to_owned(), values)
         })
         .collect();
-    let chart = Chart {
-        title: "Single-event appends per second by concurrent callers".into(),
-        x_label: "concurrent callers".into(),
-        y_label: "appends/s".into(),
-        categories: callers.iter().map(ToString::to_string).collect(),
-        series,
-        log_y: false,
-    };
-    // The first finding is the one the report's index shows: lead with the
-    // smallest caller count of 32 or more (the target's), then the rest in order.
-    let mut ordered: Vec<u64> = callers.to_vec();
-    ordered.sort_by_key(|&n| (n < 32, n));
+    let chart = workload::appends_by_callers("Single-event appends per second by concurrent callers", callers, series);
+    let ordered = workload::findings_order(callers);
     let findings = ordered
         .iter()
         .filter_map(|&n| {

@@ -25,10 +25,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
 use super::report::{Cell, Report, Table, ratio, ratio_range};
-use super::workload::{Appended, Appender, event, single_appends};
+use super::workload::{self, Appended, Appender, event, single_appends};
 use super::{Experiment, Lab};
 
 /// Experiment 10.
@@ -625,17 +624,12 @@ fn report(measured: &[Throughput], followed: &[Handled], callers: &[u64], setup:
             (v.name().to_owned(), values)
         })
         .collect();
-    let chart = Chart {
-        title: "Single-event appends per second by concurrent callers, by how readers are woken".into(),
-        x_label: "concurrent callers".into(),
-        y_label: "appends/s".into(),
-        categories: callers.iter().map(ToString::to_string).collect(),
+    let chart = workload::appends_by_callers(
+        "Single-event appends per second by concurrent callers, by how readers are woken",
+        callers,
         series,
-        log_y: false,
-    };
-    // The index shows the first finding: the smallest caller count of 32 or more leads.
-    let mut ordered: Vec<u64> = callers.to_vec();
-    ordered.sort_by_key(|&n| (n < 32, n));
+    );
+    let ordered = workload::findings_order(callers);
     let mut findings: Vec<String> = ordered
         .iter()
         .filter_map(|&n| {

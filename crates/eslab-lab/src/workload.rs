@@ -219,6 +219,29 @@ async fn raw_caller(pool: PgPool, caller: u64, budget: Budget) -> anyhow::Result
     Ok((done, 0, latency))
 }
 
+/// The chart of single-event appends per second by concurrent callers
+/// (experiments 4 and 10): one series per variant, `(name, value per caller
+/// count)`, NaN where a variant did not run.
+pub(crate) fn appends_by_callers(title: &str, callers: &[u64], series: Vec<(String, Vec<f64>)>) -> crate::Chart {
+    crate::Chart {
+        title: title.to_owned(),
+        x_label: "concurrent callers".into(),
+        y_label: "appends/s".into(),
+        categories: callers.iter().map(ToString::to_string).collect(),
+        series,
+        log_y: false,
+    }
+}
+
+/// `callers` in the order findings list them: the report's index shows the
+/// first finding, so the smallest caller count of 32 or more (the targets')
+/// leads, then the rest in order.
+pub(crate) fn findings_order(callers: &[u64]) -> Vec<u64> {
+    let mut ordered = callers.to_vec();
+    ordered.sort_by_key(|&n| (n < 32, n));
+    ordered
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
