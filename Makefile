@@ -61,9 +61,21 @@ fuzz:
 lab: ensure-postgres
 	$(CARGO) run --release -- lab run all --quick --out lab-report
 
+## lab-peers: experiment 11 (eslab beside cqrs-es and disintegrate), built with the `peers` feature, without TLS; into lab-report-peers/
+.PHONY: lab-peers
+PEERS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+lab-peers: ensure-postgres
+	$(CARGO) run --release -p eslab --features eslab-lab/peers -- lab run peers --quick --out lab-report-peers \
+		--database-url '$(PEERS_DATABASE_URL)'
+
 ## bench-http: deposits through `eslab serve` on PostgreSQL at 32 connections (wrk) beside two raw INSERT+COMMIT rates (pgbench: a one-index row, an event-shaped row), with CPU µs per deposit (eslab, PostgreSQL)
 bench-http: ensure-postgres
 	bash scripts/bench-http.sh
+
+## bench-append-sql: what an append's version check costs PostgreSQL alone (pgbench: raw INSERT vs the store's version-row and unique-index append statements, 32 connections, interleaved)
+.PHONY: bench-append-sql
+bench-append-sql: ensure-postgres
+	bash scripts/bench-append-sql.sh
 
 ## services: the Kafka-compatible test broker (tansu) on 127.0.0.1:9092; installs it if missing
 services:

@@ -4,6 +4,7 @@
 //! uses serde's externally tagged form of an event enum, `{"<type>": <payload>}`,
 //! and stores the tag and the payload apart.
 
+use serde::de::value::{MapAccessDeserializer, MapDeserializer, StrDeserializer};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -67,15 +68,17 @@ impl Codec for JsonCodec {
                 event_type: event.event_type.clone(),
             });
         }
-        let tagged = match &event.payload {
-            Value::Null => Value::String(event.event_type.clone()),
+        // The externally tagged form `{"<type>": <payload>}` (or `"<type>"`
+        // for a unit variant), read straight from the stored payload: no copy
+        // of it, no map built for the tag.
+        let decoded = match &event.payload {
+            Value::Null => E::deserialize(StrDeserializer::<serde_json::Error>::new(&event.event_type)),
             payload => {
-                let mut map = serde_json::Map::with_capacity(1);
-                map.insert(event.event_type.clone(), payload.clone());
-                Value::Object(map)
+                let tagged = MapDeserializer::new(std::iter::once((event.event_type.as_str(), payload)));
+                E::deserialize(MapAccessDeserializer::new(tagged))
             }
         };
-        let decoded: E = serde_json::from_value(tagged).map_err(|source| Error::Decode {
+        let decoded: E = decoded.map_err(|source| Error::Decode {
             stream: event.stream_id.clone(),
             version: event.stream_version,
             event_type: event.event_type.clone(),
@@ -92,5 +95,79 @@ impl Codec for JsonCodec {
             });
         }
         Ok(decoded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Position, StreamId, Version};
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Ev {
+        Opened { owner: String, limit: i64 },
+        Renamed(String),
+        Moved(i64, i64),
+        Archived,
+    }
+
+    impl DomainEvent for Ev {
+        const EVENT_TYPES: &'static [&'static str] = &["Opened", "Renamed", "Moved", "Archived"];
+        fn event_type(&self) -> &'static str {
+            match self {
+                Ev::Opened { .. } => "Opened",
+                Ev::Renamed(_) => "Renamed",
+                Ev::Moved(..) => "Moved",
+                Ev::Archived => "Archived",
+            }
+        }
+    }
+
+    fn recorded(event_type: &str, payload: Value) -> RecordedEvent {
+        RecordedEvent {
+            event_id: uuid::Uuid::nil(),
+            stream_id: StreamId::new("thing", "1").unwrap(),
+            stream_version: Version::new(1),
+            position: Position::new(1),
+            transaction: 1,
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            payload,
+            metadata: Metadata::now(),
+            recorded_at: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn every_variant_shape_round_trips() {
+        for event in
+            [Ev::Opened { owner: "Ada".into(), limit: -5 }, Ev::Renamed("Grace".into()), Ev::Moved(3, -4), Ev::Archived]
+        {
+            let new = JsonCodec.encode(&event, Metadata::now()).unwrap();
+            let back: Ev = JsonCodec.decode(&recorded(&new.event_type, new.payload)).unwrap();
+            assert_eq!(back, event);
+        }
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_a_decode_error() {
+        for (event_type, payload) in [
+            ("Opened", json!({ "owner": 7 })),
+            ("Opened", Value::Null),
+            ("Renamed", json!({ "name": "x" })),
+            ("Moved", json!([1])),
+            ("Archived", json!({ "extra": true })),
+        ] {
+            let err = JsonCodec.decode::<Ev>(&recorded(event_type, payload.clone())).unwrap_err();
+            assert!(matches!(err, Error::Decode { .. }), "{event_type} {payload}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_event_type_is_named() {
+        let err = JsonCodec.decode::<Ev>(&recorded("Exploded", json!({}))).unwrap_err();
+        assert!(matches!(err, Error::UnknownEventType { ref event_type, .. } if event_type == "Exploded"), "{err:?}");
     }
 }

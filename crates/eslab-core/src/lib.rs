@@ -66,7 +66,7 @@ pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
 pub use storable::{check_storable, nul_path};
 pub use store::{
     AppendResult, DEFAULT_PAGE_SIZE, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
-    FeedHead, StreamAppend,
+    FeedHead, STREAM_PAGE_SIZE, StreamAppend,
 };
 pub use stream::{InvalidStreamId, MAX_STREAM_ID_LEN, StreamId};
 pub use subscribe::{SubscribeOptions, WakeUpStream, WakeUps, no_wake_ups, watch_wake_ups};

@@ -20,6 +20,11 @@ use crate::version::{Checkpoint, ExpectedVersion, Version};
 /// The default page size of the streaming helpers.
 pub const DEFAULT_PAGE_SIZE: usize = 512;
 
+/// The page size of [`EventReaderExt::stream_events`], which loads replay:
+/// larger than a feed page, so that loading an aggregate of up to this many
+/// events (past its snapshot) takes one read.
+pub const STREAM_PAGE_SIZE: usize = 2048;
+
 /// One stream's part of an append.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamAppend {
@@ -200,9 +205,9 @@ pub trait EventReaderExt: EventReader {
     {
         stream::try_unfold(Some(from), move |next| async move {
             let Some(from) = next else { return Ok::<_, crate::Error>(None) };
-            let page = self.read_stream(stream, from, DEFAULT_PAGE_SIZE).await?;
+            let page = self.read_stream(stream, from, STREAM_PAGE_SIZE).await?;
             let next = match page.last() {
-                Some(last) if page.len() == DEFAULT_PAGE_SIZE => last.stream_version.next(),
+                Some(last) if page.len() == STREAM_PAGE_SIZE => last.stream_version.next(),
                 _ => None,
             };
             Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))

@@ -35,6 +35,8 @@ macro_rules! feed_sql {
     };
 }
 
+/// Where [`event_columns!`]' order starts in a feed row (after horizon, top, tx_order).
+const FEED_EVENT_COLUMNS: usize = 3;
 const FEED_ALL_SQL: &str = feed_sql!("");
 const FEED_CATEGORY_SQL: &str = feed_sql!("AND category = $4");
 
@@ -58,7 +60,7 @@ pub(crate) async fn read_stream(
         .fetch_all(pool)
         .await
         .map_err(db)?;
-    rows.iter().map(recorded).collect()
+    rows.iter().map(|row| recorded(row, 0, Some(stream))).collect()
 }
 
 /// One page of the feed after `after`, waiting up to `settle` for in-flight
@@ -119,7 +121,7 @@ pub(crate) async fn feed_page(
         top = t.as_deref().map(parse_xid).transpose()?;
         let position: Option<i64> = row.try_get("global_position").map_err(db)?;
         if position.is_some() {
-            page.push(recorded(row)?);
+            page.push(recorded(row, FEED_EVENT_COLUMNS, None)?);
         }
     }
     Ok((page, horizon, top))

@@ -5,9 +5,18 @@
 //!
 //! Each append is still judged on its own expectation: a conflict on one
 //! stream fails that caller only (see the crate's `GROUP_SQL`).
+//!
+//! Every batch a flusher takes records, through the `metrics` facade (a
+//! no-op until the application installs a recorder),
+//! `eslab_group_commit_appends` (appends in it; 1 is a lone append, sent
+//! through the store's one-stream path) and `eslab_group_commit_queued_seconds`
+//! (how long its oldest append waited in the queue); every grouped statement
+//! `eslab_group_commit_statement_seconds` (connection, statement and commit).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use eslab_core::{AppendResult, Error, EventAppender, Result, StreamAppend};
 use futures_util::future::join_all;
@@ -58,7 +67,11 @@ impl GroupCommitOptions {
     }
 
     /// How many statements may be in flight at once, each on its own
-    /// connection (default 2: one commits while the next batch fills; at least 1).
+    /// connection (default 2; at least 1). A flusher takes its share of the
+    /// waiting appends, split among the flushers free to send, so that
+    /// concurrent callers go out as that many statements side by side rather
+    /// than as one large statement executed by one PostgreSQL backend while
+    /// the others wait.
     #[must_use]
     pub fn flushers(mut self, n: usize) -> Self {
         self.flushers = n.max(1);
@@ -73,10 +86,18 @@ impl GroupCommitOptions {
     }
 }
 
+/// Histogram: appends per group-commit statement.
+pub(crate) const BATCH_APPENDS: &str = "eslab_group_commit_appends";
+/// Histogram: seconds the oldest append of a group waited in the queue before its statement was sent.
+pub(crate) const QUEUED_SECONDS: &str = "eslab_group_commit_queued_seconds";
+/// Histogram: seconds from taking a connection to the committed statement's rows, per group.
+pub(crate) const STATEMENT_SECONDS: &str = "eslab_group_commit_statement_seconds";
+
 /// One caller's append, waiting for its statement.
 pub(crate) struct Request {
     append: StreamAppend,
     reply: oneshot::Sender<Result<AppendResult>>,
+    queued: Instant,
 }
 
 impl std::fmt::Debug for Request {
@@ -94,9 +115,9 @@ pub(crate) fn spawn(direct: PostgresStore, options: &GroupCommitOptions) -> Resu
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| Error::InvalidRequest("group commit must be started inside a Tokio runtime".into()))?;
     let (queue, rx) = mpsc::channel(options.queue);
-    let rx = Arc::new(Mutex::new(rx));
+    let shared = Arc::new(Shared { rx: Mutex::new(rx), flushers: options.flushers, sending: AtomicUsize::new(0) });
     for _ in 0..options.flushers {
-        runtime.spawn(flusher(direct.clone(), Arc::clone(&rx), options.max_batch));
+        runtime.spawn(flusher(direct.clone(), Arc::clone(&shared), options.max_batch));
     }
     Ok(queue)
 }
@@ -116,7 +137,7 @@ pub(crate) async fn enqueue(
     };
     let (reply, result) = oneshot::channel();
     queue
-        .send(Request { append, reply })
+        .send(Request { append, reply, queued: Instant::now() })
         .await
         .map_err(|_| Error::Unavailable("the group-commit flushers have stopped".into()))?;
     let appended = result.await.map_err(|_| {
@@ -127,9 +148,24 @@ pub(crate) async fn enqueue(
     Ok(Ok(vec![appended]))
 }
 
+/// What a store's flushers share: the queue, and how many of them have a
+/// statement in flight.
+struct Shared {
+    rx: Mutex<mpsc::Receiver<Request>>,
+    flushers: usize,
+    sending: AtomicUsize,
+}
+
+impl Shared {
+    /// The flushers free to send a statement now (the asking one included).
+    fn idle(&self) -> usize {
+        self.flushers.saturating_sub(self.sending.load(Ordering::Relaxed)).max(1)
+    }
+}
+
 /// Takes batches off the shared queue and commits them, until every sender
 /// is gone and nothing is left.
-async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, max_batch: usize) {
+async fn flusher(store: PostgresStore, shared: Arc<Shared>, max_batch: usize) {
     // Appends to a stream already in the batch wait for the next one: the
     // statement judges each stream once.
     let mut carried: VecDeque<Request> = VecDeque::new();
@@ -137,7 +173,7 @@ async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, 
         // With appends carried over, never wait for the queue: another
         // flusher may hold it while waiting for new work, and the carried
         // callers would wait for ever.
-        let queue = if carried.is_empty() { Some(rx.lock().await) } else { rx.try_lock().ok() };
+        let queue = if carried.is_empty() { Some(shared.rx.lock().await) } else { shared.rx.try_lock().ok() };
         if let Some(mut queue) = queue {
             if carried.is_empty() {
                 match queue.recv().await {
@@ -145,7 +181,7 @@ async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, 
                     None => return,
                 }
             }
-            gather(&mut queue, &mut carried, max_batch).await;
+            gather(&mut queue, &mut carried, max_batch, || shared.idle()).await;
         }
         let mut streams = HashSet::new();
         let mut batch = Vec::with_capacity(carried.len());
@@ -158,7 +194,9 @@ async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, 
             }
         }
         carried = later;
+        shared.sending.fetch_add(1, Ordering::Relaxed);
         flush(&store, batch).await;
+        shared.sending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -166,37 +204,53 @@ async fn flusher(store: PostgresStore, rx: Arc<Mutex<mpsc::Receiver<Request>>>, 
 /// before it sends its batch (see [`gather`]).
 const GATHER_YIELDS: usize = 8;
 
-/// Fills `carried` from the queue up to `max_batch`: takes what is queued,
-/// then yields to the runtime and takes what arrived meanwhile, until a
-/// yield brings nothing new (or [`GATHER_YIELDS`] yields). The callers a
-/// flush has just answered are runnable, not yet queued: without the yields
-/// the next flusher would send their first one or two appends alone and
-/// pay a whole commit for them. A lone caller costs one yield.
-async fn gather(queue: &mut mpsc::Receiver<Request>, carried: &mut VecDeque<Request>, max_batch: usize) {
-    let drain = |queue: &mut mpsc::Receiver<Request>, carried: &mut VecDeque<Request>| {
-        while carried.len() < max_batch {
-            match queue.try_recv() {
-                Ok(request) => carried.push_back(request),
-                Err(_) => break,
-            }
-        }
-    };
-    drain(queue, carried);
+/// Fills `carried` from the queue: first lets the queue fill, yielding to
+/// the runtime until a yield brings nothing new (or [`GATHER_YIELDS`]
+/// yields, or `max_batch` appends), because the callers a flush has just
+/// answered are runnable, not yet queued: without the yields the next
+/// flusher would send their first one or two appends alone and pay a whole
+/// commit for them. A lone caller costs one yield.
+///
+/// Then it takes its share: what is waiting divided by the flushers free to
+/// send (`idle`, itself included), at most `max_batch`. Taking everything
+/// would put every caller into one statement, executed by one PostgreSQL
+/// backend on one core, while the other flushers and cores wait for the
+/// callers to come back: the batches travel in a convoy, one at a time.
+/// Split, the statements run side by side (and still share one WAL flush
+/// when they commit together).
+async fn gather(
+    queue: &mut mpsc::Receiver<Request>,
+    carried: &mut VecDeque<Request>,
+    max_batch: usize,
+    idle: impl Fn() -> usize,
+) {
+    let waiting = |queue: &mpsc::Receiver<Request>, carried: &VecDeque<Request>| carried.len() + queue.len();
     for _ in 0..GATHER_YIELDS {
-        let before = carried.len();
-        if before >= max_batch {
-            return;
+        let before = waiting(queue, carried);
+        if before >= max_batch.saturating_mul(idle()) {
+            break;
         }
         tokio::task::yield_now().await;
-        drain(queue, carried);
-        if carried.len() == before {
-            return;
+        if waiting(queue, carried) == before {
+            break;
+        }
+    }
+    let share = waiting(queue, carried).div_ceil(idle()).clamp(1, max_batch);
+    while carried.len() < share {
+        match queue.try_recv() {
+            Ok(request) => carried.push_back(request),
+            Err(_) => break,
         }
     }
 }
 
 /// Commits `requests` in one statement and answers each caller.
 async fn flush(store: &PostgresStore, requests: Vec<Request>) {
+    let started = Instant::now();
+    if let Some(oldest) = requests.iter().map(|r| r.queued).min() {
+        metrics::histogram!(QUEUED_SECONDS).record(started.duration_since(oldest).as_secs_f64());
+    }
+    metrics::histogram!(BATCH_APPENDS).record(requests.len() as f64);
     let (appends, replies): (Vec<_>, Vec<_>) = requests.into_iter().map(|r| (r.append, r.reply)).unzip();
     if appends.len() == 1 {
         // Nobody to group with: the store's one-stream fast path is cheaper.
@@ -226,6 +280,7 @@ async fn flush(store: &PostgresStore, requests: Vec<Request>) {
             return;
         }
     };
+    metrics::histogram!(STATEMENT_SECONDS).record(started.elapsed().as_secs_f64());
     match executed {
         Ok(rows) => {
             store.poke_notifier();

@@ -3,6 +3,7 @@
 use eslab_core::{Error, Metadata, Position, RecordedEvent, Result, StreamId, Version};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -40,28 +41,34 @@ pub(crate) fn encode_metadata(metadata: &Metadata) -> Result<serde_json::Value> 
     serde_json::to_value(metadata).map_err(|e| Error::Encode { event_type: "metadata".into(), source: e })
 }
 
-fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(row: &'r PgRow, col: &str) -> Result<T> {
+fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(row: &'r PgRow, col: usize) -> Result<T> {
     row.try_get(col).map_err(crate::error::db)
 }
 
-/// Decodes a row selected with [`event_columns!`].
-pub(crate) fn recorded(row: &PgRow) -> Result<RecordedEvent> {
-    let stream_id: String = get(row, "stream_id")?;
-    let stream_id: StreamId = stream_id.parse().map_err(Error::backend)?;
-    let schema_version: i32 = get(row, "schema_version")?;
-    let metadata: serde_json::Value = get(row, "metadata")?;
-    let transaction: String = get(row, "transaction_id")?;
+/// Decodes a row whose columns from `first` on are [`event_columns!`], in
+/// that order (read by index: a lookup by name hashes the name, ten times a
+/// row). `stream`, when the caller knows which stream every row belongs to
+/// (a stream read), is cloned instead of parsing the text of each row.
+pub(crate) fn recorded(row: &PgRow, first: usize, stream: Option<&StreamId>) -> Result<RecordedEvent> {
+    let stream_text: &str = get(row, first + 2)?;
+    let stream_id = match stream {
+        Some(known) if known.as_str() == stream_text => known.clone(),
+        _ => stream_text.parse().map_err(Error::backend)?,
+    };
+    let schema_version: i32 = get(row, first + 6)?;
+    let transaction: &str = get(row, first + 1)?;
+    let Json(metadata): Json<Metadata> = get(row, first + 8)?;
     Ok(RecordedEvent {
-        event_id: get::<Uuid>(row, "event_id")?,
-        stream_version: Version::new(to_u64(get(row, "stream_version")?, "stream version")?),
-        position: Position::new(to_u64(get(row, "global_position")?, "global position")?),
-        transaction: parse_xid(&transaction)?,
-        event_type: get(row, "event_type")?,
+        position: Position::new(to_u64(get(row, first)?, "global position")?),
+        transaction: parse_xid(transaction)?,
+        stream_version: Version::new(to_u64(get(row, first + 3)?, "stream version")?),
+        event_id: get::<Uuid>(row, first + 4)?,
+        event_type: get(row, first + 5)?,
         schema_version: u32::try_from(schema_version)
             .map_err(|_| Error::OutOfRange(format!("schema version {schema_version}")))?,
-        payload: get(row, "payload")?,
-        metadata: serde_json::from_value(metadata).map_err(Error::backend)?,
-        recorded_at: get::<OffsetDateTime>(row, "recorded_at")?,
+        payload: get(row, first + 7)?,
+        metadata,
+        recorded_at: get::<OffsetDateTime>(row, first + 9)?,
         stream_id,
     })
 }

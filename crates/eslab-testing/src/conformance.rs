@@ -577,7 +577,7 @@ pub async fn upcasting_applies_on_stream_and_feed_reads<S: TestStore, F: Future<
 pub async fn long_stream_streams_in_pages<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
     let store = new().await;
     let s = stream("long");
-    let total = eslab_core::DEFAULT_PAGE_SIZE as u64 * 2 + 7;
+    let total = eslab_core::STREAM_PAGE_SIZE as u64 * 2 + 7;
     for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
         let batch = chunk.iter().map(|&n| event(n)).collect();
         store.append(&s, ExpectedVersion::Any, batch).await.expect("append");
