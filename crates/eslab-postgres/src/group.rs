@@ -161,6 +161,21 @@ impl Shared {
     fn idle(&self) -> usize {
         self.flushers.saturating_sub(self.sending.load(Ordering::Relaxed)).max(1)
     }
+
+    /// Counts a flusher as sending until the guard is dropped.
+    fn sending(&self) -> Sending<'_> {
+        self.sending.fetch_add(1, Ordering::Relaxed);
+        Sending(&self.sending)
+    }
+}
+
+/// A flusher with a statement in flight (see [`Shared::sending`]).
+struct Sending<'a>(&'a AtomicUsize);
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Takes batches off the shared queue and commits them, until every sender
@@ -174,15 +189,21 @@ async fn flusher(store: PostgresStore, shared: Arc<Shared>, max_batch: usize) {
         // flusher may hold it while waiting for new work, and the carried
         // callers would wait for ever.
         let queue = if carried.is_empty() { Some(shared.rx.lock().await) } else { shared.rx.try_lock().ok() };
-        if let Some(mut queue) = queue {
-            if carried.is_empty() {
-                match queue.recv().await {
-                    Some(request) => carried.push_back(request),
-                    None => return,
+        // Counted as sending before the queue is let go, so that the next
+        // flusher's share leaves nothing behind for a flusher that is busy.
+        let sending = match queue {
+            Some(mut queue) => {
+                if carried.is_empty() {
+                    match queue.recv().await {
+                        Some(request) => carried.push_back(request),
+                        None => return,
+                    }
                 }
+                gather(&mut queue, &mut carried, max_batch, || shared.idle()).await;
+                shared.sending()
             }
-            gather(&mut queue, &mut carried, max_batch, || shared.idle()).await;
-        }
+            None => shared.sending(),
+        };
         let mut streams = HashSet::new();
         let mut batch = Vec::with_capacity(carried.len());
         let mut later = VecDeque::new();
@@ -194,9 +215,8 @@ async fn flusher(store: PostgresStore, shared: Arc<Shared>, max_batch: usize) {
             }
         }
         carried = later;
-        shared.sending.fetch_add(1, Ordering::Relaxed);
         flush(&store, batch).await;
-        shared.sending.fetch_sub(1, Ordering::Relaxed);
+        drop(sending);
     }
 }
 
