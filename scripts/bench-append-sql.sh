@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench-append-sql: what an append's checks cost PostgreSQL itself, with
 # no client library in the way. pgbench runs three single-event statements on
-# an events table shaped like the store's, at 32 connections, interleaved
+# the store's own tables (its migrations), at 32 connections, interleaved
 # round by round: a raw INSERT (the lab's raw baseline), the store's
 # version-row append (bump the stream's version row, insert the event at that
 # version, RETURNING what the store returns) and the unique-index append (the
@@ -23,22 +23,13 @@ http_load_scratch "$url" "$schema"
 DATABASE_URL="$url" bash scripts/ensure-postgres.sh
 command -v pgbench >/dev/null || { echo "bench-append-sql: pgbench not found (apt-get install postgresql-15)" >&2; exit 1; }
 
-# The store's events and streams tables (crates/eslab-postgres/migrations), one stream per connection.
-psql -q "$url" -c "CREATE SCHEMA $schema; SET search_path = $schema;
-  CREATE TABLE events (
-    global_position bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    stream_id text NOT NULL, category text NOT NULL,
-    stream_version bigint NOT NULL CHECK (stream_version > 0),
-    event_id uuid NOT NULL, event_type text NOT NULL, schema_version integer NOT NULL,
-    payload jsonb NOT NULL, metadata jsonb NOT NULL, recorded_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT events_event_id_key UNIQUE (event_id),
-    CONSTRAINT events_stream_version_key UNIQUE (stream_id, stream_version));
-  CREATE INDEX events_feed_idx ON events (transaction_id, global_position);
-  CREATE INDEX events_category_feed_idx ON events (category, transaction_id, global_position);
-  CREATE TABLE streams (stream_id text PRIMARY KEY, version bigint NOT NULL CHECK (version > 0));
-  CREATE SEQUENCE raw_versions;
-  INSERT INTO streams SELECT 'account-' || g, 1 FROM generate_series(0, $connections) g;" >/dev/null
+# The store's own tables, from its migrations (crates/eslab-postgres/migrations), one stream per connection.
+{
+  echo "CREATE SCHEMA $schema; SET search_path = $schema;"
+  cat crates/eslab-postgres/migrations/*.sql
+  echo "CREATE SEQUENCE raw_versions;"
+  echo "INSERT INTO streams SELECT 'account-' || g, 1 FROM generate_series(0, $connections) g;"
+} | psql -q -v ON_ERROR_STOP=1 "$url" >/dev/null
 
 values="'Deposited', 1, '{\"amount\": 100, \"currency\": \"EUR\"}', '{\"correlation_id\": \"0192f0c4-7d1e-7c3a-9a51-6f1c2b3d4e5f\", \"recorded_by\": \"bench\"}'"
 cols="stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata"
