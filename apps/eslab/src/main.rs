@@ -120,6 +120,11 @@ struct ServeArgs {
     /// deletes expired keys.
     #[arg(long, env = "ESLAB_IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = parse_retention)]
     idempotency_retention: std::time::Duration,
+    /// How a transfer request that does not say (`"mode"` in its body) is
+    /// carried out: `saga` (a process manager, 202) or `atomic` (one decision
+    /// over both accounts, 201).
+    #[arg(long, env = "ESLAB_TRANSFER_MODE", value_enum, default_value_t = eslab::serve::dto::TransferMode::Saga)]
+    transfer_mode: eslab::serve::dto::TransferMode,
 }
 
 /// A retention such as `24h` or `90min` (humantime), more than zero.
@@ -215,6 +220,7 @@ async fn serve(store: StoreSettings, args: ServeArgs) -> anyhow::Result<()> {
             args.rate_limit_burst.unwrap_or(args.rate_limit_per_second),
         ),
         idempotency_retention: args.idempotency_retention,
+        transfer_mode: args.transfer_mode,
         ..eslab::serve::Config::new(store)
     };
     // Refuse a bad configuration before opening (and migrating) the store.

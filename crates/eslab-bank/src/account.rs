@@ -1,6 +1,6 @@
 //! The `Account` aggregate: open, deposit, withdraw, close.
 
-use eslab_core::{Aggregate, DomainEvent, Upcasters};
+use eslab_core::{Aggregate, DomainEvent, StreamId, Tag, Upcasters};
 use serde::{Deserialize, Serialize};
 
 use crate::money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
@@ -248,6 +248,12 @@ impl Aggregate for Account {
     type Command = AccountCommand;
     type Event = AccountEvent;
     type Error = AccountError;
+
+    /// Every account event carries its account's tag, `account:<id>`: the
+    /// [atomic transfer](crate::AtomicTransfer) reads two accounts by tag.
+    fn tags(stream: &StreamId, _: &AccountEvent) -> Vec<Tag> {
+        vec![Tag::of_stream(stream)]
+    }
 
     fn decide(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
         match command {

@@ -21,6 +21,7 @@
 //! ```
 
 mod account;
+mod atomic;
 mod money;
 mod process;
 mod service;
@@ -33,6 +34,7 @@ pub use account::{
     ACCOUNT_OPENED_SCHEMA_VERSION, Account, AccountCommand, AccountError, AccountEvent, AccountStatus, MAX_OWNER_CHARS,
     Owner, V1_DEFAULT_CURRENCY, upcasters,
 };
+pub use atomic::{AtomicTransfer, AtomicTransferDone, AtomicTransferError};
 pub use money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
 pub use process::{Step, TransferProcess};
 pub use service::{Bank, BankOptions, BankQueries};

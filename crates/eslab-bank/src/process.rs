@@ -199,14 +199,15 @@ where
             return Ok(decision);
         }
         // The transfer's event takes derived id 0; the account's follow.
+        let stream = Account::stream_id(&account_id).map_err(Error::from)?;
         let encoded = account_events
             .iter()
             .zip(1u64..)
             .map(|(e, index)| {
-                JsonCodec.encode(e, self.metadata.clone()).map(|n| n.with_id(derived_event_id(self.step_id, index)))
+                let tagged = self.metadata.clone().with_tags(Account::tags(&stream, e));
+                JsonCodec.encode(e, tagged).map(|n| n.with_id(derived_event_id(self.step_id, index)))
             })
             .collect::<Result<Vec<NewEvent>, Error>>()?;
-        let stream = Account::stream_id(&account_id).map_err(Error::from)?;
         Ok(decision.also(StreamAppend::new(stream, ExpectedVersion::Exact(account.version), encoded)))
     }
 }

@@ -7,14 +7,15 @@ use std::fmt;
 use std::time::Duration;
 
 use eslab_core::{
-    Aggregate, CommandError, CommandOptions, Error, EventReader, EventStorage, EventStore, Loaded, Outcome, Repository,
-    RetryPolicy, StreamLocks, Version,
+    Aggregate, Boundaries, CommandError, CommandOptions, Error, EventReader, EventStorage, EventStore, Loaded, Outcome,
+    Repository, RetryPolicy, Settled, StreamLocks, Version,
 };
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::account::{Account, AccountCommand, AccountError};
+use crate::atomic::{AtomicTransfer, AtomicTransferDone, AtomicTransferError};
 use crate::transfer::{Transfer, TransferCommand, TransferError};
 use crate::views::{AccountSummary, TransferView};
 
@@ -51,11 +52,12 @@ impl Default for BankOptions {
 pub struct Bank<S> {
     accounts: Repository<Account, S>,
     transfers: Repository<Transfer, S>,
+    boundaries: Boundaries<S>,
 }
 
 impl<S: Clone> Clone for Bank<S> {
     fn clone(&self) -> Self {
-        Bank { accounts: self.accounts.clone(), transfers: self.transfers.clone() }
+        Bank { accounts: self.accounts.clone(), transfers: self.transfers.clone(), boundaries: self.boundaries.clone() }
     }
 }
 
@@ -70,7 +72,14 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     /// `EventStore::new(backend).with_upcasters(eslab_bank::upcasters())`).
     pub fn new(events: EventStore<S>, options: &BankOptions) -> Self {
         let locks = (options.lock_stripes > 0).then(|| StreamLocks::new(options.lock_stripes));
-        Bank { accounts: repository(&events, options, locks.clone()), transfers: repository(&events, options, locks) }
+        let boundaries = Boundaries::new(events.clone())
+            .with_retry(options.retry)
+            .with_idempotency_retention(options.idempotency_retention);
+        Bank {
+            accounts: repository(&events, options, locks.clone()),
+            transfers: repository(&events, options, locks),
+            boundaries,
+        }
     }
 
     /// The event store (with the bank's upcasters).
@@ -137,6 +146,21 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
             }
         }
         self.transfers.run(id, command, &options, respond).await
+    }
+
+    /// Transfers money at once, as one decision over both accounts' events
+    /// (see [`AtomicTransfer`]): the withdrawal, the deposit and the
+    /// transfer's record in one atomic append, retried on conflicts.
+    ///
+    /// # Errors
+    /// [`CommandError::Rejected`] with the refusal (nothing written),
+    /// [`CommandError::KeyReused`], [`CommandError::Store`].
+    pub async fn transfer_atomically(
+        &self,
+        transfer: &AtomicTransfer,
+        options: &CommandOptions,
+    ) -> Result<Settled<AtomicTransferDone>, CommandError<AtomicTransferError>> {
+        self.boundaries.run(transfer, options).await
     }
 
     /// Account `id` as stored now (strong consistency; from the cache plus

@@ -77,6 +77,16 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     fn stream_id(id: &str) -> Result<StreamId, InvalidStreamId> {
         StreamId::new(Self::KIND, id)
     }
+
+    /// The tags of an event this aggregate decided, on `stream` (by default
+    /// the event's own [`DomainEvent::tags`]). Override it to make the
+    /// aggregate's events part of [dynamic consistency boundaries](crate::boundary),
+    /// e.g. every event tagged with its stream, `vec![Tag::of_stream(stream)]`,
+    /// so that a decision spanning several aggregates reads them by tag.
+    fn tags(stream: &StreamId, event: &Self::Event) -> Vec<crate::Tag> {
+        let _ = stream;
+        event.tags()
+    }
 }
 
 /// An aggregate as loaded: its state and the version it is at.

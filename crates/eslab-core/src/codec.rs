@@ -57,6 +57,8 @@ impl Codec for JsonCodec {
             Value::String(tag) if tag == event_type => Value::Null,
             _ => return Err(encode_err("event must serialize as an externally tagged enum")),
         };
+        let tags = event.tags();
+        let metadata = if tags.is_empty() { metadata } else { metadata.with_tags(tags) };
         Ok(NewEvent::new(event_type, event.schema_version(), payload, metadata))
     }
 

@@ -499,7 +499,13 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
             let response = respond(&state, new_version, output);
             let mut appends = Vec::with_capacity(also.len() + 2);
             if !events.is_empty() {
-                let new_events = encode(&events, &options.metadata, options.event_ids)?;
+                let mut new_events = encode(&events, &options.metadata, options.event_ids, 0)?;
+                for (new, event) in new_events.iter_mut().zip(&events) {
+                    let tags = A::tags(&stream, event);
+                    if !tags.is_empty() {
+                        new.metadata.tags = tags;
+                    }
+                }
                 appends.push(StreamAppend::new(stream.clone(), ExpectedVersion::Exact(version), new_events));
             }
             appends.extend(also);
@@ -600,17 +606,32 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     }
 
     async fn lookup_key<R: DeserializeOwned>(&self, key: &IdempotencyKey) -> Result<KeyState<R>> {
-        // A key stream holds one record, or a few if the key came back after expiring.
-        let records = self.store.read_stream(key.stream(), Version::FIRST, usize::MAX).await?;
-        idempotency::judge(key, &records, self.idempotency_retention)
+        lookup_key(&self.store, key, self.idempotency_retention).await
     }
 }
 
-/// Encodes `events` with `metadata`, with ids derived from `namespace` if given.
-fn encode<E: DomainEvent>(events: &[E], metadata: &Metadata, namespace: Option<Uuid>) -> Result<Vec<NewEvent>> {
+/// What the store holds for `key`.
+pub(crate) async fn lookup_key<R: DeserializeOwned>(
+    store: &impl EventReader,
+    key: &IdempotencyKey,
+    retention: Duration,
+) -> Result<KeyState<R>> {
+    // A key stream holds one record, or a few if the key came back after expiring.
+    let records = store.read_stream(key.stream(), Version::FIRST, usize::MAX).await?;
+    idempotency::judge(key, &records, retention)
+}
+
+/// Encodes `events` with `metadata`, with ids derived from `namespace` if
+/// given (the first event being the decision's `first`-th).
+pub(crate) fn encode<E: DomainEvent>(
+    events: &[E],
+    metadata: &Metadata,
+    namespace: Option<Uuid>,
+    first: u64,
+) -> Result<Vec<NewEvent>> {
     events
         .iter()
-        .zip(0u64..)
+        .zip(first..)
         .map(|(event, index)| {
             let new = JsonCodec.encode(event, metadata.clone())?;
             Ok(match namespace {

@@ -23,6 +23,21 @@ pub enum Error {
         /// The stream's version when the append was refused.
         actual: Version,
     },
+    /// An append's [condition](crate::AppendCondition) no longer held: an
+    /// event matching its query was committed that the decision's read did
+    /// not see. Nothing was written. A conflict: decide again on a new read.
+    #[error("condition failed: event {event_id} ({event_type}) at position {position} matches the query")]
+    ConditionFailed {
+        /// The first such event (in feed order).
+        event_id: uuid::Uuid,
+        /// Its type.
+        event_type: String,
+        /// Its global position.
+        position: crate::Position,
+    },
+    /// A tag, query or condition was refused (see [`InvalidQuery`](crate::InvalidQuery)); nothing was written.
+    #[error(transparent)]
+    InvalidQuery(#[from] crate::InvalidQuery),
     /// An event with this id is already stored; nothing was written.
     #[error("event id {0} is already stored")]
     DuplicateEventId(uuid::Uuid),
@@ -116,9 +131,10 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether this is an optimistic-concurrency conflict.
+    /// Whether this is an optimistic-concurrency conflict: a stream's
+    /// expectation or an append condition failed.
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        matches!(self, Error::Conflict { .. } | Error::ConditionFailed { .. })
     }
 
     /// Whether the store could not be reached (worth a retry later; HTTP 503).

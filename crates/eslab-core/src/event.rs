@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::boundary::Tag;
 use crate::stream::StreamId;
 use crate::version::{Checkpoint, Position, Version};
 
@@ -46,6 +47,14 @@ pub trait DomainEvent: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn schema_version(&self) -> u32 {
         1
     }
+
+    /// The tags this event carries (none by default): what a
+    /// [dynamic consistency boundary](crate::Query) finds it by, such as
+    /// `account:<id>` for every event about an account. The codec puts them in
+    /// the event's [`Metadata::tags`].
+    fn tags(&self) -> Vec<Tag> {
+        Vec::new()
+    }
 }
 
 /// Identifies one event; UUID v7 so ids sort by creation time.
@@ -73,6 +82,11 @@ pub struct Metadata {
     /// Anything else, as free-form JSON values.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,
+    /// The event's tags, which [queries](crate::Query) find it by (a dynamic
+    /// consistency boundary). Set per event from [`DomainEvent::tags`]; every
+    /// store indexes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 impl Default for Metadata {
@@ -90,6 +104,7 @@ impl Metadata {
             actor: None,
             occurred_at: OffsetDateTime::now_utc(),
             extra: BTreeMap::new(),
+            tags: Vec::new(),
         }
     }
 
@@ -118,6 +133,13 @@ impl Metadata {
     #[must_use]
     pub fn with_extra(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
         self.extra.insert(key.into(), value);
+        self
+    }
+
+    /// Sets the tags.
+    #[must_use]
+    pub fn with_tags(mut self, tags: impl IntoIterator<Item = Tag>) -> Self {
+        self.tags = tags.into_iter().collect();
         self
     }
 

@@ -33,11 +33,13 @@
 //! the conformance suite every store passes.
 
 mod aggregate;
+pub mod boundary;
 #[cfg(feature = "cache")]
 mod cache;
 mod checkpoint;
 mod codec;
 mod command;
+mod decide;
 mod error;
 mod event;
 pub mod idempotency;
@@ -53,9 +55,11 @@ mod upcast;
 mod version;
 
 pub use aggregate::{Aggregate, Loaded};
+pub use boundary::{AppendCondition, InvalidQuery, Query, QueryItem, QueryRead, ReadPosition, Tag, Unseen};
 pub use checkpoint::CheckpointStore;
 pub use codec::{Codec, JsonCodec};
 pub use command::{CommandError, CommandOptions, Decide, Decided, Decision, Executed, Outcome, derived_event_id};
+pub use decide::{Boundaries, BoundaryDecision, DecideOnBoundary, Seen, Settled};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
 pub use idempotency::{IdempotencyKey, InvalidKey, MAX_KEY_LEN};

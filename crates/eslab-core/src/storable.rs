@@ -53,6 +53,9 @@ impl NewEvent {
             return refuse(format!("payload{path}"));
         }
         let metadata = &self.metadata;
+        if metadata.tags.len() > crate::boundary::MAX_TAGS_PER_EVENT {
+            return Err(Error::InvalidQuery(crate::InvalidQuery::TooManyTags(metadata.tags.len())));
+        }
         if metadata.actor.as_deref().is_some_and(|a| a.contains('\0')) {
             return refuse("metadata.actor".to_owned());
         }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use futures_core::Stream;
 use futures_util::{TryStreamExt, stream};
 
+use crate::boundary::{AppendCondition, Query, QueryRead};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Result;
 use crate::event::{DomainEvent, NewEvent, RecordedEvent};
@@ -132,6 +133,24 @@ pub trait EventAppender: Send + Sync {
     /// expectation fails, nothing is written. A stream may appear once.
     /// Results come back in the order of `appends`.
     fn append_streams(&self, appends: Vec<StreamAppend>) -> impl Future<Output = Result<Vec<AppendResult>>> + Send;
+
+    /// [`append_streams`](Self::append_streams) if `condition` still holds:
+    /// no event matching its query was committed that the read at its
+    /// position did not see (a [dynamic consistency boundary](crate::boundary)).
+    /// The check and the append are one atomic step, also against concurrent
+    /// conditional appends on overlapping queries, which the store serializes;
+    /// appends on disjoint queries do not wait for each other.
+    ///
+    /// # Errors
+    /// [`Error::ConditionFailed`](crate::Error::ConditionFailed) naming the
+    /// first such event; [`Error::InvalidQuery`](crate::Error::InvalidQuery)
+    /// for a position that no read of this store gave; everything
+    /// [`append_streams`](Self::append_streams) fails with. Nothing is written.
+    fn append_if(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: AppendCondition,
+    ) -> impl Future<Output = Result<Vec<AppendResult>>> + Send;
 }
 
 /// Reading events. Implemented by every backend.
@@ -164,6 +183,12 @@ pub trait EventReader: Send + Sync {
 
     /// The stream's current version ([`Version::NONE`] if it has no events).
     fn stream_version(&self, stream: &StreamId) -> impl Future<Output = Result<Version>> + Send;
+
+    /// Every event matching `query`, in feed order, and the position the read
+    /// stood at: hand it to [`EventAppender::append_if`] in an
+    /// [`AppendCondition`] (see [`QueryRead::condition`]). One consistent read:
+    /// keep boundaries small (an account's events, not a category's).
+    fn read_query(&self, query: &Query) -> impl Future<Output = Result<QueryRead>> + Send;
 
     /// The newest committed event of the feed (of the category), `None` for
     /// an empty feed. It may lie beyond what [`read_feed`](Self::read_feed)
@@ -302,6 +327,11 @@ impl<S: EventReader> EventReader for EventStore<S> {
         self.backend.stream_version(stream).await
     }
 
+    async fn read_query(&self, query: &Query) -> Result<QueryRead> {
+        let QueryRead { events, position } = self.backend.read_query(query).await?;
+        Ok(QueryRead { events: self.upcast_all(events)?, position })
+    }
+
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
         self.backend.feed_head(filter).await
     }
@@ -319,5 +349,9 @@ impl<S: EventAppender> EventAppender for EventStore<S> {
 
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.backend.append_streams(appends).await
+    }
+
+    async fn append_if(&self, appends: Vec<StreamAppend>, condition: AppendCondition) -> Result<Vec<AppendResult>> {
+        self.backend.append_if(appends, condition).await
     }
 }

@@ -377,6 +377,10 @@ mod tests {
         async fn stream_version(&self, _: &StreamId) -> Result<Version> {
             Ok(Version::NONE)
         }
+
+        async fn read_query(&self, _: &crate::Query) -> Result<crate::QueryRead> {
+            Err(Error::backend("not needed here"))
+        }
     }
 
     fn fast() -> SubscribeOptions {

@@ -13,6 +13,7 @@
 //! | `recorded-at`, `occurred-at` | RFC 3339 |
 //! | `correlation-id`, `causation-id`, `actor` | when the metadata has them |
 //! | `metadata-extra` | the free-form metadata map as JSON, when not empty |
+//! | `tags` | the event's tags as a JSON array of strings, when it has any |
 
 use std::collections::BTreeMap;
 
@@ -48,6 +49,8 @@ pub mod header {
     pub const ACTOR: &str = "actor";
     /// Free-form metadata (JSON object).
     pub const METADATA_EXTRA: &str = "metadata-extra";
+    /// The event's tags (JSON array of strings).
+    pub const TAGS: &str = "tags";
 }
 
 /// The topic of `category` under `prefix`.
@@ -103,6 +106,10 @@ pub fn encode(event: &RecordedEvent) -> Result<Outgoing, String> {
             serde_json::to_string(&event.metadata.extra).map_err(|e| format!("cannot serialize metadata: {e}"))?;
         add(header::METADATA_EXTRA, &extra);
     }
+    if !event.metadata.tags.is_empty() {
+        let tags = serde_json::to_string(&event.metadata.tags).map_err(|e| format!("cannot serialize tags: {e}"))?;
+        add(header::TAGS, &tags);
+    }
     Ok(Outgoing { key: event.stream_id.as_str().to_owned(), payload, headers })
 }
 
@@ -141,6 +148,10 @@ pub fn decode<M: Message>(message: &M) -> Result<RecordedEvent, String> {
         Some(v) => serde_json::from_str(v).map_err(|e| format!("header {}: {e}", header::METADATA_EXTRA))?,
         None => BTreeMap::new(),
     };
+    let tags = match opt(header::TAGS) {
+        Some(v) => serde_json::from_str(v).map_err(|e| format!("header {}: {e}", header::TAGS))?,
+        None => Vec::new(),
+    };
     let payload = match message.payload() {
         Some(bytes) => serde_json::from_slice(bytes).map_err(|e| format!("value is not JSON: {e}"))?,
         None => return Err("no value".into()),
@@ -160,6 +171,7 @@ pub fn decode<M: Message>(message: &M) -> Result<RecordedEvent, String> {
             actor: opt(header::ACTOR).map(str::to_owned),
             occurred_at: time(header::OCCURRED_AT)?,
             extra,
+            tags,
         },
         recorded_at: time(header::RECORDED_AT)?,
     })

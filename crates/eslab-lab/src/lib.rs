@@ -10,6 +10,7 @@ mod append;
 pub mod chart;
 mod codecs;
 mod concurrency;
+mod crossstream;
 mod group_commit;
 #[cfg(feature = "kafka")]
 mod kafka_relay;
@@ -122,6 +123,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         Box::new(wakeups::WakeUpsExperiment),
         #[cfg(feature = "peers")]
         Box::new(peers::Peers),
+        Box::new(crossstream::CrossStream),
     ]
 }
 

@@ -361,6 +361,20 @@ async fn without_postgres_its_experiments_fail_clearly_and_the_others_run() {
     assert!(index.contains("failed: PostgreSQL is not reachable") && index.contains("(codecs.md)"), "{index}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_stream_transfers_conserve_money_on_every_path_and_store() {
+    let r = report_of("cross-stream").await;
+    let t = &r.table;
+    // 1 and 4 writers × 3 paths × PostgreSQL and SQLite.
+    assert_eq!(t.rows.len(), 12, "{t:?}");
+    for row in &t.rows {
+        assert_eq!(text(t, row, "money conserved"), "yes", "{row:?}");
+        // 5 transfers per writer, each done or refused.
+        assert_eq!(num(t, row, "transfers") + num(t, row, "refused"), 5.0 * num(t, row, "writers"), "{row:?}");
+    }
+    assert!(r.findings.iter().any(|f| f.contains("Money conserved on every path")), "{:?}", r.findings);
+}
+
 #[test]
 fn experiments_are_chosen_by_id_number_or_all() {
     let ids = |names: &[&str]| {

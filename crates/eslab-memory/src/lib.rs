@@ -29,9 +29,9 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter, FeedHead,
-    NewEvent, Position, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention,
-    Version, WakeUpStream, WakeUps,
+    AppendCondition, AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter,
+    FeedHead, InvalidQuery, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result, Snapshot,
+    SnapshotStore, StreamAppend, StreamId, StreamRetention, Version, WakeUpStream, WakeUps,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -50,6 +50,34 @@ struct Inner {
 }
 
 impl Inner {
+    /// The newest position handed out (purged events included).
+    fn head(&self) -> Position {
+        Position::new(self.purged + self.events.len() as u64)
+    }
+
+    /// Fails if an event matching the condition's query lies after its position.
+    fn check_condition(&self, condition: &AppendCondition) -> Result<()> {
+        let head = self.head();
+        let after = match &condition.after {
+            None => Position::START,
+            Some(read) if read.unseen.is_some() || read.position > head => {
+                return Err(
+                    InvalidQuery::PositionAhead { position: format!("{read:?}"), head: head.to_string() }.into()
+                );
+            }
+            Some(read) => read.position,
+        };
+        let start = self.events.partition_point(|e| e.position <= after);
+        match self.events[start..].iter().find(|e| condition.query.matches(&e.event_type, &e.metadata.tags)) {
+            Some(e) => Err(Error::ConditionFailed {
+                event_id: e.event_id,
+                event_type: e.event_type.clone(),
+                position: e.position,
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn version(&self, stream: &StreamId) -> Version {
         self.streams.get(stream).map_or(Version::NONE, |ix| Version::new(ix.len() as u64))
     }
@@ -159,9 +187,12 @@ impl MemoryStore {
         self.side.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    fn append_all(&self, appends: Vec<StreamAppend>, condition: Option<&AppendCondition>) -> Result<Vec<AppendResult>> {
         eslab_core::check_storable(&appends)?;
         let mut inner = self.write();
+        if let Some(condition) = condition {
+            inner.check_condition(condition)?;
+        }
         inner.check(&appends)?;
         let results = inner.write(appends);
         drop(inner);
@@ -192,7 +223,13 @@ fn to_index(v: u64) -> usize {
 
 impl EventAppender for MemoryStore {
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        self.append_all(appends)
+        self.append_all(appends, None)
+    }
+
+    /// Checked and written under the store's one write lock, so conditional
+    /// appends are serialized with every other append.
+    async fn append_if(&self, appends: Vec<StreamAppend>, condition: AppendCondition) -> Result<Vec<AppendResult>> {
+        self.append_all(appends, Some(&condition))
     }
 }
 
@@ -214,6 +251,12 @@ impl EventReader for MemoryStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         Ok(self.read().version(stream))
+    }
+
+    async fn read_query(&self, query: &Query) -> Result<QueryRead> {
+        let inner = self.read();
+        let events = inner.events.iter().filter(|e| query.matches(&e.event_type, &e.metadata.tags)).cloned().collect();
+        Ok(QueryRead { events, position: ReadPosition::at(inner.head()) })
     }
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {

@@ -75,6 +75,18 @@
 //! [`PostgresOptions::feed_settle`] (default 2 s) for the transactions older
 //! than the newest committed event to finish before it returns a short page.
 //!
+//! ## Dynamic consistency boundaries
+//!
+//! Tags live in the events' metadata (`metadata -> 'tags'`) under a partial
+//! GIN index. [`read_query`](EventReader::read_query) returns the matching
+//! events with the snapshot of the statement that read them;
+//! [`append_if`](EventAppender::append_if) takes advisory locks on the
+//! boundary in key order, appends, and checks in a new statement (a new
+//! snapshot, after the locks) that no matching event the read's snapshot hid
+//! has committed. READ COMMITTED throughout; disjoint boundaries do not wait
+//! for each other; plain appends take no lock. The argument is in the
+//! `boundary` module's source and `docs/patterns/dcb.md`.
+//!
 //! ## Retention
 //!
 //! [`StreamRetention`](eslab_core::StreamRetention) deletes the old streams of
@@ -96,6 +108,7 @@
 //! default) plus a round trip or two after its commit.
 
 mod append;
+mod boundary;
 mod error;
 mod feed;
 mod group;
@@ -552,6 +565,17 @@ impl EventAppender for PostgresStore {
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         self.append_all(appends).await
     }
+
+    /// Advisory locks on the boundary, the append, then the check in a new
+    /// statement of the same transaction (see the crate docs, "Dynamic
+    /// consistency boundaries"). Never goes through group commit.
+    async fn append_if(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: eslab_core::AppendCondition,
+    ) -> Result<Vec<AppendResult>> {
+        self.append_if_all(appends, condition).await
+    }
 }
 
 impl EventReader for PostgresStore {
@@ -574,5 +598,10 @@ impl EventReader for PostgresStore {
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
         head::feed_head(&self.pool, filter).await
+    }
+
+    async fn read_query(&self, query: &eslab_core::Query) -> Result<eslab_core::QueryRead> {
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        boundary::read_query(&mut conn, query).await
     }
 }

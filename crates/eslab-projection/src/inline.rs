@@ -117,6 +117,19 @@ where
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> eslab_core::Result<Vec<AppendResult>> {
         self.append_inline(appends).await.map_err(Error::into_store)
     }
+
+    /// Refused with `eslab_core::Error::InvalidRequest`: a conditional append
+    /// does not run inside an inline projection's transaction (yet). Append
+    /// through the store, and project asynchronously.
+    async fn append_if(
+        &self,
+        _appends: Vec<StreamAppend>,
+        _condition: eslab_core::AppendCondition,
+    ) -> eslab_core::Result<Vec<AppendResult>> {
+        Err(eslab_core::Error::InvalidRequest(
+            "conditional appends (append_if) do not run through an inline projection".into(),
+        ))
+    }
 }
 
 impl<S, B, P> EventReader for Inline<S, B, P>
@@ -145,6 +158,10 @@ where
 
     async fn stream_version(&self, stream: &StreamId) -> eslab_core::Result<Version> {
         self.store.stream_version(stream).await
+    }
+
+    async fn read_query(&self, query: &eslab_core::Query) -> eslab_core::Result<eslab_core::QueryRead> {
+        self.store.read_query(query).await
     }
 
     async fn feed_head(&self, filter: &FeedFilter) -> eslab_core::Result<Option<FeedHead>> {

@@ -102,6 +102,14 @@ impl EventAppender for AnyStore {
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         each!(self, s => s.append_streams(appends).await)
     }
+
+    async fn append_if(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: eslab_core::AppendCondition,
+    ) -> Result<Vec<AppendResult>> {
+        each!(self, s => s.append_if(appends, condition).await)
+    }
 }
 
 impl EventReader for AnyStore {
@@ -115,6 +123,10 @@ impl EventReader for AnyStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         each!(self, s => s.stream_version(stream).await)
+    }
+
+    async fn read_query(&self, query: &eslab_core::Query) -> Result<eslab_core::QueryRead> {
+        each!(self, s => s.read_query(query).await)
     }
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {

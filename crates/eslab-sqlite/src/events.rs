@@ -4,8 +4,9 @@
 use std::collections::HashSet;
 
 use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter, Metadata,
-    NewEvent, Position, RecordedEvent, Result, StreamAppend, StreamId, Version,
+    AppendCondition, AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter,
+    InvalidQuery, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result, StreamAppend,
+    StreamId, Tag, Version,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteRow;
@@ -43,7 +44,11 @@ struct PendingRow {
 }
 
 impl SqliteStore {
-    async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    async fn append_all(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<Vec<AppendResult>> {
         eslab_core::check_storable(&appends)?;
         let mut streams = HashSet::new();
         for append in &appends {
@@ -55,6 +60,12 @@ impl SqliteStore {
         // BEGIN IMMEDIATE takes the write lock now, so the version check below
         // and the inserts see the same database; a dropped transaction rolls back.
         let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| timeouts.core(e))?;
+        if let Some(condition) = condition {
+            check_condition(&mut tx, condition).await.map_err(|e| match e {
+                Write::Core(e) => e,
+                Write::Sqlx(e) => timeouts.core(e),
+            })?;
+        }
         let (results, last) = write(&mut tx, appends).await.map_err(|e| match e {
             Write::Core(e) => e,
             Write::Sqlx(e) => timeouts.core(e),
@@ -187,7 +198,20 @@ async fn insert(
             .push_bind(row.metadata.as_str())
             .push_bind(recorded_at);
     });
-    match query.build().execute(&mut *conn).await {
+    let inserted = query.build().execute(&mut *conn).await;
+    if inserted.is_ok() {
+        let tags: Vec<(&str, i64)> =
+            rows.iter().flat_map(|r| r.event.metadata.tags.iter().map(|t| (t.as_str(), r.position))).collect();
+        // Two bound variables per row: far below the limit at 250 events of 16 tags.
+        if !tags.is_empty() {
+            let mut insert_tags = QueryBuilder::<Sqlite>::new("INSERT INTO event_tags (tag, global_position) ");
+            insert_tags.push_values(&tags, |mut b, (tag, position)| {
+                b.push_bind(*tag).push_bind(*position);
+            });
+            insert_tags.build().execute(&mut *conn).await?;
+        }
+    }
+    match inserted {
         Ok(_) => Ok(()),
         Err(e) if is_unique_violation(&e) => {
             // Which constraint? Ask the database rather than parse the message:
@@ -299,9 +323,95 @@ fn saturate(bound: u64) -> i64 {
     i64::try_from(bound).unwrap_or(i64::MAX)
 }
 
+/// Pushes `(<item> OR <item> ...)` matching `query`'s events (columns of
+/// `events`): an item's types as `event_type IN (...)`, its tags through
+/// `event_tags` (every tag present).
+fn push_match(b: &mut QueryBuilder<'_, Sqlite>, query: &Query) {
+    b.push("(");
+    for (i, item) in query.items().iter().enumerate() {
+        if i > 0 {
+            b.push(" OR ");
+        }
+        b.push("(1 = 1");
+        if !item.types.is_empty() {
+            b.push(" AND event_type IN (");
+            let mut types = b.separated(", ");
+            for t in &item.types {
+                types.push_bind(t.clone());
+            }
+            b.push(")");
+        }
+        if !item.tags.is_empty() {
+            let mut tags: Vec<&str> = item.tags.iter().map(Tag::as_str).collect();
+            tags.sort_unstable();
+            tags.dedup();
+            b.push(" AND global_position IN (SELECT global_position FROM event_tags WHERE tag IN (");
+            let mut list = b.separated(", ");
+            for t in &tags {
+                list.push_bind(t.to_string());
+            }
+            b.push(") GROUP BY global_position HAVING count(*) = ");
+            b.push_bind(i64::try_from(tags.len()).unwrap_or(i64::MAX));
+            b.push(")");
+        }
+        b.push(")");
+    }
+    b.push(")");
+}
+
+/// The newest position committed (0 for an empty store).
+async fn head_position(conn: &mut SqliteConnection) -> Result<u64, Write> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(global_position) FROM events").fetch_one(&mut *conn).await?;
+    Ok(to_u64(head.unwrap_or(0), "global position").map_err(Error::from)?)
+}
+
+/// Fails if an event matching the condition's query lies after its position.
+/// Runs in the write transaction (`BEGIN IMMEDIATE`): no other append can
+/// commit between this check and the append's commit.
+async fn check_condition(conn: &mut SqliteConnection, condition: &AppendCondition) -> Result<(), Write> {
+    let after = match &condition.after {
+        None => 0,
+        Some(read) => {
+            let head = head_position(&mut *conn).await?;
+            if read.unseen.is_some() || read.position.get() > head {
+                return Err(Error::from(InvalidQuery::PositionAhead {
+                    position: format!("{read:?}"),
+                    head: head.to_string(),
+                })
+                .into());
+            }
+            read.position.get()
+        }
+    };
+    let mut b = QueryBuilder::<Sqlite>::new(
+        "SELECT event_id, event_type, global_position FROM events WHERE global_position > ",
+    );
+    b.push_bind(saturate(after)).push(" AND ");
+    push_match(&mut b, &condition.query);
+    b.push(" ORDER BY global_position LIMIT 1");
+    let found: Option<(EventId, String, i64)> = b.build_query_as().fetch_optional(&mut *conn).await?;
+    match found {
+        Some((event_id, event_type, position)) => Err(Error::ConditionFailed {
+            event_id,
+            event_type,
+            position: Position::new(to_u64(position, "global position").map_err(Error::from)?),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 impl EventAppender for SqliteStore {
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        self.append_all(appends).await
+        self.append_all(appends, None).await
+    }
+
+    /// The condition is checked in the append's `BEGIN IMMEDIATE`
+    /// transaction, which holds the database's one write lock: appends are
+    /// serialized, and positions commit in order, so "an event after the
+    /// read's position" is exactly "an event the read did not see".
+    async fn append_if(&self, appends: Vec<StreamAppend>, condition: AppendCondition) -> Result<Vec<AppendResult>> {
+        self.append_all(appends, Some(&condition)).await
     }
 }
 
@@ -348,5 +458,22 @@ impl EventReader for SqliteStore {
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
         self.head_of(filter).await
+    }
+
+    /// The head and the events in one read transaction (one snapshot).
+    async fn read_query(&self, query: &Query) -> Result<QueryRead> {
+        let mut conn = self.reader().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| self.core(e))?;
+        let head = head_position(&mut tx).await.map_err(|e| match e {
+            Write::Core(e) => e,
+            Write::Sqlx(e) => self.core(e),
+        })?;
+        let mut b = QueryBuilder::<Sqlite>::new(select_events!("WHERE global_position <= "));
+        b.push_bind(saturate(head)).push(" AND ");
+        push_match(&mut b, query);
+        b.push(" ORDER BY global_position");
+        let rows = b.build().fetch_all(&mut *tx).await.map_err(|e| self.core(e))?;
+        tx.commit().await.map_err(|e| self.core(e))?;
+        Ok(QueryRead { events: decode_all(&rows)?, position: ReadPosition::at(Position::new(head)) })
     }
 }

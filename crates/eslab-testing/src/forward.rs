@@ -80,6 +80,10 @@ macro_rules! __forward_methods {
         $crate::__forward_fn!($skip $f EventAppender::append_streams(
             appends: ::std::vec::Vec<$crate::__eslab_core::StreamAppend>,
         ) -> ::std::vec::Vec<$crate::__eslab_core::AppendResult>);
+        $crate::__forward_fn!($skip $f EventAppender::append_if(
+            appends: ::std::vec::Vec<$crate::__eslab_core::StreamAppend>,
+            condition: $crate::__eslab_core::AppendCondition,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::AppendResult>);
     };
     (EventReader, $f:tt, $skip:tt) => {
         $crate::__forward_fn!($skip $f EventReader::read_stream(
@@ -95,6 +99,9 @@ macro_rules! __forward_methods {
         $crate::__forward_fn!($skip $f EventReader::stream_version(
             stream: &$crate::__eslab_core::StreamId,
         ) -> $crate::__eslab_core::Version);
+        $crate::__forward_fn!($skip $f EventReader::read_query(
+            query: &$crate::__eslab_core::Query,
+        ) -> $crate::__eslab_core::QueryRead);
         $crate::__forward_fn!($skip $f EventReader::feed_head(
             filter: &$crate::__eslab_core::FeedFilter,
         ) -> ::core::option::Option<$crate::__eslab_core::FeedHead>);

@@ -4,6 +4,8 @@
 //! - [`Scenario`]: given/when/then tests for aggregates;
 //! - [`conformance`] and [`store_conformance_tests!`]: the suite every event
 //!   store must pass, instantiated unchanged for memory, SQLite and Postgres;
+//! - [`boundary`] and [`boundary_conformance_tests!`]: the concurrency kit of
+//!   dynamic consistency boundaries (racers, a serializability property);
 //! - [`repository`] and [`repository_conformance_tests!`]: snapshots, the
 //!   state cache and upcasting through the `Repository`, on any store that
 //!   keeps events and snapshots;
@@ -19,6 +21,7 @@
 //! This crate is for tests: its assertions panic with a message on failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod boundary;
 pub mod conformance;
 pub mod forward;
 pub mod logs;

@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventReader, ExpectedVersion, FeedFilter,
-    FeedHead, NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention,
-    Version,
+    AppendCondition, AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventReader, ExpectedVersion,
+    FeedFilter, FeedHead, NewEvent, Query, QueryRead, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend,
+    StreamId, StreamRetention, Tag, Version,
 };
 
 /// Fails every call with the name of the method called.
@@ -26,6 +26,9 @@ impl EventAppender for Named {
     async fn append_streams(&self, _: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
         called("append_streams")
     }
+    async fn append_if(&self, _: Vec<StreamAppend>, _: AppendCondition) -> Result<Vec<AppendResult>> {
+        called("append_if")
+    }
 }
 
 impl EventReader for Named {
@@ -40,6 +43,9 @@ impl EventReader for Named {
     }
     async fn feed_head(&self, _: &FeedFilter) -> Result<Option<FeedHead>> {
         called("feed_head")
+    }
+    async fn read_query(&self, _: &Query) -> Result<QueryRead> {
+        called("read_query")
     }
 }
 
@@ -115,6 +121,10 @@ fn message<T: std::fmt::Debug>(result: Result<T>) -> String {
     }
 }
 
+fn query() -> Query {
+    Query::tagged([Tag::new("t:1").unwrap()]).unwrap()
+}
+
 fn snapshot(stream: &StreamId) -> Snapshot {
     Snapshot {
         stream_id: stream.clone(),
@@ -133,6 +143,8 @@ async fn every_method_reaches_the_inner_store_s_own() {
     let got = [
         message(store.append(&s, ExpectedVersion::Any, Vec::new()).await),
         message(store.append_streams(Vec::new()).await),
+        message(store.append_if(Vec::new(), AppendCondition::none_matching(query())).await),
+        message(store.read_query(&query()).await),
         message(store.read_stream(&s, Version::FIRST, 1).await),
         message(store.read_feed(&all, Checkpoint::START, 1).await),
         message(store.stream_version(&s).await),
@@ -148,6 +160,8 @@ async fn every_method_reaches_the_inner_store_s_own() {
     let want = [
         "append",
         "append_streams",
+        "append_if",
+        "read_query",
         "read_stream",
         "read_feed",
         "stream_version",

@@ -50,6 +50,24 @@ pub struct RequestTransfer {
     /// ISO 4217 code.
     #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     pub currency: String,
+    /// How to carry it out (default: the service's `--transfer-mode`, `saga`
+    /// unless configured): `saga` answers 202 and a process manager moves
+    /// the money step by step; `atomic` decides over both accounts at once
+    /// (a dynamic consistency boundary) and answers 201 when the money moved,
+    /// or the refusal.
+    #[serde(default)]
+    pub mode: Option<TransferMode>,
+}
+
+/// How a transfer is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransferMode {
+    /// A process manager: request, debit, credit (refund on a refused credit).
+    #[default]
+    Saga,
+    /// One decision over both accounts' events, one atomic append.
+    Atomic,
 }
 
 /// An account as the API shows it.
@@ -269,7 +287,7 @@ pub struct StateQuery {
 pub struct TransferAccepted {
     /// The transfer id; follow it at `GET /transfers/{id}`.
     pub id: String,
-    /// `requested`.
+    /// `requested` (saga), `completed` (atomic).
     pub status: String,
 }
 

@@ -7,14 +7,16 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use eslab_bank::{Account, AccountCommand, Amount, Currency, MoneyError, OverdraftLimit, Transfer, TransferCommand};
+use eslab_bank::{
+    Account, AccountCommand, Amount, AtomicTransfer, Currency, MoneyError, OverdraftLimit, Transfer, TransferCommand,
+};
 use eslab_core::{Aggregate, EventReader, Version};
 
 use super::AppState;
 use super::commands::{self, StoredResponse, etag};
 use super::dto::{
     AccountBody, AccountPage, AccountsQuery, ConsistencyQuery, EventBody, EventPage, EventsQuery, Movement,
-    OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody,
+    OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody, TransferMode,
 };
 use super::error::{ApiError, Problem};
 use super::extract::{BodilessWrite, Id, ValidQuery, Write, parse_id};
@@ -144,14 +146,18 @@ pub async fn close(State(state): State<AppState>, id: Id, write: BodilessWrite) 
     commands::respond(&state, outcome)
 }
 
-/// Ask for a transfer; the saga carries it out.
+/// Ask for a transfer: the saga carries it out (202), or, with `"mode":
+/// "atomic"` (or `--transfer-mode atomic`), one decision over both accounts
+/// moves the money at once (201, or the refusal).
 #[utoipa::path(post, path = "/transfers", request_body = RequestTransfer, tag = "transfers",
     params(("Idempotency-Key" = Option<String>, Header)),
-    responses((status = 202, description = "Accepted; follow Location", body = TransferAccepted),
+    responses((status = 202, description = "Accepted (saga); follow Location", body = TransferAccepted),
+        (status = 201, description = "Done (atomic); see Location", body = TransferAccepted),
         (status = 400, body = Problem, content_type = "application/problem+json"), (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Atomic: the accounts kept changing; try again", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"), (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown account", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "same-account, non-positive-amount, unknown-currency", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "same-account, non-positive-amount, unknown-currency; atomic: insufficient-funds, currency-mismatch, not-open", body = Problem, content_type = "application/problem+json")))]
 pub async fn request_transfer(
     State(state): State<AppState>,
     write: Write<RequestTransfer>,
@@ -159,14 +165,16 @@ pub async fn request_transfer(
     let Write { body, options } = write;
     let from = parse_id(&body.from)?;
     let to = parse_id(&body.to)?;
-    let command = TransferCommand::Request {
-        amount: money(Amount::new(body.amount))?,
-        currency: currency(&body.currency)?,
-        from: from.clone(),
-        to: to.clone(),
-    };
+    let amount = money(Amount::new(body.amount))?;
+    let currency = currency(&body.currency)?;
     let id = uuid::Uuid::now_v7().hyphenated().to_string();
     let location = format!("/transfers/{id}");
+    if body.mode.unwrap_or(state.transfer_mode()) == TransferMode::Atomic {
+        let transfer = AtomicTransfer { transfer_id: id, from, to, amount, currency };
+        let outcome = state.bank().transfer_atomically(&transfer, &options.command_options()).await;
+        return commands::respond_atomic(&state, outcome);
+    }
+    let command = TransferCommand::Request { amount, currency, from, to };
     let answer_id = id.clone();
     let respond = move |t: &Transfer, version: Version| StoredResponse {
         status: StatusCode::ACCEPTED.as_u16(),

@@ -78,6 +78,9 @@ pub struct Config {
     /// How long an `Idempotency-Key` answers retries (default 24 h): an older
     /// key is a new request, and a background job deletes it ([`idempotency`]).
     pub idempotency_retention: Duration,
+    /// How `POST /transfers` carries out a transfer that does not say
+    /// (`"mode"` in its body): the saga (default) or atomically.
+    pub transfer_mode: dto::TransferMode,
 }
 
 /// A configuration the service refuses to start with.
@@ -145,6 +148,7 @@ impl Config {
             no_auth: false,
             limits: server::ConnectionLimits::default(),
             idempotency_retention: idempotency::DEFAULT_RETENTION,
+            transfer_mode: dto::TransferMode::Saga,
         }
     }
 
@@ -186,6 +190,7 @@ struct Inner {
     request_timeout: Duration,
     limiter: Option<limit::Limiter>,
     readiness: ready::Cached,
+    transfer_mode: dto::TransferMode,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -233,6 +238,7 @@ impl AppState {
                 request_timeout: config.request_timeout,
                 limiter: config.rate_limit.map(limit::Limiter::new),
                 readiness: ready::Cached::default(),
+                transfer_mode: config.transfer_mode,
             }),
         }
     }
@@ -245,6 +251,11 @@ impl AppState {
     /// The bank's application services (commands through the library's command path).
     pub fn bank(&self) -> &Bank<AnyStore> {
         &self.inner.bank
+    }
+
+    /// How a transfer request that does not say is carried out.
+    pub fn transfer_mode(&self) -> dto::TransferMode {
+        self.inner.transfer_mode
     }
 
     /// The read models.

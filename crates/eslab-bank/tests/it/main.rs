@@ -1,6 +1,7 @@
 //! Tests of the bank domain: every rule as a scenario, properties, schema evolution.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod atomic;
 mod helpers;
 mod process;
 mod properties;

@@ -23,6 +23,7 @@ eslab_testing::side_store_conformance_tests!(new_store);
 eslab_testing::repository_conformance_tests!(new_store);
 eslab_testing::retention_conformance_tests!(new_store);
 eslab_testing::subscription_conformance_tests!(new_store);
+eslab_testing::boundary_conformance_tests!(new_store);
 
 /// The same suites with the unique-index append strategy.
 mod unique_index {
@@ -36,4 +37,5 @@ mod unique_index {
     eslab_testing::store_conformance_tests!(new_store);
     eslab_testing::retention_conformance_tests!(new_store);
     eslab_testing::subscription_conformance_tests!(new_store);
+    eslab_testing::boundary_conformance_tests!(new_store);
 }
