@@ -7,6 +7,7 @@ mod helpers;
 
 mod abuse;
 mod api;
+mod atomic;
 mod bad_input;
 mod compose;
 mod concurrency;
