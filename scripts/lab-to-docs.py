@@ -22,6 +22,7 @@ pages = {
   'aggregate.md': [('stores', 'experiment 9, the same Repository workload on every store')],
   'schema-evolution.md': [('codecs', 'experiment 7, event codecs')],
   'outbox-and-kafka.md': [('kafka-relay', 'experiment 8, Kafka relay batching')],
+  'dcb.md': [('cross-stream', 'experiment 12, consistency across streams')],
 }
 for page, exps in pages.items():
     missing = [e for e, _ in exps if not os.path.exists(root + f'lab-results/{e}.md')]

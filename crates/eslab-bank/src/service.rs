@@ -72,9 +72,12 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     /// `EventStore::new(backend).with_upcasters(eslab_bank::upcasters())`).
     pub fn new(events: EventStore<S>, options: &BankOptions) -> Self {
         let locks = (options.lock_stripes > 0).then(|| StreamLocks::new(options.lock_stripes));
-        let boundaries = Boundaries::new(events.clone())
+        let mut boundaries = Boundaries::new(events.clone())
             .with_retry(options.retry)
             .with_idempotency_retention(options.idempotency_retention);
+        if let Some(locks) = &locks {
+            boundaries = boundaries.with_locks(locks.clone());
+        }
         Bank {
             accounts: repository(&events, options, locks.clone()),
             transfers: repository(&events, options, locks),

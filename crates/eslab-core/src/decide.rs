@@ -56,6 +56,7 @@ use crate::command::{CommandError, CommandOptions, derived_event_id, lookup_key}
 use crate::error::Result;
 use crate::event::{DomainEvent, Metadata, NewEvent};
 use crate::idempotency::KeyState;
+use crate::locks::StreamLocks;
 use crate::repository::RetryPolicy;
 use crate::store::{AppendResult, EventAppender, EventReader, EventStorage, EventStore, StreamAppend};
 use crate::stream::StreamId;
@@ -196,6 +197,7 @@ pub struct Boundaries<S> {
     store: EventStore<S>,
     retry: RetryPolicy,
     idempotency_retention: Duration,
+    locks: Option<StreamLocks>,
 }
 
 impl<S: EventStorage> Boundaries<S> {
@@ -205,6 +207,7 @@ impl<S: EventStorage> Boundaries<S> {
             store,
             retry: RetryPolicy::default(),
             idempotency_retention: crate::idempotency::DEFAULT_RETENTION,
+            locks: None,
         }
     }
 
@@ -219,6 +222,18 @@ impl<S: EventStorage> Boundaries<S> {
     #[must_use]
     pub fn with_idempotency_retention(mut self, retention: Duration) -> Self {
         self.idempotency_retention = retention;
+        self
+    }
+
+    /// Queues decisions of this process whose boundaries overlap (share a
+    /// [lock key](Query::lock_keys)) on `locks`, instead of letting them race
+    /// to the store and retry: the same in-process serialization as
+    /// [`Repository::with_locks`](crate::Repository::with_locks) for
+    /// aggregates. Correctness never depends on it (the store's condition
+    /// does that, also across processes); it saves the conflicts.
+    #[must_use]
+    pub fn with_locks(mut self, locks: StreamLocks) -> Self {
+        self.locks = Some(locks);
         self
     }
 
@@ -255,6 +270,10 @@ impl<S: EventStorage> Boundaries<S> {
                 KeyState::New(expected) => key_expected = expected,
             }
         }
+        let _serialized = match &self.locks {
+            Some(locks) => Some(locks.lock_keys(query.lock_keys()).await),
+            None => None,
+        };
         let mut waits = self.retry.waits();
         let mut attempts = 1;
         loop {

@@ -37,7 +37,7 @@ impl std::fmt::Debug for StreamLocks {
 /// A held stream lock; released when dropped.
 #[derive(Debug)]
 pub struct StreamGuard<'a> {
-    _held: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _held: Vec<tokio::sync::MutexGuard<'a, ()>>,
 }
 
 impl StreamLocks {
@@ -54,19 +54,33 @@ impl StreamLocks {
     /// Waits for `stream`'s stripe (in arrival order) and holds it until the
     /// guard drops.
     pub async fn lock(&self, stream: &StreamId) -> StreamGuard<'_> {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(stream.as_str());
-        let index = u64::try_from(self.stripes.len())
+        self.lock_keys([stream.as_str()]).await
+    }
+
+    /// Waits for the stripes of every one of `keys` (e.g. a boundary's
+    /// [lock keys](crate::Query::lock_keys)), taken in stripe order so that
+    /// two holders of several stripes never wait for each other in a cycle
+    /// (and a holder of one stripe never waits while holding it).
+    pub async fn lock_keys<K: AsRef<str>>(&self, keys: impl IntoIterator<Item = K>) -> StreamGuard<'_> {
+        let mut indexes: Vec<usize> = keys.into_iter().map(|k| self.stripe(k.as_ref())).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut held = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            if let Some(mutex) = self.stripes.get(index) {
+                held.push(mutex.lock().await);
+            }
+        }
+        StreamGuard { _held: held }
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(key);
+        u64::try_from(self.stripes.len())
             .ok()
             .and_then(|len| hash.checked_rem(len))
             .and_then(|i| usize::try_from(i).ok())
-            .unwrap_or(0);
-        // `new` makes at least one stripe, so one of the two is there.
-        let stripe = self.stripes.get(index).or_else(|| self.stripes.first());
-        let held = match stripe {
-            Some(mutex) => Some(mutex.lock().await),
-            None => None,
-        };
-        StreamGuard { _held: held }
+            .unwrap_or(0)
     }
 }
 
@@ -84,5 +98,36 @@ mod tests {
         drop(held);
         let _again = locks.lock(&a).await;
         assert_eq!(StreamLocks::new(0).stripes(), 1);
+    }
+
+    #[tokio::test]
+    async fn several_keys_wait_for_any_holder_and_lock_in_one_order() {
+        let locks = StreamLocks::new(64);
+        {
+            let _both = locks.lock_keys(["x", "y"]).await;
+            let y = tokio::time::timeout(std::time::Duration::from_millis(50), locks.lock_keys(["y"])).await;
+            assert!(y.is_err(), "a key held among several waits");
+        }
+        // Opposite orders cannot deadlock: the stripes are taken sorted.
+        let locks = std::sync::Arc::new(locks);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let locks = locks.clone();
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        let keys = if i % 2 == 0 { ["a", "b"] } else { ["b", "a"] };
+                        let _held = locks.lock_keys(keys).await;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            tokio::time::timeout(std::time::Duration::from_secs(10), task)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| unreachable!("deadlock"));
+        }
     }
 }

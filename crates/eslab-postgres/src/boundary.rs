@@ -23,20 +23,21 @@
 //!    appends that could invalidate each other share a key: one whose query
 //!    matches an event of the other holds that event's tag or type key
 //!    exclusively. Appends on disjoint boundaries take disjoint keys.
-//! 2. **The append**, the store's own multi-stream statement (row locks on the
-//!    streams' version rows, expectations, inserts).
-//! 3. **The check**, a new statement and so, at READ COMMITTED, a new
+//! 2. **The check**, a new statement and so, at READ COMMITTED, a new
 //!    snapshot taken after every lock above was granted: every conditional
-//!    append on an overlapping boundary, and every append to a stream this
-//!    one writes, has committed (it is visible) or waits for this one. It
-//!    looks for a matching event, not this transaction's own, that the read's
-//!    snapshot hid. Found: the transaction rolls back and the append fails
-//!    with [`Error::ConditionFailed`]. Checking in the append's own statement
-//!    would not do: a statement's snapshot is taken before the locks it waits
-//!    for, so it would miss the commit it waited for. The check runs twice:
-//!    after the advisory locks, before anything is written (so that the
-//!    losers of a race fail without inserting), and after the append (which
-//!    may have waited for a writer of one of its streams).
+//!    append on an overlapping boundary has committed (it is visible) or
+//!    waits for this one. It looks for a matching event, not this
+//!    transaction's own, that the read's snapshot hid. Found: the transaction
+//!    rolls back and the append fails with [`Error::ConditionFailed`], before
+//!    anything is written (so the losers of a race insert nothing). Checking
+//!    in the append's own statement would not do: a statement's snapshot is
+//!    taken before the locks it waits for, so it would miss the commit it
+//!    waited for.
+//! 3. **The append**, the store's own multi-stream statement (row locks on the
+//!    streams' version rows, expectations, inserts).
+//! 4. **The check again**: the append may have waited for a writer of one of
+//!    its streams, whose events the first check could not see.
+//! 5. Commit.
 //!
 //! Plain appends (no condition) take no advisory lock, so the hot path is
 //! unchanged. One that writes a stream a conditional append also writes is
@@ -69,7 +70,11 @@ ORDER BY k.h
 
 /// Pushes `(<item> OR <item> ...)`, matching `query`'s events: an item's
 /// types as `event_type = ANY(..)`, its tags by containment in
-/// `metadata -> 'tags'` (the partial GIN index `events_tags_idx`).
+/// `metadata -> 'tags'` (the partial GIN index `events_tags_idx`). The text
+/// depends only on the query's shape (items, and which of types and tags
+/// each names), so the statements are prepared once per shape and
+/// connection (sqlx's bounded statement cache): planning them on every
+/// read cost about as much as running them.
 fn push_match(b: &mut QueryBuilder<'_, Postgres>, query: &Query) {
     b.push("(");
     for (i, item) in query.items().iter().enumerate() {
@@ -102,7 +107,7 @@ pub(crate) async fn read_query(conn: &mut PgConnection, query: &Query) -> Result
     ));
     push_match(&mut b, query);
     b.push(") e ON true");
-    let rows = b.build().persistent(false).fetch_all(&mut *conn).await.map_err(db)?;
+    let rows = b.build().fetch_all(&mut *conn).await.map_err(db)?;
     let first = rows.first().ok_or_else(|| Error::backend("the query read returned no row"))?;
     let xmax: String = first.try_get(0).map_err(db)?;
     let xip: Vec<String> = first.try_get(1).map_err(db)?;
@@ -163,7 +168,7 @@ async fn check(conn: &mut PgConnection, condition: &AppendCondition) -> Result<O
     }
     push_match(&mut b, &condition.query);
     b.push(" ORDER BY transaction_id, global_position LIMIT 1) c ON true");
-    let row: PgRow = b.build().persistent(false).fetch_one(&mut *conn).await.map_err(db)?;
+    let row: PgRow = b.build().fetch_one(&mut *conn).await.map_err(db)?;
     let xmax = parse_xid(row.try_get::<&str, _>(0).map_err(db)?)?;
     let head = to_u64(row.try_get::<Option<i64>, _>(1).map_err(db)?.unwrap_or(0), "global position")?;
     if let Some(after) = &condition.after
