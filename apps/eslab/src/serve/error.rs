@@ -147,6 +147,8 @@ impl From<eslab_core::Error> for ApiError {
         match e {
             e if e.is_unavailable() => ApiError::Unavailable(e),
             eslab_core::Error::InvalidStreamId(e) => ApiError::BadRequest(e.to_string()),
+            eslab_core::Error::InvalidQuery(e) => ApiError::BadRequest(e.to_string()),
+            e if e.is_conflict() => ApiError::Conflict(e.to_string()),
             e => ApiError::Internal(Box::new(e)),
         }
     }
@@ -186,5 +188,23 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
         ApiError::BadRequest(r.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_map_to_precise_statuses() {
+        let status = |e: eslab_core::Error| ApiError::from(e).status_code();
+        assert_eq!(status(eslab_core::InvalidQuery::EmptyQuery.into()), StatusCode::BAD_REQUEST);
+        let failed = eslab_core::Error::ConditionFailed {
+            event_id: uuid::Uuid::nil(),
+            event_type: "MoneyDeposited".into(),
+            position: eslab_core::Position::new(7),
+        };
+        assert_eq!(status(failed), StatusCode::CONFLICT);
+        assert_eq!(status(eslab_core::Error::backend("boom")), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
