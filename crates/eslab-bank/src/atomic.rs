@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::account::{Account, AccountCommand, AccountError, AccountEvent};
 use crate::money::{Amount, Balance, Currency};
-use crate::transfer::{Transfer, TransferError, TransferEvent};
+use crate::transfer::{Transfer, TransferError, TransferEvent, TransferRequest};
 
 /// A transfer decided at once over both accounts (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,16 +146,12 @@ impl DecideOnBoundary for AtomicTransfer {
         };
         let from_balance = balance_after(from, &withdrawn);
         let to_balance = balance_after(to, &deposited);
-        let record = [
-            TransferEvent::TransferRequested {
-                from: self.from.clone(),
-                to: self.to.clone(),
-                amount: self.amount,
-                currency: self.currency,
-            },
-            TransferEvent::SourceDebited {},
-            TransferEvent::TransferCompleted {},
-        ];
+        let record = TransferEvent::done_at_once(&TransferRequest {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            amount: self.amount,
+            currency: self.currency,
+        });
         let transfer = Transfer::stream_id(&self.transfer_id)
             .map_err(|_| AtomicTransferError::Transfer(TransferError::AlreadyRequested))?;
         let done = AtomicTransferDone {

@@ -77,6 +77,23 @@ pub enum TransferEvent {
     },
 }
 
+impl TransferEvent {
+    /// The record of a transfer carried out at once (one decision over both
+    /// accounts): requested, debited and completed, appended together.
+    pub fn done_at_once(request: &TransferRequest) -> [TransferEvent; 3] {
+        [
+            TransferEvent::TransferRequested {
+                from: request.from.clone(),
+                to: request.to.clone(),
+                amount: request.amount,
+                currency: request.currency,
+            },
+            TransferEvent::SourceDebited {},
+            TransferEvent::TransferCompleted {},
+        ]
+    }
+}
+
 impl DomainEvent for TransferEvent {
     const EVENT_TYPES: &'static [&'static str] =
         &["TransferRequested", "SourceDebited", "TargetCreditRefused", "TransferCompleted", "TransferFailed"];

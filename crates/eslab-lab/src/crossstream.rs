@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use eslab_bank::{
     Account, AccountCommand, AtomicTransfer, Bank, BankOptions, Currency, OverdraftLimit, Transfer, TransferCommand,
-    TransferEvent, TransferProcess, TransferStatus,
+    TransferEvent, TransferProcess, TransferRequest, TransferStatus,
 };
 use eslab_core::{
     Aggregate, CommandError, CommandOptions, Decide, Decided, Decision, Error, EventReader, EventStorage, EventStore,
@@ -136,17 +136,13 @@ impl<S: EventStorage + Clone + 'static> Decide<Transfer> for AtOnce<'_, S> {
                 .collect::<Result<Vec<_>, Error>>()?;
             Ok(StreamAppend::new(stream, ExpectedVersion::Exact(version), encoded))
         };
-        let record = vec![
-            TransferEvent::TransferRequested {
-                from: self.from.clone(),
-                to: self.to.clone(),
-                amount: self.amount,
-                currency: self.currency,
-            },
-            TransferEvent::SourceDebited {},
-            TransferEvent::TransferCompleted {},
-        ];
-        Ok(Decision::new(record, ())
+        let record = TransferEvent::done_at_once(&TransferRequest {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            amount: self.amount,
+            currency: self.currency,
+        });
+        Ok(Decision::new(record.to_vec(), ())
             .also(leg(&self.from, from.version, &withdrawn)?)
             .also(leg(&self.to, to.version, &deposited)?))
     }
