@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::boundary::Tag;
 use crate::stream::StreamId;
+use crate::tag::Tag;
 use crate::version::{Checkpoint, Position, Version};
 
 /// A domain event: a serde type with a stable name per variant and a schema version.

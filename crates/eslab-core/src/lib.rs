@@ -51,6 +51,7 @@ mod storable;
 mod store;
 mod stream;
 mod subscribe;
+mod tag;
 mod upcast;
 mod version;
 
