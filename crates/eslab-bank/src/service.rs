@@ -153,17 +153,22 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
 
     /// Transfers money at once, as one decision over both accounts' events
     /// (see [`AtomicTransfer`]): the withdrawal, the deposit and the
-    /// transfer's record in one atomic append, retried on conflicts.
+    /// transfer's record in one atomic append, retried on conflicts;
+    /// `respond(what it did)` builds the answer stored with an idempotency key.
     ///
     /// # Errors
     /// [`CommandError::Rejected`] with the refusal (nothing written),
     /// [`CommandError::KeyReused`], [`CommandError::Store`].
-    pub async fn transfer_atomically(
+    pub async fn transfer_atomically<R>(
         &self,
         transfer: &AtomicTransfer,
         options: &CommandOptions,
-    ) -> Result<Settled<AtomicTransferDone>, CommandError<AtomicTransferError>> {
-        self.boundaries.run(transfer, options).await
+        respond: impl Fn(&AtomicTransferDone) -> R + Send + Sync,
+    ) -> Result<Settled<R>, CommandError<AtomicTransferError>>
+    where
+        R: Serialize + DeserializeOwned + Send,
+    {
+        self.boundaries.run(transfer, options, respond).await
     }
 
     /// Account `id` as stored now (strong consistency; from the cache plus

@@ -37,9 +37,9 @@
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let boundaries = Boundaries::new(EventStore::new(eslab_memory::MemoryStore::new()));
 //! let options = CommandOptions::default();
-//! assert_eq!(*boundaries.run(&Book, &options).await.unwrap().response(), 0);
-//! assert_eq!(*boundaries.run(&Book, &options).await.unwrap().response(), 1);
-//! assert!(boundaries.run(&Book, &options).await.is_err());
+//! assert_eq!(*boundaries.run(&Book, &options, |seat| *seat).await.unwrap().response(), 0);
+//! assert_eq!(*boundaries.run(&Book, &options, |seat| *seat).await.unwrap().response(), 1);
+//! assert!(boundaries.run(&Book, &options, |seat| *seat).await.is_err());
 //! # });
 //! ```
 
@@ -68,7 +68,8 @@ pub trait DecideOnBoundary: Sync {
     /// The events of the boundary, decoded; a stored event of another type
     /// in the boundary is an error ([`Error::UnknownEventType`](crate::Error::UnknownEventType)).
     type Event: DomainEvent;
-    /// What the decision answers (stored with an idempotency key).
+    /// What the decision answers (the caller's `respond` turns it into what
+    /// an idempotency key stores).
     type Output: Send;
     /// Why the decision refuses (a domain rule).
     type Error: std::error::Error + Send + Sync + 'static;
@@ -243,7 +244,8 @@ impl<S: EventStorage> Boundaries<S> {
     }
 
     /// Reads the decision's boundary, decides, appends under the condition
-    /// that the boundary did not change since the read; on a conflict (the
+    /// that the boundary did not change since the read, and answers
+    /// `respond(output)` (what an idempotency key stores and replays); on a conflict (the
     /// condition, or a stream's expectation) reads and decides again, with
     /// the retry policy's backoff. With an idempotency key, a retry of the
     /// same request gets the first answer ([`Settled::Replayed`]), also
@@ -252,14 +254,15 @@ impl<S: EventStorage> Boundaries<S> {
     /// # Errors
     /// [`CommandError::Rejected`] for a refusal, [`CommandError::KeyReused`],
     /// [`CommandError::Store`] (conflicts that outlasted the retries among them).
-    pub async fn run<D>(
+    pub async fn run<D, R>(
         &self,
         decider: &D,
         options: &CommandOptions,
-    ) -> Result<Settled<D::Output>, CommandError<D::Error>>
+        respond: impl Fn(&D::Output) -> R + Send + Sync,
+    ) -> Result<Settled<R>, CommandError<D::Error>>
     where
         D: DecideOnBoundary,
-        D::Output: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned + Send,
     {
         let query = decider.query().map_err(crate::Error::from)?;
         let mut key_expected = ExpectedVersion::NoStream;
@@ -304,6 +307,7 @@ impl<S: EventStorage> Boundaries<S> {
                 }
             };
             let BoundaryDecision { appends: decided, output } = decision;
+            let output = respond(&output);
             let mut appends = Vec::with_capacity(decided.len() + 1);
             let mut index = 0u64;
             for (stream, expected, encoded) in decided {

@@ -124,6 +124,12 @@ struct KeyRecord<R> {
     response: R,
 }
 
+/// The fingerprint of a stored [`KeyRecord`], whatever its response's type.
+#[derive(Deserialize)]
+struct Fingerprint {
+    fingerprint: String,
+}
+
 /// What the stored key says about a request.
 #[derive(Debug)]
 pub(crate) enum KeyState<R> {
@@ -154,13 +160,20 @@ pub(crate) fn judge<R: DeserializeOwned>(
     if cutoff.is_some_and(|cutoff| newest.recorded_at < cutoff) {
         return Ok(KeyState::New(ExpectedVersion::Exact(newest.stream_version)));
     }
-    let record: KeyRecord<R> = serde_json::from_value(newest.payload.clone()).map_err(|source| Error::Decode {
+    let decode = |source| Error::Decode {
         stream: newest.stream_id.clone(),
         version: newest.stream_version,
         event_type: newest.event_type.clone(),
         source,
-    })?;
-    Ok(if record.fingerprint == key.fingerprint { KeyState::Replay(record.response) } else { KeyState::Reused })
+    };
+    // The fingerprint first: a key reused by another kind of request holds
+    // a response of another type, which must not fail to decode as this one's.
+    let stored = Fingerprint::deserialize(&newest.payload).map_err(decode)?;
+    if stored.fingerprint != key.fingerprint {
+        return Ok(KeyState::Reused);
+    }
+    let record = KeyRecord::<R>::deserialize(&newest.payload).map_err(decode)?;
+    Ok(KeyState::Replay(record.response))
 }
 
 /// Deletes the idempotency keys whose newest record is older than
@@ -208,5 +221,35 @@ mod tests {
         let now = OffsetDateTime::now_utc();
         assert_eq!(expiry_cutoff(now, Duration::from_secs(60)), Some(now - time::Duration::seconds(60)));
         assert_eq!(expiry_cutoff(now, Duration::MAX), None);
+    }
+
+    #[test]
+    fn a_key_reused_by_another_kind_of_request_is_reused_not_undecodable() {
+        let first = IdempotencyKey::new("k1", &[b"POST", b"/accounts", b"{}"]).unwrap();
+        let record = first.record(&serde_json::json!({ "status": 201 }), Metadata::now()).unwrap();
+        let stored = RecordedEvent {
+            event_id: record.event_id,
+            stream_id: first.stream().clone(),
+            stream_version: crate::Version::FIRST,
+            position: crate::Position::new(1),
+            transaction: 1,
+            event_type: record.event_type,
+            schema_version: 1,
+            payload: record.payload,
+            metadata: record.metadata,
+            recorded_at: OffsetDateTime::now_utc(),
+        };
+        #[derive(Debug, Deserialize)]
+        struct Other {
+            #[allow(dead_code)]
+            transfer_id: String,
+        }
+        let other = IdempotencyKey::new("k1", &[b"POST", b"/transfers", b"{}"]).unwrap();
+        assert!(matches!(
+            judge::<Other>(&other, std::slice::from_ref(&stored), DEFAULT_RETENTION),
+            Ok(KeyState::Reused)
+        ));
+        // The same request whose stored answer no longer decodes is an error, not a replay.
+        assert!(judge::<Other>(&first, &[stored], DEFAULT_RETENTION).is_err());
     }
 }

@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use eslab_bank::{
-    Account, AccountCommand, AtomicTransfer, Bank, BankOptions, Currency, OverdraftLimit, Transfer, TransferCommand,
-    TransferEvent, TransferProcess, TransferRequest, TransferStatus,
+    Account, AccountCommand, AtomicTransfer, AtomicTransferDone, Bank, BankOptions, Currency, OverdraftLimit, Transfer,
+    TransferCommand, TransferEvent, TransferProcess, TransferRequest, TransferStatus,
 };
 use eslab_core::{
     Aggregate, CommandError, CommandOptions, Decide, Decided, Decision, Error, EventReader, EventStorage, EventStore,
@@ -163,7 +163,7 @@ async fn transfer<S: EventStorage + Clone + 'static>(
     match path {
         Path::Boundary => {
             let t = AtomicTransfer { transfer_id: id.into(), from: from.into(), to: to.into(), amount, currency };
-            match bank.transfer_atomically(&t, &options).await {
+            match bank.transfer_atomically(&t, &options, AtomicTransferDone::clone).await {
                 Ok(eslab_core::Settled::Executed { attempts, .. }) => Ok(Ended::Done(attempts)),
                 Ok(eslab_core::Settled::Replayed(_)) => Ok(Ended::Done(1)),
                 Err(CommandError::Rejected(_)) => Ok(Ended::Refused),

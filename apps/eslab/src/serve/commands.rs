@@ -16,15 +16,14 @@
 //! start from its state cache; conflicts with other processes are caught by
 //! the append's version check and retried with backoff (409 when retries run out).
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::Response;
-use eslab_bank::{AccountError, AtomicTransferDone, AtomicTransferError, TransferError};
+use eslab_bank::{AccountError, AtomicTransferError, TransferError};
 use eslab_core::{
     Aggregate, CommandError, CommandOptions, IdempotencyKey, MAX_KEY_LEN, Metadata, Outcome, Settled, Version,
 };
 
 use super::AppState;
-use super::dto::TransferAccepted;
 use super::error::ApiError;
 pub use super::idempotency::{StoredResponse, etag};
 pub use eslab_core::idempotency::{IDEMPOTENCY_CATEGORY, IDEMPOTENCY_EVENT};
@@ -127,24 +126,14 @@ pub fn respond<A: Aggregate, E: Rule + 'static>(
     }
 }
 
-/// The HTTP answer of an atomic transfer: 201 with the transfer's
-/// location (a replay marked as such), or its error as a problem (an
-/// unknown account 404, a refusal 422 with its rule, conflicts past the
-/// retries 409).
+/// The HTTP answer of an atomic transfer: its stored response (201 with the
+/// transfer's location; a replay marked as such, whichever path answered the
+/// key first), or its error as a problem (an unknown account 404, a refusal
+/// 422 with its rule, conflicts past the retries 409).
 pub fn respond_atomic(
     state: &AppState,
-    result: Result<Settled<AtomicTransferDone>, CommandError<AtomicTransferError>>,
+    result: Result<Settled<StoredResponse>, CommandError<AtomicTransferError>>,
 ) -> Result<Response, ApiError> {
-    let answer = |done: &AtomicTransferDone, replayed: bool| {
-        StoredResponse {
-            status: StatusCode::CREATED.as_u16(),
-            body: serde_json::to_value(TransferAccepted { id: done.transfer_id.clone(), status: "completed".into() })
-                .unwrap_or_default(),
-            location: Some(format!("/transfers/{}", done.transfer_id)),
-            version: Some(done.version),
-        }
-        .into_http(replayed)
-    };
     match result {
         Ok(Settled::Executed { output, attempts, .. }) => {
             metrics::counter!("eslab_commands_total", "kind" => "transfer-atomic", "outcome" => "ok").increment(1);
@@ -152,9 +141,9 @@ pub fn respond_atomic(
                 metrics::counter!("eslab_command_conflicts_total", "kind" => "transfer-atomic")
                     .increment(u64::from(attempts - 1));
             }
-            Ok(answer(&output, false))
+            Ok(output.into_http(false))
         }
-        Ok(Settled::Replayed(output)) => Ok(answer(&output, true)),
+        Ok(Settled::Replayed(response)) => Ok(response.into_http(true)),
         Err(CommandError::Rejected(AtomicTransferError::UnknownAccount(stream))) => {
             Err(ApiError::NotFound(format!("no {} with id {}", stream.category(), stream.id())))
         }

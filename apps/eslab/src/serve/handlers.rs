@@ -8,7 +8,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eslab_bank::{
-    Account, AccountCommand, Amount, AtomicTransfer, Currency, MoneyError, OverdraftLimit, Transfer, TransferCommand,
+    Account, AccountCommand, Amount, AtomicTransfer, AtomicTransferDone, Currency, MoneyError, OverdraftLimit,
+    Transfer, TransferCommand,
 };
 use eslab_core::{Aggregate, EventReader, Version};
 
@@ -171,7 +172,14 @@ pub async fn request_transfer(
     let location = format!("/transfers/{id}");
     if body.mode.unwrap_or(state.transfer_mode()) == TransferMode::Atomic {
         let transfer = AtomicTransfer { transfer_id: id, from, to, amount, currency };
-        let outcome = state.bank().transfer_atomically(&transfer, &options.command_options()).await;
+        let respond = |done: &AtomicTransferDone| StoredResponse {
+            status: StatusCode::CREATED.as_u16(),
+            body: serde_json::to_value(TransferAccepted { id: done.transfer_id.clone(), status: "completed".into() })
+                .unwrap_or_default(),
+            location: Some(location.clone()),
+            version: Some(done.version),
+        };
+        let outcome = state.bank().transfer_atomically(&transfer, &options.command_options(), respond).await;
         return commands::respond_atomic(&state, outcome);
     }
     let command = TransferCommand::Request { amount, currency, from, to };

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use eslab_bank::{
-    Account, AccountCommand, AtomicTransfer, AtomicTransferError, Bank, BankOptions, OverdraftLimit, TransferCommand,
-    TransferProcess, TransferStatus, upcasters,
+    Account, AccountCommand, AtomicTransfer, AtomicTransferDone, AtomicTransferError, Bank, BankOptions,
+    OverdraftLimit, TransferCommand, TransferProcess, TransferStatus, upcasters,
 };
 use eslab_core::{
     Aggregate, CommandError, CommandOptions, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
@@ -44,7 +44,10 @@ async fn an_atomic_transfer_moves_money_and_records_the_transfer_in_one_append()
     let bank = bank(MemoryStore::new());
     open(&bank, "a", 100).await;
     open(&bank, "b", 0).await;
-    let done = bank.transfer_atomically(&atomic("t1", "a", "b", 30), &CommandOptions::default()).await.unwrap();
+    let done = bank
+        .transfer_atomically(&atomic("t1", "a", "b", 30), &CommandOptions::default(), AtomicTransferDone::clone)
+        .await
+        .unwrap();
     assert_eq!(done.response().from_balance.minor(), 70);
     assert_eq!(done.response().to_balance.minor(), 30);
     assert_eq!((balance(&bank, "a").await, balance(&bank, "b").await), (70, 30));
@@ -70,22 +73,22 @@ async fn a_refused_atomic_transfer_writes_nothing() {
     open(&bank, "b", 0).await;
     let before = bank.store().backend().len();
     let options = CommandOptions::default();
-    match bank.transfer_atomically(&atomic("t1", "a", "b", 11), &options).await {
+    match bank.transfer_atomically(&atomic("t1", "a", "b", 11), &options, AtomicTransferDone::clone).await {
         Err(CommandError::Rejected(e)) => assert_eq!(e.rule(), "insufficient-funds"),
         other => panic!("{other:?}"),
     }
-    match bank.transfer_atomically(&atomic("t2", "a", "nobody", 1), &options).await {
+    match bank.transfer_atomically(&atomic("t2", "a", "nobody", 1), &options, AtomicTransferDone::clone).await {
         Err(CommandError::Rejected(AtomicTransferError::UnknownAccount(stream))) => {
             assert_eq!(stream.as_str(), "account-nobody");
         }
         other => panic!("{other:?}"),
     }
-    match bank.transfer_atomically(&atomic("t3", "a", "a", 1), &options).await {
+    match bank.transfer_atomically(&atomic("t3", "a", "a", 1), &options, AtomicTransferDone::clone).await {
         Err(CommandError::Rejected(e)) => assert_eq!(e.rule(), "same-account"),
         other => panic!("{other:?}"),
     }
-    bank.transfer_atomically(&atomic("t4", "a", "b", 1), &options).await.unwrap();
-    match bank.transfer_atomically(&atomic("t4", "a", "b", 1), &options).await {
+    bank.transfer_atomically(&atomic("t4", "a", "b", 1), &options, AtomicTransferDone::clone).await.unwrap();
+    match bank.transfer_atomically(&atomic("t4", "a", "b", 1), &options, AtomicTransferDone::clone).await {
         Err(CommandError::Store(e)) => assert!(e.is_conflict(), "a transfer id is used once: {e:?}"),
         other => panic!("{other:?}"),
     }
@@ -100,8 +103,10 @@ async fn an_idempotency_key_answers_a_retried_atomic_transfer() {
     let key = IdempotencyKey::new("k1", &[b"a->b 5"]).unwrap();
     let options = CommandOptions::new(Metadata::now()).idempotent(key);
     let transfer = atomic("t1", "a", "b", 5);
-    let (first, second) =
-        tokio::join!(bank.transfer_atomically(&transfer, &options), bank.transfer_atomically(&transfer, &options));
+    let (first, second) = tokio::join!(
+        bank.transfer_atomically(&transfer, &options, AtomicTransferDone::clone),
+        bank.transfer_atomically(&transfer, &options, AtomicTransferDone::clone)
+    );
     let (first, second) = (first.unwrap(), second.unwrap());
     assert_eq!(first.response(), second.response());
     assert!(first.is_replayed() || second.is_replayed(), "racing retries get the first answer");
@@ -129,7 +134,11 @@ async fn storm<S: EventStorage + Clone + 'static>(store: S) {
                 let value = i64::try_from(50 + (n * 37) % 400).unwrap();
                 match n % 4 {
                     0 | 1 => match bank
-                        .transfer_atomically(&atomic(&format!("x{n}"), &from, &to, value), &CommandOptions::default())
+                        .transfer_atomically(
+                            &atomic(&format!("x{n}"), &from, &to, value),
+                            &CommandOptions::default(),
+                            AtomicTransferDone::clone,
+                        )
                         .await
                     {
                         Ok(_) | Err(CommandError::Rejected(_)) => {}
