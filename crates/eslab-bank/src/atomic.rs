@@ -11,10 +11,12 @@
 //! money in three steps that other commands may interleave with, and refunds
 //! when the credit is refused.
 //!
-//! The account streams are also appended with the versions the read saw, so
-//! the transfer stays correct against an account whose older events carry no
-//! tag (written before tags): it then conflicts instead of deciding on a
-//! partial history.
+//! The account streams are also appended at the versions the read saw, so an
+//! aggregate command that appended to either account meanwhile conflicts
+//! with it even without a tag. An account whose events predate tags (written
+//! before accounts tagged their events) reads as unknown, or as not open when
+//! only its opening is untagged: the transfer is refused, never decided on a
+//! partial balance.
 
 use eslab_core::{
     Aggregate, BoundaryDecision, DecideOnBoundary, ExpectedVersion, InvalidQuery, Query, QueryItem, Seen, StreamId,
