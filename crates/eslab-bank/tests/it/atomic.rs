@@ -10,8 +10,8 @@ use eslab_bank::{
     OverdraftLimit, TransferCommand, TransferProcess, TransferStatus, upcasters,
 };
 use eslab_core::{
-    Aggregate, CommandError, CommandOptions, EventReader, EventReaderExt, EventStorage, EventStore, FeedFilter,
-    IdempotencyKey, Metadata, Tag, Version,
+    Aggregate, CommandError, CommandOptions, EventAppender, EventReader, EventReaderExt, EventStorage, EventStore,
+    FeedFilter, IdempotencyKey, Metadata, Tag, Version,
 };
 use eslab_memory::MemoryStore;
 use futures_util::TryStreamExt;
@@ -93,6 +93,39 @@ async fn a_refused_atomic_transfer_writes_nothing() {
         other => panic!("{other:?}"),
     }
     assert_eq!(bank.store().backend().len(), before + 5, "only t4 was written (2 account events, 3 of its record)");
+}
+
+/// Accounts whose events predate tags (written untagged): the boundary does
+/// not see them, and the transfer is refused rather than decided on a
+/// partial history; nothing moves.
+#[tokio::test]
+async fn accounts_written_before_tags_are_refused_not_misread() {
+    let bank = bank(MemoryStore::new());
+    let untagged =
+        |e: &eslab_bank::AccountEvent| eslab_core::Codec::encode(&eslab_core::JsonCodec, e, Metadata::now()).unwrap();
+    let opened = eslab_bank::AccountEvent::AccountOpened {
+        owner: eslab_bank::Owner { name: "Old".into() },
+        currency: eur(),
+        overdraft_limit: OverdraftLimit::NONE,
+    };
+    let old = Account::stream_id("old").unwrap();
+    bank.store().append(&old, eslab_core::ExpectedVersion::NoStream, vec![untagged(&opened)]).await.unwrap();
+    // A later deposit through the aggregate carries the tag; the opening does not.
+    let deposit = AccountCommand::Deposit { amount: amount(100), currency: eur() };
+    bank.account("old", &deposit, CommandOptions::default(), |_, _| ()).await.unwrap();
+    let legacy = Account::stream_id("legacy").unwrap();
+    bank.store().append(&legacy, eslab_core::ExpectedVersion::NoStream, vec![untagged(&opened)]).await.unwrap();
+    open(&bank, "b", 0).await;
+    let options = CommandOptions::default();
+    match bank.transfer_atomically(&atomic("t1", "old", "b", 10), &options, AtomicTransferDone::clone).await {
+        Err(CommandError::Rejected(e)) => assert_eq!(e.rule(), "not-open", "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    match bank.transfer_atomically(&atomic("t2", "legacy", "b", 10), &options, AtomicTransferDone::clone).await {
+        Err(CommandError::Rejected(AtomicTransferError::UnknownAccount(_))) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!((balance(&bank, "old").await, balance(&bank, "b").await), (100, 0), "nothing moved");
 }
 
 #[tokio::test]
