@@ -171,9 +171,11 @@ async fn check(conn: &mut PgConnection, condition: &AppendCondition) -> Result<O
     let row: PgRow = b.build().fetch_one(&mut *conn).await.map_err(db)?;
     let xmax = parse_xid(row.try_get::<&str, _>(0).map_err(db)?)?;
     let head = to_u64(row.try_get::<Option<i64>, _>(1).map_err(db)?.unwrap_or(0), "global position")?;
+    // Only the snapshot decides (the position is informative, and retention
+    // may delete the newest events, so the highest position can go down).
     if let Some(after) = &condition.after
         && let Some(unseen) = &after.unseen
-        && (unseen.from > xmax || after.position.get() > head)
+        && unseen.from > xmax
     {
         return Ok(Some(
             InvalidQuery::PositionAhead {
