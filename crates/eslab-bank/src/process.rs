@@ -10,9 +10,8 @@
 //! causation ids flow from the triggering event.
 
 use eslab_core::{
-    Aggregate, Codec, CommandError, CommandOptions, Decide, Decided, Decision, Error, EventStorage, EventStore,
-    ExpectedVersion, FeedFilter, JsonCodec, Loaded, Metadata, NewEvent, RecordedEvent, Repository, StreamAppend,
-    derived_event_id,
+    Aggregate, CommandError, CommandOptions, Decide, Decided, Decision, Error, EventStorage, EventStore,
+    ExpectedVersion, FeedFilter, Loaded, Metadata, RecordedEvent, Repository, StreamAppend, encode_events,
 };
 use eslab_projection::{Backend, HandlerError, Projection};
 use serde::{Deserialize, Serialize};
@@ -200,14 +199,7 @@ where
         }
         // The transfer's event takes derived id 0; the account's follow.
         let stream = Account::stream_id(&account_id).map_err(Error::from)?;
-        let encoded = account_events
-            .iter()
-            .zip(1u64..)
-            .map(|(e, index)| {
-                let tagged = self.metadata.clone().with_tags(Account::tags(&stream, e));
-                JsonCodec.encode(e, tagged).map(|n| n.with_id(derived_event_id(self.step_id, index)))
-            })
-            .collect::<Result<Vec<NewEvent>, Error>>()?;
+        let encoded = encode_events::<Account>(&stream, &account_events, &self.metadata, Some(self.step_id), 1)?;
         Ok(decision.also(StreamAppend::new(stream, ExpectedVersion::Exact(account.version), encoded)))
     }
 }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, Loaded};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::{Error, Result};
-use crate::event::{DomainEvent, Metadata, NewEvent, RecordedEvent};
+use crate::event::{Metadata, NewEvent, RecordedEvent};
 use crate::idempotency::{self, IdempotencyKey, KeyState};
 use crate::repository::{Repository, Source};
 use crate::store::{EventAppender, EventReader, EventStorage, StreamAppend};
@@ -499,13 +499,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
             let response = respond(&state, new_version, output);
             let mut appends = Vec::with_capacity(also.len() + 2);
             if !events.is_empty() {
-                let mut new_events = encode(&events, &options.metadata, options.event_ids, 0)?;
-                for (new, event) in new_events.iter_mut().zip(&events) {
-                    let tags = A::tags(&stream, event);
-                    if !tags.is_empty() {
-                        new.metadata.tags = tags;
-                    }
-                }
+                let new_events = encode_events::<A>(&stream, &events, &options.metadata, options.event_ids, 0)?;
                 appends.push(StreamAppend::new(stream.clone(), ExpectedVersion::Exact(version), new_events));
             }
             appends.extend(also);
@@ -621,10 +615,18 @@ pub(crate) async fn lookup_key<R: DeserializeOwned>(
     idempotency::judge(key, &records, retention)
 }
 
-/// Encodes `events` with `metadata`, with ids derived from `namespace` if
-/// given (the first event being the decision's `first`-th).
-pub(crate) fn encode<E: DomainEvent>(
-    events: &[E],
+/// Encodes events that aggregate `A` decided on `stream`, as the command
+/// path appends them: JSON, `metadata` with the events' tags as `A` gives them
+/// ([`Aggregate::tags`]; the metadata's own when it gives none), ids derived
+/// from `namespace` (the first event being the decision's `first`-th, see
+/// [`derived_event_id`]) or fresh. Use it to append an aggregate's events
+/// from elsewhere (a process manager's step, a boundary decision).
+///
+/// # Errors
+/// [`Error::Encode`] for an event that does not serialize.
+pub fn encode_events<A: Aggregate>(
+    stream: &StreamId,
+    events: &[A::Event],
     metadata: &Metadata,
     namespace: Option<Uuid>,
     first: u64,
@@ -633,7 +635,11 @@ pub(crate) fn encode<E: DomainEvent>(
         .iter()
         .zip(first..)
         .map(|(event, index)| {
-            let new = JsonCodec.encode(event, metadata.clone())?;
+            let mut new = JsonCodec.encode(event, metadata.clone())?;
+            let tags = A::tags(stream, event);
+            if !tags.is_empty() {
+                new.metadata.tags = tags;
+            }
             Ok(match namespace {
                 Some(namespace) => new.with_id(derived_event_id(namespace, index)),
                 None => new,

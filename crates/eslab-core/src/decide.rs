@@ -52,7 +52,7 @@ use serde::de::DeserializeOwned;
 use crate::aggregate::Aggregate;
 use crate::boundary::{AppendCondition, InvalidQuery, Query, Tag};
 use crate::codec::{Codec, JsonCodec};
-use crate::command::{CommandError, CommandOptions, derived_event_id, lookup_key};
+use crate::command::{CommandError, CommandOptions, derived_event_id, encode_events, lookup_key};
 use crate::error::Result;
 use crate::event::{DomainEvent, Metadata, NewEvent};
 use crate::idempotency::KeyState;
@@ -126,32 +126,23 @@ impl<O> BoundaryDecision<O> {
     /// their [`DomainEvent::tags`].
     #[must_use]
     pub fn append_expecting<E: DomainEvent>(self, stream: StreamId, expected: ExpectedVersion, events: &[E]) -> Self {
-        self.push(stream, expected, events, |_, e: &E| e.tags())
+        let encoded = events.iter().map(|event| JsonCodec.encode(event, Metadata::now())).collect();
+        self.push(stream, expected, encoded)
     }
 
     /// Also appends events of aggregate `A` to its stream `stream` if it is
-    /// at `expected`, tagged as `A`'s own commands tag them ([`Aggregate::tags`]),
+    /// at `expected`, encoded as `A`'s own commands encode them
+    /// ([`encode_events`](crate::encode_events), tagged by [`Aggregate::tags`]),
     /// so that the aggregate and the boundaries see the same events.
     #[must_use]
     pub fn append_to<A: Aggregate>(self, stream: StreamId, expected: ExpectedVersion, events: &[A::Event]) -> Self {
-        self.push(stream, expected, events, A::tags)
+        let encoded = encode_events::<A>(&stream, events, &Metadata::now(), None, 0);
+        self.push(stream, expected, encoded)
     }
 
-    fn push<E: DomainEvent>(
-        mut self,
-        stream: StreamId,
-        expected: ExpectedVersion,
-        events: &[E],
-        tags: impl Fn(&StreamId, &E) -> Vec<Tag>,
-    ) -> Self {
-        let encoded = events
-            .iter()
-            .map(|event| {
-                let mut new = JsonCodec.encode(event, Metadata::now())?;
-                new.metadata.tags = tags(&stream, event);
-                Ok(new)
-            })
-            .collect();
+    /// The metadata and ids are the command's, set by [`Boundaries::run`];
+    /// only the events' tags are kept.
+    fn push(mut self, stream: StreamId, expected: ExpectedVersion, encoded: Result<Vec<NewEvent>>) -> Self {
         self.appends.push((stream, expected, encoded));
         self
     }

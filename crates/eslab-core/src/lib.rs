@@ -59,7 +59,9 @@ pub use aggregate::{Aggregate, Loaded};
 pub use boundary::{AppendCondition, InvalidQuery, Query, QueryItem, QueryRead, ReadPosition, Tag, Unseen};
 pub use checkpoint::CheckpointStore;
 pub use codec::{Codec, JsonCodec};
-pub use command::{CommandError, CommandOptions, Decide, Decided, Decision, Executed, Outcome, derived_event_id};
+pub use command::{
+    CommandError, CommandOptions, Decide, Decided, Decision, Executed, Outcome, derived_event_id, encode_events,
+};
 pub use decide::{Boundaries, BoundaryDecision, DecideOnBoundary, Seen, Settled};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};

@@ -124,16 +124,7 @@ impl<S: EventStorage + Clone + 'static> Decide<Transfer> for AtOnce<'_, S> {
             .map_err(refused)?;
         let leg = |id: &str, version: Version, events: &[eslab_bank::AccountEvent]| -> Result<StreamAppend, Error> {
             let stream = Account::stream_id(id)?;
-            let encoded = events
-                .iter()
-                .map(|e| {
-                    eslab_core::Codec::encode(
-                        &eslab_core::JsonCodec,
-                        e,
-                        eslab_core::Metadata::now().with_tags(Account::tags(&stream, e)),
-                    )
-                })
-                .collect::<Result<Vec<_>, Error>>()?;
+            let encoded = eslab_core::encode_events::<Account>(&stream, events, &eslab_core::Metadata::now(), None, 0)?;
             Ok(StreamAppend::new(stream, ExpectedVersion::Exact(version), encoded))
         };
         let record = TransferEvent::done_at_once(&TransferRequest {

@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::SqliteStore;
-use crate::error::{SqliteError, is_unique_violation, to_i64, to_u64};
+use crate::error::{SqliteError, Timeouts, is_unique_violation, to_i64, to_u64};
 
 /// Rows per INSERT statement: 250 rows × 10 columns = 2 500 bound variables,
 /// far below the bundled SQLite's limit of 32 766, and enough that a typical
@@ -61,15 +61,9 @@ impl SqliteStore {
         // and the inserts see the same database; a dropped transaction rolls back.
         let mut tx = self.inner.writer.begin_with("BEGIN IMMEDIATE").await.map_err(|e| timeouts.core(e))?;
         if let Some(condition) = condition {
-            check_condition(&mut tx, condition).await.map_err(|e| match e {
-                Write::Core(e) => e,
-                Write::Sqlx(e) => timeouts.core(e),
-            })?;
+            check_condition(&mut tx, condition).await.map_err(|e| e.into_core(timeouts))?;
         }
-        let (results, last) = write(&mut tx, appends).await.map_err(|e| match e {
-            Write::Core(e) => e,
-            Write::Sqlx(e) => timeouts.core(e),
-        })?;
+        let (results, last) = write(&mut tx, appends).await.map_err(|e| e.into_core(timeouts))?;
         tx.commit().await.map_err(|e| timeouts.core(e))?;
         if let Some(last) = last {
             self.committed(last);
@@ -91,6 +85,16 @@ impl SqliteStore {
 pub(crate) enum Write {
     Core(Error),
     Sqlx(sqlx::Error),
+}
+
+impl Write {
+    /// The core error, classifying a driver error with `timeouts`.
+    pub(crate) fn into_core(self, timeouts: Timeouts) -> Error {
+        match self {
+            Write::Core(e) => e,
+            Write::Sqlx(e) => timeouts.core(e),
+        }
+    }
 }
 
 impl From<Error> for Write {
@@ -450,10 +454,7 @@ impl EventReader for SqliteStore {
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
         let mut conn = self.reader().await?;
-        version_of(&mut conn, stream).await.map_err(|e| match e {
-            Write::Core(e) => e,
-            Write::Sqlx(e) => self.core(e),
-        })
+        version_of(&mut conn, stream).await.map_err(|e| e.into_core(self.inner.timeouts))
     }
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
@@ -464,10 +465,7 @@ impl EventReader for SqliteStore {
     async fn read_query(&self, query: &Query) -> Result<QueryRead> {
         let mut conn = self.reader().await?;
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(|e| self.core(e))?;
-        let head = head_position(&mut tx).await.map_err(|e| match e {
-            Write::Core(e) => e,
-            Write::Sqlx(e) => self.core(e),
-        })?;
+        let head = head_position(&mut tx).await.map_err(|e| e.into_core(self.inner.timeouts))?;
         let mut b = QueryBuilder::<Sqlite>::new(select_events!("WHERE global_position <= "));
         b.push_bind(saturate(head)).push(" AND ");
         push_match(&mut b, query);

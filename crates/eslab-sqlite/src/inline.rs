@@ -8,7 +8,7 @@ use eslab_core::{AppendResult, Error, Result, StreamAppend};
 use sqlx::{Sqlite, SqliteConnection, Transaction};
 
 use crate::SqliteStore;
-use crate::events::{Write, write};
+use crate::events::write;
 
 impl SqliteStore {
     /// Opens a write transaction (`BEGIN IMMEDIATE`) on the single writer
@@ -44,10 +44,7 @@ impl SqliteStore {
                 return Err(Error::InvalidRequest(format!("stream {} appears twice in one append", append.stream_id)));
             }
         }
-        let (results, _) = write(conn, appends).await.map_err(|e| match e {
-            Write::Core(e) => e,
-            Write::Sqlx(e) => self.core(e),
-        })?;
+        let (results, _) = write(conn, appends).await.map_err(|e| e.into_core(self.inner.timeouts))?;
         Ok(results)
     }
 

@@ -172,27 +172,35 @@ pub async fn request_transfer(
     let location = format!("/transfers/{id}");
     if body.mode.unwrap_or(state.transfer_mode()) == TransferMode::Atomic {
         let transfer = AtomicTransfer { transfer_id: id, from, to, amount, currency };
-        let respond = |done: &AtomicTransferDone| StoredResponse {
-            status: StatusCode::CREATED.as_u16(),
-            body: serde_json::to_value(TransferAccepted { id: done.transfer_id.clone(), status: "completed".into() })
-                .unwrap_or_default(),
-            location: Some(location.clone()),
-            version: Some(done.version),
+        let respond = |done: &AtomicTransferDone| {
+            transfer_answer(StatusCode::CREATED, &done.transfer_id, "completed", &location, done.version)
         };
         let outcome = state.bank().transfer_atomically(&transfer, &options.command_options(), respond).await;
         return commands::respond_atomic(&state, outcome);
     }
     let command = TransferCommand::Request { amount, currency, from, to };
-    let answer_id = id.clone();
-    let respond = move |t: &Transfer, version: Version| StoredResponse {
-        status: StatusCode::ACCEPTED.as_u16(),
-        body: serde_json::to_value(TransferAccepted { id: answer_id.clone(), status: t.status.as_str().to_owned() })
-            .unwrap_or_default(),
-        location: Some(location.clone()),
-        version: Some(version.get()),
+    let respond = |t: &Transfer, version: Version| {
+        transfer_answer(StatusCode::ACCEPTED, &id, t.status.as_str(), &location, version.get())
     };
     let outcome = state.bank().request_transfer(&id, &command, options.command_options(), respond).await;
     commands::respond(&state, outcome)
+}
+
+/// The stored answer to a transfer request, either path.
+fn transfer_answer(
+    status: StatusCode,
+    id: &str,
+    transfer_status: &str,
+    location: &str,
+    version: u64,
+) -> StoredResponse {
+    StoredResponse {
+        status: status.as_u16(),
+        body: serde_json::to_value(TransferAccepted { id: id.to_owned(), status: transfer_status.to_owned() })
+            .unwrap_or_default(),
+        location: Some(location.to_owned()),
+        version: Some(version),
+    }
 }
 
 /// A transfer's status (from the read model; from the store while the read model has not seen it yet).
