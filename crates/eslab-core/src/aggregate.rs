@@ -87,6 +87,16 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
         let _ = stream;
         event.tags()
     }
+
+    /// The data subject whose key seals the [`Personal`](crate::Personal)
+    /// values of `stream`'s events and snapshots (by default none: an
+    /// aggregate with personal data must name one, or its appends are
+    /// refused). One person per stream is the common case:
+    /// `Some(Subject::of_stream(stream))`.
+    fn subject(stream: &StreamId) -> Option<crate::Subject> {
+        let _ = stream;
+        None
+    }
 }
 
 /// An aggregate as loaded: its state and the version it is at.

@@ -504,7 +504,7 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
             }
             appends.extend(also);
             if let Some(key) = &options.idempotency {
-                let record = key.record(&response, options.metadata.clone())?;
+                let record = key.record(&response, options.metadata.clone(), A::subject(&stream))?;
                 appends.push(StreamAppend::new(key.stream().clone(), key_expected, vec![record]));
             }
             if appends.is_empty() {
@@ -639,6 +639,9 @@ pub fn encode_events<A: Aggregate>(
             let tags = A::tags(stream, event);
             if !tags.is_empty() {
                 new.metadata.tags = tags;
+            }
+            if crate::personal::holds_personal(&new.payload) {
+                new.metadata.subject = A::subject(stream);
             }
             Ok(match namespace {
                 Some(namespace) => new.with_id(derived_event_id(namespace, index)),

@@ -316,7 +316,7 @@ impl<S: EventStorage> Boundaries<S> {
                 appends.push(StreamAppend::new(stream, expected, events));
             }
             if let Some(key) = &options.idempotency {
-                let record = key.record(&output, options.metadata.clone())?;
+                let record = key.record(&output, options.metadata.clone(), None)?;
                 appends.push(StreamAppend::new(key.stream().clone(), key_expected, vec![record]));
             }
             if appends.iter().all(|a| a.events.is_empty()) {

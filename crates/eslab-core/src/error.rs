@@ -119,6 +119,11 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// Personal data could not be stored or read: no subject or key store,
+    /// a forgotten or unknown subject, a tampered ciphertext
+    /// (see [`personal`](crate::personal)). Nothing was written.
+    #[error(transparent)]
+    Personal(#[from] crate::personal::PersonalError),
     /// A number does not fit the store's representation (e.g. a version above `i64::MAX`).
     #[error("value out of range: {0}")]
     OutOfRange(String),

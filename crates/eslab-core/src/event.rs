@@ -87,6 +87,11 @@ pub struct Metadata {
     /// store indexes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// Whom the event's personal data is about: its [`Personal`](crate::Personal)
+    /// values are sealed with this subject's key. Set from
+    /// [`Aggregate::subject`](crate::Aggregate::subject) on events that hold personal data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<crate::personal::Subject>,
 }
 
 impl Default for Metadata {
@@ -105,7 +110,15 @@ impl Metadata {
             occurred_at: OffsetDateTime::now_utc(),
             extra: BTreeMap::new(),
             tags: Vec::new(),
+            subject: None,
         }
+    }
+
+    /// Sets the data subject the event's personal data is about.
+    #[must_use]
+    pub fn with_subject(mut self, subject: crate::personal::Subject) -> Self {
+        self.subject = Some(subject);
+        self
     }
 
     /// Sets the correlation id.

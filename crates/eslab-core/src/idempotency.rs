@@ -100,11 +100,22 @@ impl IdempotencyKey {
         &self.fingerprint
     }
 
-    /// The record of this key answering with `response`, as an event.
-    pub(crate) fn record<R: Serialize>(&self, response: &R, metadata: Metadata) -> Result<NewEvent> {
+    /// The record of this key answering with `response`, as an event. A
+    /// response holding [`Personal`](crate::Personal) values is sealed with
+    /// `subject`'s key (unless the metadata names one already), as the
+    /// command's own events are.
+    pub(crate) fn record<R: Serialize>(
+        &self,
+        response: &R,
+        mut metadata: Metadata,
+        subject: Option<crate::Subject>,
+    ) -> Result<NewEvent> {
         let record = KeyRecord { fingerprint: self.fingerprint.clone(), response };
         let payload = serde_json::to_value(&record)
             .map_err(|source| Error::Encode { event_type: IDEMPOTENCY_EVENT.to_owned(), source })?;
+        if metadata.subject.is_none() && crate::personal::holds_personal(&payload) {
+            metadata.subject = subject;
+        }
         Ok(NewEvent::new(IDEMPOTENCY_EVENT, 1, payload, metadata))
     }
 }
@@ -226,7 +237,7 @@ mod tests {
     #[test]
     fn a_key_reused_by_another_kind_of_request_is_reused_not_undecodable() {
         let first = IdempotencyKey::new("k1", &[b"POST", b"/accounts", b"{}"]).unwrap();
-        let record = first.record(&serde_json::json!({ "status": 201 }), Metadata::now()).unwrap();
+        let record = first.record(&serde_json::json!({ "status": 201 }), Metadata::now(), None).unwrap();
         let stored = RecordedEvent {
             event_id: record.event_id,
             stream_id: first.stream().clone(),

@@ -26,6 +26,10 @@
 //!   too). Loads start from [`Snapshot`]s ([`Snapshotting`] aggregates, a
 //!   [`SnapshotPolicy`]) and a bounded state cache (cargo feature `cache`);
 //!   per-stream [`StreamLocks`] serialize a process's commands.
+//! - [`Personal`] data and crypto-shredding ([`personal`]): personal fields
+//!   sealed with a key per data [`Subject`] kept in the store's [`KeyStore`];
+//!   [`KeyStore::forget`] deletes the key, and every read then yields
+//!   [`Personal::Forgotten`].
 //! - [`StreamRetention`]: deleting old streams of a bookkeeping category
 //!   (idempotency keys), never domain events.
 //!
@@ -44,6 +48,7 @@ mod error;
 mod event;
 pub mod idempotency;
 mod locks;
+pub mod personal;
 mod repository;
 mod retention;
 mod snapshot;
@@ -67,6 +72,7 @@ pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
 pub use idempotency::{IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use locks::{StreamGuard, StreamLocks};
+pub use personal::{Forgetting, KeyStore, Personal, PersonalError, Subject};
 pub use repository::{Repository, RetryPolicy};
 pub use retention::StreamRetention;
 pub use snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};

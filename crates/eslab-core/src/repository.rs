@@ -217,6 +217,8 @@ pub(crate) trait SnapshotHook<A>: Send + Sync {
 struct SnapshotsIn<SS> {
     store: SS,
     policy: SnapshotPolicy,
+    /// Seals the state's personal data, as the events' (the event store's keys).
+    keys: Option<Arc<dyn crate::KeyStore>>,
 }
 
 impl<A: Snapshotting, SS: SnapshotStore> SnapshotHook<A> for SnapshotsIn<SS> {
@@ -251,7 +253,16 @@ impl<A: Snapshotting, SS: SnapshotStore> SnapshotHook<A> for SnapshotsIn<SS> {
                 );
                 return None;
             }
-            match serde_json::from_value::<A>(snapshot.state) {
+            let mut state = snapshot.state;
+            let place = || format!("the snapshot of {stream} at version {}", snapshot.version);
+            let subject = A::subject(stream);
+            if let Err(error) =
+                crate::personal::open_state(self.keys.as_ref(), subject.as_ref(), &place, &mut state).await
+            {
+                tracing::warn!(%stream, version = %snapshot.version, %error, "snapshot not opened; replaying every event");
+                return None;
+            }
+            match serde_json::from_value::<A>(state) {
                 Ok(state) => Some(Loaded { state, version: snapshot.version }),
                 Err(error) => {
                     tracing::warn!(%stream, version = %snapshot.version, %error, "undecodable snapshot ignored; replaying every event");
@@ -263,8 +274,10 @@ impl<A: Snapshotting, SS: SnapshotStore> SnapshotHook<A> for SnapshotsIn<SS> {
 
     fn save<'a>(&'a self, stream: &'a StreamId, state: &'a A, version: Version) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let state =
+            let mut state =
                 serde_json::to_value(state).map_err(|source| Error::EncodeState { stream: stream.clone(), source })?;
+            let place = || format!("the state of {stream} at version {version}");
+            crate::personal::seal_state(self.keys.as_ref(), A::subject(stream), &place, &mut state).await?;
             let snapshot = Snapshot {
                 stream_id: stream.clone(),
                 version,
@@ -391,7 +404,8 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
         A: Snapshotting,
         SS: SnapshotStore + 'static,
     {
-        self.snapshots = Some(Arc::new(SnapshotsIn { store: snapshots, policy }));
+        let keys = self.store.keys().cloned();
+        self.snapshots = Some(Arc::new(SnapshotsIn { store: snapshots, policy, keys }));
         self
     }
 

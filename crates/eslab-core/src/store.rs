@@ -4,6 +4,7 @@
 //! Reads and writes are separate traits ([`EventReader`], [`EventAppender`]); a
 //! type implementing both is an [`EventStorage`] by blanket impl.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::boundary::{AppendCondition, Query, QueryRead};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Result;
 use crate::event::{DomainEvent, NewEvent, RecordedEvent};
+use crate::personal::{Forgetting, KeyStore, Subject, SubjectKey, open_events, open_with, seal_events_keeping_keys};
 use crate::stream::{InvalidStreamId, StreamId, validate_kind};
 use crate::upcast::Upcasters;
 use crate::version::{Checkpoint, ExpectedVersion, Version};
@@ -209,6 +211,13 @@ pub trait EventReader: Send + Sync {
             }
         }
     }
+
+    /// The store's own [`KeyStore`] for [personal data](crate::personal),
+    /// kept in its database beside the events; [`EventStore::new`] seals and
+    /// opens with it. `None` (the default): personal data is refused.
+    fn personal_keys(&self) -> Option<Arc<dyn KeyStore>> {
+        None
+    }
 }
 
 /// A complete backend: reader and appender.
@@ -265,27 +274,62 @@ pub trait EventReaderExt: EventReader {
 
 impl<T: EventReader> EventReaderExt for T {}
 
-/// The typed layer over a backend: applies [`Upcasters`] on every read path and
-/// decodes typed events. Cheap to clone when the backend is.
+/// The typed layer over a backend: seals and opens [personal data](crate::personal)
+/// and applies [`Upcasters`] on every read path, and decodes typed events.
+/// Cheap to clone when the backend is.
 ///
 /// `EventStore<S>` is itself an [`EventReader`] and [`EventAppender`], so
 /// anything that takes a backend also takes the upcasting store.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventStore<S> {
     backend: S,
     upcasters: Arc<Upcasters>,
+    keys: Option<Arc<dyn KeyStore>>,
+    open: bool,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for EventStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStore")
+            .field("backend", &self.backend)
+            .field("upcasters", &self.upcasters)
+            .field("keys", &self.keys.is_some())
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl<S: EventReader> EventStore<S> {
+    /// Wraps a backend, with no upcasters, sealing and opening personal data
+    /// with the backend's own [`KeyStore`] ([`EventReader::personal_keys`]).
+    pub fn new(backend: S) -> Self {
+        let keys = backend.personal_keys();
+        EventStore { backend, upcasters: Arc::new(Upcasters::new()), keys, open: true }
+    }
 }
 
 impl<S> EventStore<S> {
-    /// Wraps a backend, with no upcasters.
-    pub fn new(backend: S) -> Self {
-        EventStore { backend, upcasters: Arc::new(Upcasters::new()) }
-    }
-
     /// Sets the upcaster chain applied on every read.
     #[must_use]
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.upcasters = Arc::new(upcasters);
+        self
+    }
+
+    /// Seals and opens personal data with `keys` instead of the backend's own.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Arc<dyn KeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Reads without opening personal data: events keep their sealed values
+    /// (`{"$sealed": ...}`), for a reader that passes them on, such as the
+    /// Kafka relay (consumers open them with [`open_events`](crate::personal::open_events)).
+    /// Appends still seal.
+    #[must_use]
+    pub fn sealed(mut self) -> Self {
+        self.open = false;
         self
     }
 
@@ -299,28 +343,76 @@ impl<S> EventStore<S> {
         &self.upcasters
     }
 
+    /// The key store personal data is sealed with, if any.
+    pub fn keys(&self) -> Option<&Arc<dyn KeyStore>> {
+        self.keys.as_ref()
+    }
+
+    /// Forgets `subject`: deletes its key (recording when, and `by` whom),
+    /// so that every read yields [`Personal::Forgotten`](crate::Personal::Forgotten)
+    /// for its data from now on. Forgetting twice answers the first forgetting.
+    ///
+    /// Copies outside the events are the caller's to erase: read models
+    /// (an erasure hook), parked events, caches of other processes.
+    ///
+    /// # Errors
+    /// [`PersonalError::UnknownSubject`](crate::PersonalError::UnknownSubject)
+    /// for a subject that never had personal data stored;
+    /// [`PersonalError::NoKeyStore`](crate::PersonalError::NoKeyStore); a store failure.
+    pub async fn forget(&self, subject: &Subject, by: &str) -> Result<Forgetting> {
+        let keys = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| crate::Error::Personal(crate::PersonalError::NoKeyStore(format!("forgetting {subject}"))))?;
+        keys.forget(subject, by).await
+    }
+
     /// Decodes a recorded (already upcast) event into a typed one, with the JSON codec.
     pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
         JsonCodec.decode(event)
     }
 
-    fn upcast_all(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+    /// Opens (unless [`sealed`](Self::sealed)) and upcasts a page of events.
+    async fn prepare(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+        if self.open
+            && let Some(keys) = &self.keys
+        {
+            open_events(keys.as_ref(), &mut events).await?;
+        }
         for event in &mut events {
             self.upcasters.upcast(event)?;
         }
         Ok(events)
+    }
+
+    /// Seals the personal data of `appends`; returns the keys used.
+    async fn seal(&self, appends: &mut [StreamAppend]) -> Result<HashMap<Subject, SubjectKey>> {
+        let mut used = HashMap::new();
+        for append in appends {
+            used.extend(seal_events_keeping_keys(self.keys.as_ref(), &mut append.events).await?);
+        }
+        Ok(used)
+    }
+
+    /// The store's echo of appended events, opened again with the keys that
+    /// sealed them (no lookup): callers get back what they appended.
+    fn reopen(used: &HashMap<Subject, SubjectKey>, results: &mut [AppendResult]) -> Result<()> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        results.iter_mut().try_for_each(|result| open_with(used, &mut result.events))
     }
 }
 
 impl<S: EventReader> EventReader for EventStore<S> {
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         let page = self.backend.read_stream(stream, from, limit).await?;
-        self.upcast_all(page)
+        self.prepare(page).await
     }
 
     async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {
         let page = self.backend.read_feed(filter, after, limit).await?;
-        self.upcast_all(page)
+        self.prepare(page).await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Version> {
@@ -329,11 +421,15 @@ impl<S: EventReader> EventReader for EventStore<S> {
 
     async fn read_query(&self, query: &Query) -> Result<QueryRead> {
         let QueryRead { events, position } = self.backend.read_query(query).await?;
-        Ok(QueryRead { events: self.upcast_all(events)?, position })
+        Ok(QueryRead { events: self.prepare(events).await?, position })
     }
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
         self.backend.feed_head(filter).await
+    }
+
+    fn personal_keys(&self) -> Option<Arc<dyn KeyStore>> {
+        self.keys.clone()
     }
 }
 
@@ -342,16 +438,25 @@ impl<S: EventAppender> EventAppender for EventStore<S> {
         &self,
         stream: &StreamId,
         expected: ExpectedVersion,
-        events: Vec<NewEvent>,
+        mut events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        self.backend.append(stream, expected, events).await
+        let used = seal_events_keeping_keys(self.keys.as_ref(), &mut events).await?;
+        let mut result = self.backend.append(stream, expected, events).await?;
+        Self::reopen(&used, std::slice::from_mut(&mut result))?;
+        Ok(result)
     }
 
-    async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        self.backend.append_streams(appends).await
+    async fn append_streams(&self, mut appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+        let used = self.seal(&mut appends).await?;
+        let mut results = self.backend.append_streams(appends).await?;
+        Self::reopen(&used, &mut results)?;
+        Ok(results)
     }
 
-    async fn append_if(&self, appends: Vec<StreamAppend>, condition: AppendCondition) -> Result<Vec<AppendResult>> {
-        self.backend.append_if(appends, condition).await
+    async fn append_if(&self, mut appends: Vec<StreamAppend>, condition: AppendCondition) -> Result<Vec<AppendResult>> {
+        let used = self.seal(&mut appends).await?;
+        let mut results = self.backend.append_if(appends, condition).await?;
+        Self::reopen(&used, &mut results)?;
+        Ok(results)
     }
 }

@@ -14,6 +14,7 @@
 //! | `correlation-id`, `causation-id`, `actor` | when the metadata has them |
 //! | `metadata-extra` | the free-form metadata map as JSON, when not empty |
 //! | `tags` | the event's tags as a JSON array of strings, when it has any |
+//! | `subject` | the data subject whose key seals the value's personal data, when it has one |
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,8 @@ pub mod header {
     pub const METADATA_EXTRA: &str = "metadata-extra";
     /// The event's tags (JSON array of strings).
     pub const TAGS: &str = "tags";
+    /// The data subject of the event's sealed personal data.
+    pub const SUBJECT: &str = "subject";
 }
 
 /// The topic of `category` under `prefix`.
@@ -109,6 +112,9 @@ pub fn encode(event: &RecordedEvent) -> Result<Outgoing, String> {
     if !event.metadata.tags.is_empty() {
         let tags = serde_json::to_string(&event.metadata.tags).map_err(|e| format!("cannot serialize tags: {e}"))?;
         add(header::TAGS, &tags);
+    }
+    if let Some(subject) = &event.metadata.subject {
+        add(header::SUBJECT, subject.as_str());
     }
     Ok(Outgoing { key: event.stream_id.as_str().to_owned(), payload, headers })
 }
@@ -172,6 +178,9 @@ pub fn decode<M: Message>(message: &M) -> Result<RecordedEvent, String> {
             occurred_at: time(header::OCCURRED_AT)?,
             extra,
             tags,
+            subject: opt(header::SUBJECT)
+                .map(|s| s.parse().map_err(|e| format!("header {}: {e}", header::SUBJECT)))
+                .transpose()?,
         },
         recorded_at: time(header::RECORDED_AT)?,
     })

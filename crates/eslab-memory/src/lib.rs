@@ -155,6 +155,8 @@ pub struct MemoryStore {
     side: Arc<Mutex<Side>>,
     /// Bumped after every append that wrote events: the store's wake-ups.
     appended: Arc<watch::Sender<()>>,
+    /// The data subjects' keys for personal data.
+    keys: Arc<eslab_core::personal::MemoryKeys>,
 }
 
 impl MemoryStore {
@@ -234,6 +236,10 @@ impl EventAppender for MemoryStore {
 }
 
 impl EventReader for MemoryStore {
+    fn personal_keys(&self) -> Option<Arc<dyn eslab_core::KeyStore>> {
+        Some(self.keys.clone())
+    }
+
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         let inner = self.read();
         let Some(indexes) = inner.streams.get(stream) else { return Ok(Vec::new()) };

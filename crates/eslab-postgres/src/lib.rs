@@ -114,6 +114,7 @@ mod feed;
 mod group;
 mod head;
 mod import;
+mod keys;
 mod listener;
 mod notifier;
 mod retention;
@@ -579,6 +580,10 @@ impl EventAppender for PostgresStore {
 }
 
 impl EventReader for PostgresStore {
+    fn personal_keys(&self) -> Option<Arc<dyn eslab_core::KeyStore>> {
+        Some(self.key_store())
+    }
+
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         feed::read_stream(&self.pool, stream, from, limit).await
     }

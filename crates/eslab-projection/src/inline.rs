@@ -86,10 +86,18 @@ where
         let mut tx = self.store.begin_append(&self.backend).await?;
         let results = self.store.append_in(&mut tx, appends).await?;
         let filter = self.projection.filter();
-        for event in results.iter().flat_map(|r| r.events.iter()) {
-            if !filter.matches(&event.stream_id) {
-                continue;
-            }
+        let mut events: Vec<RecordedEvent> = results
+            .iter()
+            .flat_map(|r| r.events.iter())
+            .filter(|event| filter.matches(&event.stream_id))
+            .cloned()
+            .collect();
+        // An `EventStore` over this one sealed their personal data: the
+        // projection sees it opened, as a reader of the feed does.
+        if let Some(keys) = self.store.personal_keys() {
+            eslab_core::personal::open_events(keys.as_ref(), &mut events).await?;
+        }
+        for event in &events {
             if let Err(source) = self.projection.apply(&mut tx, event).await {
                 drop(tx);
                 return Err(Error::Rejected {
@@ -138,6 +146,10 @@ where
     B: Backend,
     P: Projection<B>,
 {
+    fn personal_keys(&self) -> Option<std::sync::Arc<dyn eslab_core::KeyStore>> {
+        self.store.personal_keys()
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,

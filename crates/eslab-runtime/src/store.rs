@@ -113,6 +113,10 @@ impl EventAppender for AnyStore {
 }
 
 impl EventReader for AnyStore {
+    fn personal_keys(&self) -> Option<std::sync::Arc<dyn eslab_core::KeyStore>> {
+        each!(self, s => s.personal_keys())
+    }
+
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         each!(self, s => s.read_stream(stream, from, limit).await)
     }

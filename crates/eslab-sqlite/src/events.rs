@@ -420,6 +420,10 @@ impl EventAppender for SqliteStore {
 }
 
 impl EventReader for SqliteStore {
+    fn personal_keys(&self) -> Option<std::sync::Arc<dyn eslab_core::KeyStore>> {
+        Some(self.key_store())
+    }
+
     async fn read_stream(&self, stream: &StreamId, from: Version, max: usize) -> Result<Vec<RecordedEvent>> {
         let mut conn = self.reader().await?;
         let rows =

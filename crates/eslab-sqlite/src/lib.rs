@@ -59,6 +59,7 @@ mod error;
 mod events;
 mod head;
 mod inline;
+mod keys;
 mod retention;
 mod side;
 mod wake;
@@ -204,6 +205,9 @@ impl SqliteStore {
             .synchronous(synchronous)
             .busy_timeout(config.busy_timeout)
             .foreign_keys(true)
+            // Deleted and overwritten content (a forgotten subject's key, a
+            // redacted row) is zeroed in the file, not left in free pages.
+            .pragma("secure_delete", "ON")
             // Inserts of 1..=250 rows are distinct statements; keep them all cached.
             .statement_cache_capacity(512);
         let pool = |max: u32| {

@@ -86,6 +86,11 @@ macro_rules! __forward_methods {
         ) -> ::std::vec::Vec<$crate::__eslab_core::AppendResult>);
     };
     (EventReader, $f:tt, $skip:tt) => {
+        fn personal_keys(
+            &self,
+        ) -> ::core::option::Option<::std::sync::Arc<dyn $crate::__eslab_core::KeyStore>> {
+            $crate::__eslab_core::EventReader::personal_keys(&self.$f)
+        }
         $crate::__forward_fn!($skip $f EventReader::read_stream(
             stream: &$crate::__eslab_core::StreamId,
             from: $crate::__eslab_core::Version,

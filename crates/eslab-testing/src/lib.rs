@@ -6,6 +6,9 @@
 //!   store must pass, instantiated unchanged for memory, SQLite and Postgres;
 //! - [`boundary`] and [`boundary_conformance_tests!`]: the concurrency kit of
 //!   dynamic consistency boundaries (racers, a serializability property);
+//! - [`personal`] and [`personal_conformance_tests!`]: crypto-shredding of
+//!   personal data on a store's own key store (sealed at rest, opened on
+//!   read, forgotten for good);
 //! - [`repository`] and [`repository_conformance_tests!`]: snapshots, the
 //!   state cache and upcasting through the `Repository`, on any store that
 //!   keeps events and snapshots;
@@ -25,6 +28,7 @@ pub mod boundary;
 pub mod conformance;
 pub mod forward;
 pub mod logs;
+pub mod personal;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod repository;

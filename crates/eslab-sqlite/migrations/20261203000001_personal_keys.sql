@@ -1,0 +1,12 @@
+-- Keys of data subjects, for crypto-shredding of personal data (eslab_core::personal).
+-- One row per subject, created with its first personal value. Forgetting
+-- deletes the key and records when and by whom; the row stays, so a forgotten
+-- subject is never given a new key. No personal data is kept here.
+CREATE TABLE personal_keys (
+    subject      TEXT PRIMARY KEY,
+    key          BLOB,
+    created_at   TEXT NOT NULL,
+    forgotten_at TEXT,
+    forgotten_by TEXT,
+    CHECK ((key IS NULL) = (forgotten_at IS NOT NULL))
+) STRICT;
