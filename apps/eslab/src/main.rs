@@ -56,6 +56,16 @@ enum Command {
     /// Operate the projections: list (checkpoint, lag, lease, parked), parked, retry, skip.
     #[command(subcommand)]
     Projections(eslab::projections::ProjectionsCommand),
+    /// Forget a data subject (crypto-shredding): delete its key, so that its
+    /// personal data reads as forgotten everywhere, and erase it from the
+    /// read models and parked events. The bank's subjects are `account-<id>`.
+    Forget {
+        /// The subject, e.g. `account-<id>`.
+        subject: eslab_core::Subject,
+        /// Who asks (recorded with the forgetting).
+        #[arg(long, default_value = "eslab-cli")]
+        by: String,
+    },
     /// Replay a projection into shadow tables and swap them in atomically
     /// (the live read model keeps serving meanwhile), with a progress bar.
     Rebuild {
@@ -190,6 +200,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Worker(args) => eslab::worker::run(store, args, shutdown_signal()).await,
             Command::Events(command) => Ok(eslab_runtime::events::run(&store, command, &mut out).await?),
             Command::Projections(command) => eslab::projections::command(&store, command, &mut out).await,
+            Command::Forget { subject, by } => {
+                let projections = eslab::projections::AnyProjections::open(&store).await?;
+                let (done, rewritten) = projections.forget(&subject, &by).await?;
+                store.settle_erasure().await;
+                let line = serde_json::json!({
+                    "subject": done.subject,
+                    "forgotten_at": done.forgotten_at.format(&time::format_description::well_known::Rfc3339)?,
+                    "forgotten_by": done.forgotten_by,
+                    "parked_events_erased": rewritten,
+                });
+                std::io::Write::write_fmt(&mut out, format_args!("{line}\n"))?;
+                Ok(())
+            }
             Command::Rebuild { projection } => {
                 let progress = eslab::rebuild::progress_bar();
                 let done = eslab::rebuild::rebuild(&store, &projection, &progress).await?;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use anyhow::bail;
 use clap::Subcommand;
 use eslab_bank::{BankViews, SqlViews, TransferProcess, ViewsTx, upcasters};
-use eslab_core::{EventStorage, EventStore, FeedFilter, StreamId};
+use eslab_core::{EventStorage, EventStore, FeedFilter, Forgetting, StreamId, Subject};
 use eslab_projection::memory::MemoryBackend;
 use eslab_projection::{Backend, ParkedEvent, PgBackend, Runner, RunnerOptions, SqliteBackend, Status};
 use eslab_runtime::{AnyStore, Store, StoreVisitor};
@@ -110,6 +110,7 @@ trait Operate: Send + Sync {
         stream: &'a StreamId,
         skip: bool,
     ) -> BoxFuture<'a, anyhow::Result<usize>>;
+    fn forget<'a>(&'a self, subject: &'a Subject, by: &'a str) -> BoxFuture<'a, anyhow::Result<(Forgetting, u64)>>;
 }
 
 impl<S: EventStorage + Clone + Send + Sync + 'static, B: BankBackend> Operate for Projections<S, B> {
@@ -132,6 +133,10 @@ impl<S: EventStorage + Clone + Send + Sync + 'static, B: BankBackend> Operate fo
         skip: bool,
     ) -> BoxFuture<'a, anyhow::Result<usize>> {
         Box::pin(Projections::resume(self, projection, stream, skip))
+    }
+
+    fn forget<'a>(&'a self, subject: &'a Subject, by: &'a str) -> BoxFuture<'a, anyhow::Result<(Forgetting, u64)>> {
+        Box::pin(Projections::forget(self, subject, by))
     }
 }
 
@@ -178,6 +183,11 @@ impl AnyProjections {
         self.0.resume(projection, stream, false).await
     }
 
+    /// See [`Projections::forget`].
+    pub async fn forget(&self, subject: &Subject, by: &str) -> anyhow::Result<(Forgetting, u64)> {
+        self.0.forget(subject, by).await
+    }
+
     /// See [`Projections::skip`].
     pub async fn skip(&self, projection: &str, stream: &StreamId) -> anyhow::Result<usize> {
         self.0.resume(projection, stream, true).await
@@ -205,6 +215,20 @@ where
 
     fn backend(&self, name: &str) -> &B {
         if name == TRANSFER_PROCESS { &self.saga } else { &self.views }
+    }
+
+    /// Forgets `subject` (deletes its key, recording `by` whom), then erases
+    /// it from the bank's read models and from every parked event; returns
+    /// the forgetting and how many parked events were rewritten.
+    ///
+    /// # Errors
+    /// `UnknownSubject` for a subject that never had personal data; the store's.
+    pub async fn forget(&self, subject: &Subject, by: &str) -> anyhow::Result<(Forgetting, u64)> {
+        let done = self.store.forget(subject, by).await?;
+        // The saga's parked events are in the same tables (the same database,
+        // or the one in-memory backend): one pass erases them all.
+        let rewritten = eslab_projection::forget_subject(self.views.as_ref(), &BankViews, subject).await?;
+        Ok((done, rewritten))
     }
 
     /// The status of every projection.

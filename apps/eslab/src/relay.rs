@@ -66,7 +66,9 @@ impl<S: Store, F: Future<Output = ()> + Send> StoreVisitor<S> for Publish<F> {
         let Publish { args, shutdown } = self;
         let options = args.kafka.options().with_partitions(args.partitions);
         let backend = store.backends().await?.views;
-        let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+        // Sealed: the topics carry personal data as ciphertext only, so that
+        // forgetting a subject makes its copies in Kafka unreadable too.
+        let feed = EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters()).sealed();
         let relay = relay::relay(feed, Arc::new(backend), &options)
             .context("creating the Kafka producer")?
             .with_options(RunnerOptions { batch_size: args.batch.max(1), ..RunnerOptions::default() });

@@ -80,8 +80,11 @@ where
             batch_size: args.batch.max(1),
             ..WorkerOptions::new(&args.group, &["account", "transfer"])
         };
-        let worker = Worker::new(&args.kafka.options(), Arc::new(backend), Arc::new(BankViews), options)
+        let mut worker = Worker::new(&args.kafka.options(), Arc::new(backend), Arc::new(BankViews), options)
             .context("creating the Kafka consumer")?;
+        if let Some(keys) = eslab_core::EventReader::personal_keys(&store) {
+            worker = worker.with_keys(keys);
+        }
         tracing::info!(group = %args.group, brokers = %args.kafka.brokers, "worker started");
         worker.run(shutdown).await?;
         // Hand the partitions over now rather than after the session timeout.

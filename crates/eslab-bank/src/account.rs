@@ -1,6 +1,6 @@
 //! The `Account` aggregate: open, deposit, withdraw, close.
 
-use eslab_core::{Aggregate, DomainEvent, StreamId, Tag, Upcasters};
+use eslab_core::{Aggregate, DomainEvent, Personal, Snapshotting, StreamId, Subject, Tag, Upcasters};
 use serde::{Deserialize, Serialize};
 
 use crate::money::{Amount, Balance, Currency, MoneyError, OverdraftLimit};
@@ -15,8 +15,11 @@ pub const MAX_OWNER_CHARS: usize = 200;
 /// Who owns an account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
-    /// The owner's name.
-    pub name: String,
+    /// The owner's name: personal data, sealed with the key of the account's
+    /// data subject (`account-<id>`, see [`Aggregate::subject`]) wherever it is
+    /// stored, and [`Personal::Forgotten`] once the owner is forgotten. Events
+    /// written before names were personal hold a bare string, read as known.
+    pub name: Personal<String>,
 }
 
 /// Commands an account accepts.
@@ -255,6 +258,12 @@ impl Aggregate for Account {
         vec![Tag::of_stream(stream)]
     }
 
+    /// The owner of an account is its data subject, named after the stream
+    /// (`account-<id>`): forgetting it makes the owner's name unreadable.
+    fn subject(stream: &StreamId) -> Option<Subject> {
+        Some(Subject::of_stream(stream))
+    }
+
     fn decide(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
         match command {
             AccountCommand::Open { owner, currency, overdraft_limit } => {
@@ -270,7 +279,7 @@ impl Aggregate for Account {
                     return Err(AccountError::OwnerTooLong(chars));
                 }
                 Ok(vec![AccountEvent::AccountOpened {
-                    owner: Owner { name: name.to_owned() },
+                    owner: Owner { name: Personal::Known(name.to_owned()) },
                     currency: *currency,
                     overdraft_limit: *overdraft_limit,
                 }])
@@ -318,4 +327,10 @@ impl Aggregate for Account {
             AccountEvent::AccountClosed {} => self.status = AccountStatus::Closed,
         }
     }
+}
+
+/// Accounts can be snapshotted (`Repository::with_snapshots`); the owner's
+/// name is sealed in the snapshot as in the events.
+impl Snapshotting for Account {
+    const STATE_SCHEMA_VERSION: u32 = 1;
 }

@@ -171,6 +171,28 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
         self.boundaries.run(transfer, options, respond).await
     }
 
+    /// Forgets the owner of account `id` (its data subject, `account-<id>`):
+    /// deletes the subject's key, recording when and `by` whom, and drops
+    /// the account from this process's state cache. From then on every read
+    /// shows the owner as forgotten; balances and histories are unchanged.
+    /// Read models are erased by their projections' hook
+    /// ([`eslab_projection::forget_subject`]). Forgetting twice answers the
+    /// first forgetting.
+    ///
+    /// Other processes' state caches keep the name until the account's entry
+    /// is evicted or the process restarts.
+    ///
+    /// # Errors
+    /// [`Error::Personal`] ([`eslab_core::PersonalError::UnknownSubject`]) for
+    /// an account that was never opened; the store's.
+    pub async fn forget_owner(&self, id: &str, by: &str) -> Result<eslab_core::Forgetting, Error> {
+        let stream = <Account as eslab_core::Aggregate>::stream_id(id)?;
+        let subject = eslab_core::Subject::of_stream(&stream);
+        let done = self.accounts.store().forget(&subject, by).await?;
+        self.accounts.evict(id);
+        Ok(done)
+    }
+
     /// Account `id` as stored now (strong consistency; from the cache plus
     /// the events after it when cached).
     ///

@@ -17,8 +17,9 @@ use crate::transfer::{TransferEvent, TransferStatus};
 pub struct AccountSummary {
     /// The account id (without the `account-` prefix).
     pub id: String,
-    /// The owner's name.
-    pub owner: String,
+    /// The owner's name; `None` once the owner was forgotten (personal data,
+    /// see [`Owner::name`](crate::Owner::name)).
+    pub owner: Option<String>,
     /// ISO 4217 code.
     pub currency: String,
     /// Balance in minor units.
@@ -159,7 +160,7 @@ pub async fn apply_event<T: ViewsTx>(tx: &mut T, event: &RecordedEvent) -> Resul
             let row = match (decode::<AccountEvent>(event)?, current) {
                 (AccountEvent::AccountOpened { owner, currency, overdraft_limit }, None) => AccountSummary {
                     id: id.clone(),
-                    owner: owner.name,
+                    owner: owner.name.into_known(),
                     currency: currency.code().to_owned(),
                     balance: 0,
                     overdraft_limit: overdraft_limit.minor(),
@@ -247,6 +248,22 @@ where
 
     async fn apply_all(&self, tx: &mut B::Tx, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
         tx.apply_batch(events).await
+    }
+
+    /// An account's owner forgotten (subject `account-<id>`): the summary's
+    /// owner becomes `None`, as a rebuild would leave it. The history and the
+    /// transfers hold no personal data.
+    async fn forget(&self, tx: &mut B::Tx, subject: &eslab_core::Subject) -> Result<(), HandlerError> {
+        let Ok(stream) = subject.as_str().parse::<eslab_core::StreamId>() else { return Ok(()) };
+        if stream.category() != <crate::Account as eslab_core::Aggregate>::KIND {
+            return Ok(());
+        }
+        if let Some(row) = tx.summary(stream.id()).await?
+            && row.owner.is_some()
+        {
+            tx.put_summary(&AccountSummary { owner: None, ..row }).await?;
+        }
+        Ok(())
     }
 }
 

@@ -65,10 +65,15 @@ type SummaryRow = (String, String, String, i64, i64, String, i64);
 type HistoryRow = (String, i64, String, i64, i64, Option<String>, String);
 type TransferRow = (String, String, String, i64, String, String, Option<String>, bool, i64);
 
+/// The owner column of a forgotten owner: the empty string, which no owner
+/// can have (blank names are refused), so that the column stays `NOT NULL`
+/// in tables created before owners could be forgotten.
+pub(crate) const FORGOTTEN_OWNER: &str = "";
+
 fn summary_of(r: SummaryRow) -> AccountSummary {
     AccountSummary {
         id: r.0,
-        owner: r.1,
+        owner: Some(r.1).filter(|owner| owner != FORGOTTEN_OWNER),
         currency: r.2,
         balance: r.3,
         overdraft_limit: r.4,
@@ -188,7 +193,7 @@ macro_rules! sql_views {
             async fn put_summary(&mut self, row: &AccountSummary) -> Result<(), HandlerError> {
                 sqlx::query(UPSERT_SUMMARY)
                     .bind(&row.id)
-                    .bind(&row.owner)
+                    .bind(row.owner.as_deref().unwrap_or(FORGOTTEN_OWNER))
                     .bind(&row.currency)
                     .bind(row.balance)
                     .bind(row.overdraft_limit)
@@ -410,7 +415,7 @@ async fn apply_staged<T: Bulk>(tx: &mut T, events: &[&RecordedEvent]) -> Result<
 fn summary_row(r: &AccountSummary) -> Result<SummaryRow, HandlerError> {
     Ok((
         r.id.clone(),
-        r.owner.clone(),
+        r.owner.clone().unwrap_or_default(),
         r.currency.clone(),
         r.balance,
         r.overdraft_limit,

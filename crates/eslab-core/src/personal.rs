@@ -195,10 +195,12 @@ pub enum PersonalError {
 /// and snapshot it is stored in, and [`Forgotten`](Personal::Forgotten) once
 /// the subject is.
 ///
-/// In JSON it is an envelope, `{"$personal": <value>}` or `{"$forgotten": true}`;
+/// In JSON (and other human-readable formats) it is an envelope,
+/// `{"$personal": <value>}` or `{"$forgotten": true}`;
 /// a bare value (written before the field was personal) reads as
 /// [`Known`](Personal::Known). A sealed envelope does not decode: read it
-/// through an [`EventStore`](crate::EventStore), which opens it.
+/// through an [`EventStore`](crate::EventStore), which opens it. Binary
+/// formats (postcard, MessagePack) carry it as an `Option<T>` (`None`: forgotten).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Personal<T> {
     /// The value.
@@ -236,8 +238,19 @@ impl<T> From<T> for Personal<T> {
     }
 }
 
+impl From<&str> for Personal<String> {
+    fn from(value: &str) -> Self {
+        Personal::Known(value.to_owned())
+    }
+}
+
 impl<T: Serialize> Serialize for Personal<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        // Binary formats (postcard, MessagePack) carry no envelopes: the
+        // store's codec is JSON; there a value is an `Option`.
+        if !serializer.is_human_readable() {
+            return self.known().serialize(serializer);
+        }
         let mut map = serializer.serialize_map(Some(1))?;
         match self {
             Personal::Known(value) => map.serialize_entry(PERSONAL, value)?,
@@ -249,6 +262,9 @@ impl<T: Serialize> Serialize for Personal<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Personal<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        if !deserializer.is_human_readable() {
+            return Ok(Option::<T>::deserialize(deserializer)?.map_or(Personal::Forgotten, Personal::Known));
+        }
         let value = Value::deserialize(deserializer)?;
         match envelope(&value) {
             Some(Envelope::Open(inner)) => T::deserialize(inner).map(Personal::Known).map_err(D::Error::custom),

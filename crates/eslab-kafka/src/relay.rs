@@ -160,6 +160,10 @@ impl<B: Backend> Backend for RelayBackend<B> {
         self.inner.unpark(&mut tx.inner, projection, event).await
     }
 
+    async fn forget_parked(&self, tx: &mut Self::Tx, subject: &eslab_core::Subject) -> eslab_projection::Result<u64> {
+        self.inner.forget_parked(&mut tx.inner, subject).await
+    }
+
     async fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> eslab_projection::Result<bool> {
         self.inner.acquire_lease(name, owner, ttl).await
     }

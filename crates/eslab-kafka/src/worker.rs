@@ -161,6 +161,8 @@ pub struct Worker<B, P> {
     /// because the consumer's position is already past it).
     pending: Mutex<Vec<OwnedMessage>>,
     totals: std::sync::Mutex<WorkerOutcome>,
+    /// Opens the sealed personal data of the events (the relay publishes ciphertext).
+    keys: Option<Arc<dyn eslab_core::KeyStore>>,
 }
 
 impl<B, P> std::fmt::Debug for Worker<B, P> {
@@ -229,7 +231,59 @@ where
             options,
             pending: Mutex::new(Vec::new()),
             totals: std::sync::Mutex::new(WorkerOutcome::default()),
+            keys: None,
         })
+    }
+
+    /// Opens the events' sealed personal data with `keys` (the event store's
+    /// key store, e.g. `EventReader::personal_keys`) before the projection
+    /// sees them; values of forgotten subjects read as forgotten. Without
+    /// keys the projection sees the ciphertext envelopes, as published.
+    #[must_use]
+    pub fn with_keys(mut self, keys: Arc<dyn eslab_core::KeyStore>) -> Self {
+        self.keys = Some(keys);
+        self
+    }
+
+    /// Opens the sealed events of `decoded` (one key lookup for the batch);
+    /// an event that does not open (tampered) becomes a dead letter.
+    async fn open(&self, decoded: &mut [std::result::Result<RecordedEvent, String>]) -> Result<()> {
+        let Some(keys) = &self.keys else { return Ok(()) };
+        let sealed: Vec<usize> = decoded
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.as_ref().is_ok_and(|e| e.metadata.subject.is_some()))
+            .map(|(i, _)| i)
+            .collect();
+        let mut events: Vec<RecordedEvent> =
+            sealed.iter().filter_map(|&i| decoded.get(i).and_then(|d| d.as_ref().ok()).cloned()).collect();
+        match eslab_core::personal::open_events(keys.as_ref(), &mut events).await {
+            Ok(()) => {
+                for (i, event) in sealed.into_iter().zip(events) {
+                    if let Some(slot) = decoded.get_mut(i) {
+                        *slot = Ok(event);
+                    }
+                }
+            }
+            Err(e @ eslab_core::Error::Personal(_)) => {
+                // One of them does not open: find which, one at a time.
+                tracing::warn!(error = %e, "sealed personal data that does not open in a batch");
+                for i in sealed {
+                    let Some(Ok(event)) = decoded.get(i).cloned() else { continue };
+                    let mut one = vec![event];
+                    let opened = match eslab_core::personal::open_events(keys.as_ref(), &mut one).await {
+                        Ok(()) => one.pop().ok_or_else(|| "an event vanished while opened".to_owned()),
+                        Err(e @ eslab_core::Error::Personal(_)) => Err(e.to_string()),
+                        Err(e) => return Err(e.into()),
+                    };
+                    if let Some(slot) = decoded.get_mut(i) {
+                        *slot = opened;
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
     }
 
     /// Leaves the consumer group now, so its partitions go to the other
@@ -346,7 +400,8 @@ where
         let mut parked_from: HashMap<StreamId, Version> =
             self.backend.parked_streams(group).await?.into_iter().map(|s| (s, Version::NONE)).collect();
         let mut reasons: HashMap<EventId, String> = HashMap::new();
-        let decoded: Vec<std::result::Result<RecordedEvent, String>> = batch.iter().map(message::decode).collect();
+        let mut decoded: Vec<std::result::Result<RecordedEvent, String>> = batch.iter().map(message::decode).collect();
+        self.open(&mut decoded).await?;
         // Each retry parks one more stream, so this ends within (streams + 1) rounds.
         loop {
             let mut tx = self.backend.begin().await?;

@@ -36,7 +36,7 @@ fn events() -> Vec<(StreamId, eslab_core::NewEvent)> {
         for i in 0..ACCOUNTS {
             let event = if round == 0 {
                 AccountEvent::AccountOpened {
-                    owner: Owner { name: format!("owner {i}") },
+                    owner: Owner { name: format!("owner {i}").into() },
                     currency: eur,
                     overdraft_limit: OverdraftLimit::NONE,
                 }

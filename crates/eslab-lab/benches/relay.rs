@@ -65,7 +65,7 @@ async fn setup() -> Bench {
     for n in 0..ACCOUNTS {
         let meta = || Metadata::now().with_correlation_id(uuid::Uuid::now_v7()).with_actor("bench");
         let opened = AccountEvent::AccountOpened {
-            owner: Owner { name: format!("owner {n}") },
+            owner: Owner { name: format!("owner {n}").into() },
             currency: eur,
             overdraft_limit: OverdraftLimit::NONE,
         };

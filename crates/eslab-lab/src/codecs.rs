@@ -61,7 +61,7 @@ fn events(n: usize) -> anyhow::Result<Vec<AccountEvent>> {
     for i in 0..n {
         let event = if i == 0 {
             AccountEvent::AccountOpened {
-                owner: Owner { name: format!("Customer {i:06}") },
+                owner: Owner { name: format!("Customer {i:06}").into() },
                 currency: "EUR".parse().map_err(|e| anyhow::anyhow!("{e}"))?,
                 overdraft_limit: OverdraftLimit::new(10_000)?,
             }

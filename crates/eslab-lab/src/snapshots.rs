@@ -42,6 +42,14 @@ impl Aggregate for LabAccount {
     fn evolve(&mut self, event: &AccountEvent) {
         self.0.evolve(event);
     }
+
+    fn tags(stream: &StreamId, event: &AccountEvent) -> Vec<eslab_core::Tag> {
+        Account::tags(stream, event)
+    }
+
+    fn subject(stream: &StreamId) -> Option<eslab_core::Subject> {
+        Account::subject(stream)
+    }
 }
 
 impl Snapshotting for LabAccount {

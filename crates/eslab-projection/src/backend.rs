@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::time::Duration;
 
-use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, StreamId};
+use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, StreamId, Subject};
 use time::OffsetDateTime;
 
 use crate::{HandlerError, Result};
@@ -95,6 +95,25 @@ pub trait Backend: Send + Sync + 'static {
 
     /// The lease of `name`, if one was taken and not released (it may have run out).
     fn lease(&self, name: &str) -> impl Future<Output = Result<Option<Lease>>> + Send;
+
+    /// Erases a forgotten data subject from the parked events of every
+    /// projection, inside `tx`: their personal values become forgotten
+    /// ([`forget_parked_event`]) and their reasons are replaced (a handler's
+    /// message may quote the data). Returns how many it rewrote.
+    fn forget_parked(&self, tx: &mut Self::Tx, subject: &Subject) -> impl Future<Output = Result<u64>> + Send;
+}
+
+/// The reason a parked event of a forgotten data subject keeps.
+pub const FORGOTTEN_REASON: &str = "(reason erased: its data subject was forgotten)";
+
+/// A parked copy of `event` with its personal values forgotten
+/// (`eslab_core::personal::forget_value`), if it is about `subject`.
+pub fn forget_parked_event(event: &RecordedEvent, subject: &Subject) -> Option<RecordedEvent> {
+    (event.metadata.subject.as_ref() == Some(subject)).then(|| {
+        let mut event = event.clone();
+        eslab_core::personal::forget_value(&mut event.payload);
+        event
+    })
 }
 
 /// A named handler of recorded events that writes a read model through the
@@ -139,4 +158,38 @@ pub trait Projection<B: Backend>: Send + Sync + 'static {
             Ok(())
         }
     }
+
+    /// Erases what this projection's read model keeps about `subject`, a
+    /// person just forgotten (see `eslab_core::personal`), inside `tx`: e.g.
+    /// a name column set to its "forgotten" value. The default keeps nothing
+    /// personal. What it writes must equal what applying the subject's events
+    /// again would write now (their personal values read as forgotten), so
+    /// that a rebuild from scratch equals the live read model.
+    fn forget(
+        &self,
+        tx: &mut B::Tx,
+        subject: &Subject,
+    ) -> impl Future<Output = std::result::Result<(), HandlerError>> + Send {
+        let _ = (tx, subject);
+        async { Ok(()) }
+    }
+}
+
+/// Erases `subject` from `projection`'s read model ([`Projection::forget`])
+/// and from every parked event of `backend` ([`Backend::forget_parked`]), in
+/// one transaction. Call it after the store forgot the subject.
+///
+/// # Errors
+/// The backend's failure, or the projection's ([`crate::Error::Rejected`]-like
+/// handler error, as [`crate::Error::Backend`]).
+pub async fn forget_subject<B: Backend, P: Projection<B>>(
+    backend: &B,
+    projection: &P,
+    subject: &Subject,
+) -> Result<u64> {
+    let mut tx = backend.begin().await?;
+    projection.forget(&mut tx, subject).await.map_err(|e| crate::Error::Backend(Box::new(e)))?;
+    let rewritten = backend.forget_parked(&mut tx, subject).await?;
+    backend.commit(tx).await?;
+    Ok(rewritten)
 }

@@ -49,7 +49,7 @@ mod runner;
 mod sql;
 
 pub use admin::{Status, status};
-pub use backend::{Backend, Lease, ParkedEvent, Projection};
+pub use backend::{Backend, FORGOTTEN_REASON, Lease, ParkedEvent, Projection, forget_parked_event, forget_subject};
 pub use inline::{Inline, InlineStore};
 pub use lag::{EVENTS_BEHIND, Lag, SECONDS_BEHIND, lag, record_lag};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

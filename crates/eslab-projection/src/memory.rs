@@ -43,6 +43,7 @@ pub struct MemoryTx {
     checkpoints: HashMap<String, Checkpoint>,
     parks: Vec<ParkedEvent>,
     unparks: HashSet<(String, EventId)>,
+    forgets: Vec<eslab_core::Subject>,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -97,6 +98,7 @@ impl Backend for MemoryBackend {
             checkpoints: HashMap::new(),
             parks: Vec::new(),
             unparks: HashSet::new(),
+            forgets: Vec::new(),
         })
     }
 
@@ -112,6 +114,14 @@ impl Backend for MemoryBackend {
         state.checkpoints.extend(tx.checkpoints);
         state.parked.retain(|p| !tx.unparks.contains(&(p.projection.clone(), p.event.event_id)));
         state.parked.extend(tx.parks);
+        for subject in &tx.forgets {
+            for parked in &mut state.parked {
+                if let Some(event) = crate::forget_parked_event(&parked.event, subject) {
+                    parked.event = event;
+                    crate::FORGOTTEN_REASON.clone_into(&mut parked.reason);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -193,5 +203,14 @@ impl Backend for MemoryBackend {
             .leases
             .get(name)
             .map(|(owner, until)| Lease { owner: owner.clone(), until: wall_clock(*until) }))
+    }
+
+    async fn forget_parked(&self, tx: &mut MemoryTx, subject: &eslab_core::Subject) -> Result<u64> {
+        let state = lock(&self.state);
+        let parked = state.parked.iter().chain(&tx.parks);
+        let count = parked.filter(|p| p.event.metadata.subject.as_ref() == Some(subject)).count();
+        drop(state);
+        tx.forgets.push(subject.clone());
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 }

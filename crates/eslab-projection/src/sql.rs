@@ -205,6 +205,31 @@ macro_rules! sql_backend {
                 rows.into_iter().map(|(p, e, r, at)| parked_of(p, &e, r, at)).collect()
             }
 
+            async fn forget_parked(&self, tx: &mut Self::Tx, subject: &eslab_core::Subject) -> Result<u64> {
+                // Parked events are few (stuck ones): read them all, rewrite those of the subject.
+                let rows: Vec<(String, String, String)> =
+                    sqlx::query_as("SELECT projection, event_id, event FROM parked_events")
+                        .fetch_all(&mut **tx)
+                        .await
+                        .map_err(backend_err)?;
+                let mut rewritten = 0;
+                for (projection, event_id, json) in rows {
+                    let event: RecordedEvent = serde_json::from_str(&json).map_err(|e| Error::Backend(Box::new(e)))?;
+                    let Some(event) = crate::forget_parked_event(&event, subject) else { continue };
+                    let json = serde_json::to_string(&event).map_err(|e| Error::Backend(Box::new(e)))?;
+                    sqlx::query("UPDATE parked_events SET event = $1, reason = $2 WHERE projection = $3 AND event_id = $4")
+                        .bind(json)
+                        .bind(crate::FORGOTTEN_REASON)
+                        .bind(projection)
+                        .bind(event_id)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(backend_err)?;
+                    rewritten += 1;
+                }
+                Ok(rewritten)
+            }
+
             async fn unpark(&self, tx: &mut Self::Tx, projection: &str, event: &RecordedEvent) -> Result<()> {
                 sqlx::query("DELETE FROM parked_events WHERE projection = $1 AND event_id = $2")
                     .bind(projection)

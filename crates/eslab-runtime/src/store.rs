@@ -47,6 +47,17 @@ fn description<S: Store>(_: &S) -> &'static str {
 }
 
 impl AnyStore {
+    /// Makes data just erased leave the store's files (after forgetting a
+    /// data subject and erasing it from the read models): on SQLite,
+    /// checkpoints and truncates the write-ahead log, which still holds the
+    /// pages as they were; nothing elsewhere (PostgreSQL's old row versions
+    /// go with vacuum, see docs/patterns/crypto-shredding.md).
+    pub async fn settle_erasure(&self) {
+        if let AnyStore::Sqlite(store) = self {
+            store.truncate_wal().await;
+        }
+    }
+
     /// Opens (and migrates) the store at `url` with the default settings:
     /// `StoreSettings::new(url).open()` ([`StoreSettings::open`]).
     pub async fn open(url: &str) -> std::result::Result<AnyStore, Error> {

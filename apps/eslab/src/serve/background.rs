@@ -127,6 +127,7 @@ where
         backends.views.create_views().await?;
         let (events, shutdown) = (self.bank.store(), self.shutdown);
         let saga = TransferProcess::with_bank(self.bank.clone());
+        let read_models = ReadModels::from(backends.reader).with_eraser(backends.views.clone());
         let views =
             Runner::new(events.clone(), Arc::new(backends.views), Arc::new(BankViews)).with_options(options("views"));
         let process =
@@ -137,6 +138,6 @@ where
             spawn(views, StoreWakeUps::of(&store).await, shutdown.clone()),
             spawn(process, StoreWakeUps::of(&store).await, shutdown.clone()),
         ];
-        Ok(Background { views: ReadModels::from(backends.reader), tracked, tasks })
+        Ok(Background { views: read_models, tracked, tasks })
     }
 }

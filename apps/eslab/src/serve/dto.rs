@@ -75,8 +75,8 @@ pub enum TransferMode {
 pub struct AccountBody {
     /// The account id.
     pub id: String,
-    /// The owner's name.
-    pub owner: String,
+    /// The owner's name; `null` once the owner was forgotten (`POST /accounts/{id}/forget`).
+    pub owner: Option<String>,
     /// ISO 4217 code.
     pub currency: String,
     /// Balance in minor units.
@@ -102,7 +102,7 @@ impl AccountBody {
     pub fn from_state(id: &str, state: &Account, version: u64) -> Self {
         AccountBody {
             id: id.to_owned(),
-            owner: state.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default(),
+            owner: state.owner.as_ref().and_then(|o| o.name.known().cloned()),
             currency: state.currency.map(|c| c.code().to_owned()).unwrap_or_default(),
             balance: state.balance.minor(),
             overdraft_limit: state.overdraft_limit.minor(),
@@ -312,4 +312,28 @@ pub struct ProjectionLag {
     pub behind: Option<usize>,
     /// Whether `behind` hit the cap (there are at least that many).
     pub capped: bool,
+}
+
+/// A forgotten account owner: the data subject and when and by whom it was
+/// forgotten (no personal data).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ForgottenBody {
+    /// The data subject: `account-<id>`.
+    pub subject: String,
+    /// When its key was deleted (RFC 3339).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub forgotten_at: time::OffsetDateTime,
+    /// Who asked.
+    pub forgotten_by: String,
+}
+
+impl From<eslab_core::Forgetting> for ForgottenBody {
+    fn from(done: eslab_core::Forgetting) -> Self {
+        ForgottenBody {
+            subject: done.subject.as_str().to_owned(),
+            forgotten_at: done.forgotten_at,
+            forgotten_by: done.forgotten_by,
+        }
+    }
 }

@@ -148,6 +148,9 @@ impl From<eslab_core::Error> for ApiError {
             e if e.is_unavailable() => ApiError::Unavailable(e),
             eslab_core::Error::InvalidStreamId(e) => ApiError::BadRequest(e.to_string()),
             eslab_core::Error::InvalidQuery(e) => ApiError::BadRequest(e.to_string()),
+            eslab_core::Error::Personal(eslab_core::PersonalError::UnknownSubject(subject)) => {
+                ApiError::NotFound(format!("no personal data of {subject} is stored"))
+            }
             e if e.is_conflict() => ApiError::Conflict(e.to_string()),
             e => ApiError::Internal(Box::new(e)),
         }

@@ -16,8 +16,8 @@ use eslab_core::{Aggregate, EventReader, Version};
 use super::AppState;
 use super::commands::{self, StoredResponse, etag};
 use super::dto::{
-    AccountBody, AccountPage, AccountsQuery, ConsistencyQuery, EventBody, EventPage, EventsQuery, Movement,
-    OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody, TransferMode,
+    AccountBody, AccountPage, AccountsQuery, ConsistencyQuery, EventBody, EventPage, EventsQuery, ForgottenBody,
+    Movement, OpenAccount, RequestTransfer, StateQuery, TransferAccepted, TransferBody, TransferMode,
 };
 use super::error::{ApiError, Problem};
 use super::extract::{BodilessWrite, Id, ValidQuery, Write, parse_id};
@@ -66,11 +66,19 @@ fn with_etag(mut response: Response, version: u64) -> Response {
 
 fn account_response(status: StatusCode, id: &str, location: bool) -> impl Fn(&Account, Version) -> StoredResponse {
     let id = id.to_owned();
-    move |state, version| StoredResponse {
-        status: status.as_u16(),
-        body: serde_json::to_value(AccountBody::from_state(&id, state, version.get())).unwrap_or_default(),
-        location: location.then(|| format!("/accounts/{id}")),
-        version: Some(version.get()),
+    move |state, version| {
+        let mut body = serde_json::to_value(AccountBody::from_state(&id, state, version.get())).unwrap_or_default();
+        // The owner's name as its envelope: sealed where the answer is stored
+        // with an idempotency key, revealed when it is sent.
+        if let (Some(owner), Some(field)) = (&state.owner, body.get_mut("owner")) {
+            *field = serde_json::to_value(&owner.name).unwrap_or_default();
+        }
+        StoredResponse {
+            status: status.as_u16(),
+            body,
+            location: location.then(|| format!("/accounts/{id}")),
+            version: Some(version.get()),
+        }
     }
 }
 
@@ -340,6 +348,29 @@ pub async fn account_state(
     let body = AccountBody::from_state(&id.0, &loaded.state, loaded.version.get());
     Ok(with_etag(Json(body).into_response(), loaded.version.get()))
 }
+
+/// Forget an account's owner: crypto-shredding of their personal data.
+///
+/// Deletes the key of the account's data subject (`account-<id>`): from now
+/// on every read shows the owner as `null`, in the events, snapshots, stored
+/// idempotent answers and Kafka topics alike; the read models and parked
+/// events are erased too. Balances and histories are unchanged. Forgetting
+/// twice answers the first forgetting.
+#[utoipa::path(post, path = "/accounts/{id}/forget", tag = "accounts",
+    params(("id" = String, Path, pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$", description = "Account id")),
+    responses((status = 200, description = "Forgotten (now or before)", body = ForgottenBody),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No account with this id was ever opened", body = Problem, content_type = "application/problem+json")))]
+pub async fn forget_owner(State(state): State<AppState>, id: Id) -> Result<Json<ForgottenBody>, ApiError> {
+    let done = state.bank().forget_owner(&id.0, FORGOTTEN_BY_HTTP).await?;
+    state.views().erase(&done.subject).await?;
+    state.events().backend().settle_erasure().await;
+    Ok(Json(ForgottenBody::from(done)))
+}
+
+/// Who forgot, as recorded for a forgetting asked over HTTP.
+pub const FORGOTTEN_BY_HTTP: &str = "http-api";
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "Alive")))]

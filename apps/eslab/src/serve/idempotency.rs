@@ -28,9 +28,14 @@ pub struct StoredResponse {
 
 impl StoredResponse {
     /// An HTTP response; `replayed` adds `Idempotent-Replayed: true`.
+    /// Personal values in the body (kept as envelopes, so that they are
+    /// sealed where the answer is stored) are shown as their values, or
+    /// `null` once forgotten.
     pub fn into_http(self, replayed: bool) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        let mut response = (status, axum::Json(self.body)).into_response();
+        let mut body = self.body;
+        eslab_core::personal::reveal(&mut body);
+        let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if let Some(location) = self.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
             headers.insert(header::LOCATION, location);

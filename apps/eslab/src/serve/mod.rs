@@ -289,6 +289,7 @@ impl AppState {
         handlers::close,
         handlers::account_events,
         handlers::account_state,
+        handlers::forget_owner,
         handlers::request_transfer,
         handlers::get_transfer,
         handlers::health,
@@ -314,6 +315,7 @@ pub fn app(state: AppState) -> Router {
         .route("/accounts/{id}/deposits", post(handlers::deposit))
         .route("/accounts/{id}/withdrawals", post(handlers::withdraw))
         .route("/accounts/{id}/close", post(handlers::close))
+        .route("/accounts/{id}/forget", post(handlers::forget_owner))
         .route("/accounts/{id}/events", get(handlers::account_events))
         .route("/accounts/{id}/state", get(handlers::account_state))
         .route("/transfers", post(handlers::request_transfer))

@@ -8,7 +8,7 @@
 
 use eslab::serve::handlers::MAX_PAGE_BYTES;
 use eslab_bank::{AccountEvent, Currency, MAX_OWNER_CHARS, OverdraftLimit, Owner};
-use eslab_core::{Codec, EventAppender, ExpectedVersion, JsonCodec, Metadata, StreamId};
+use eslab_core::{EventAppender, ExpectedVersion, Metadata, StreamId};
 use reqwest::header::{CONTENT_TYPE, IF_MATCH};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -285,13 +285,13 @@ async fn long_owners_page_under_the_byte_limit(backend: Backend) {
     for i in 0..LONG {
         let id = uuid::Uuid::now_v7().hyphenated().to_string();
         let opened = AccountEvent::AccountOpened {
-            owner: Owner { name: format!("{i:02}").repeat(30 * 1024) },
+            owner: Owner { name: format!("{i:02}").repeat(30 * 1024).into() },
             currency: "EUR".parse::<Currency>().unwrap(),
             overdraft_limit: OverdraftLimit::NONE,
         };
-        let event = JsonCodec.encode(&opened, Metadata::now()).unwrap();
         let stream = StreamId::new("account", &id).unwrap();
-        events.append(&stream, ExpectedVersion::NoStream, vec![event]).await.unwrap();
+        let event = eslab_core::encode_events::<eslab_bank::Account>(&stream, &[opened], &Metadata::now(), None, 0);
+        events.append(&stream, ExpectedVersion::NoStream, event.unwrap()).await.unwrap();
         ids.push(id);
     }
     for id in &ids {

@@ -12,6 +12,8 @@ mod bad_input;
 mod compose;
 mod concurrency;
 mod crash;
+#[cfg(feature = "kafka")]
+mod forget;
 mod limits;
 mod openapi;
 mod outage;

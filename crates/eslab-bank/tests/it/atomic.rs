@@ -101,13 +101,12 @@ async fn a_refused_atomic_transfer_writes_nothing() {
 #[tokio::test]
 async fn accounts_written_before_tags_are_refused_not_misread() {
     let bank = bank(MemoryStore::new());
-    let untagged =
-        |e: &eslab_bank::AccountEvent| eslab_core::Codec::encode(&eslab_core::JsonCodec, e, Metadata::now()).unwrap();
-    let opened = eslab_bank::AccountEvent::AccountOpened {
-        owner: eslab_bank::Owner { name: "Old".into() },
-        currency: eur(),
-        overdraft_limit: OverdraftLimit::NONE,
+    // As written then: no tags, and the owner's name in clear (before names were personal).
+    let untagged = |_: &()| {
+        let payload = serde_json::json!({ "owner": { "name": "Old" }, "currency": "EUR", "overdraft_limit": 0 });
+        eslab_core::NewEvent::new("AccountOpened", 2, payload, Metadata::now())
     };
+    let opened = ();
     let old = Account::stream_id("old").unwrap();
     bank.store().append(&old, eslab_core::ExpectedVersion::NoStream, vec![untagged(&opened)]).await.unwrap();
     // A later deposit through the aggregate carries the tag; the opening does not.

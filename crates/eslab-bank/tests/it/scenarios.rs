@@ -35,7 +35,7 @@ fn refuses_an_owner_longer_than_the_limit() {
     // Counted in characters after trimming: 200 multi-byte characters are fine, 201 are not.
     let longest = format!("  {}  ", "é".repeat(MAX_OWNER_CHARS));
     let opened_longest = AccountEvent::AccountOpened {
-        owner: Owner { name: "é".repeat(MAX_OWNER_CHARS) },
+        owner: Owner { name: "é".repeat(MAX_OWNER_CHARS).into() },
         currency: eur(),
         overdraft_limit: OverdraftLimit::NONE,
     };
@@ -48,7 +48,7 @@ fn refuses_an_owner_longer_than_the_limit() {
 #[test]
 fn an_owner_stored_before_the_limit_is_kept() {
     let long = AccountEvent::AccountOpened {
-        owner: Owner { name: "x".repeat(64 * 1024) },
+        owner: Owner { name: "x".repeat(64 * 1024).into() },
         currency: eur(),
         overdraft_limit: OverdraftLimit::NONE,
     };
