@@ -21,6 +21,7 @@ mod ordering;
 mod peers;
 mod projections;
 pub mod report;
+mod shredding;
 mod snapshots;
 mod stores;
 mod wakeups;
@@ -124,6 +125,7 @@ pub fn experiments() -> Vec<Box<dyn Experiment>> {
         #[cfg(feature = "peers")]
         Box::new(peers::Peers),
         Box::new(crossstream::CrossStream),
+        Box::new(shredding::Shredding),
     ]
 }
 

@@ -4,15 +4,14 @@
 
 use std::time::{Duration, Instant};
 
-use eslab_bank::{Account, AccountCommand, AccountError, AccountEvent};
+use eslab_bank::Account;
 use eslab_core::{
-    Aggregate, EventAppender, EventReaderExt, EventStore, ExpectedVersion, Repository, SnapshotPolicy, Snapshotting,
-    StreamId, Version,
+    Aggregate, EventAppender, EventReaderExt, EventStore, ExpectedVersion, Repository, SnapshotPolicy, StreamId,
+    Version,
 };
 use eslab_postgres::PostgresStore;
 use futures_util::TryStreamExt;
 use futures_util::future::LocalBoxFuture;
-use serde::{Deserialize, Serialize};
 
 use super::chart::Chart;
 use super::measure::{Budget, Latencies, per_second};
@@ -22,39 +21,6 @@ use super::{Experiment, Lab};
 
 /// Experiment 5.
 pub(super) struct SnapshotsAndCache;
-
-/// The bank's account, snapshottable (the bank crate keeps `Account` free of
-/// a snapshot schema; the lab gives it one).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(transparent)]
-struct LabAccount(Account);
-
-impl Aggregate for LabAccount {
-    const KIND: &'static str = Account::KIND;
-    type Command = AccountCommand;
-    type Event = AccountEvent;
-    type Error = AccountError;
-
-    fn decide(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-        self.0.decide(command)
-    }
-
-    fn evolve(&mut self, event: &AccountEvent) {
-        self.0.evolve(event);
-    }
-
-    fn tags(stream: &StreamId, event: &AccountEvent) -> Vec<eslab_core::Tag> {
-        Account::tags(stream, event)
-    }
-
-    fn subject(stream: &StreamId) -> Option<eslab_core::Subject> {
-        Account::subject(stream)
-    }
-}
-
-impl Snapshotting for LabAccount {
-    const STATE_SCHEMA_VERSION: u32 = 1;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
@@ -132,7 +98,7 @@ impl Experiment for SnapshotsAndCache {
             );
             let store = lab.pg_store(|o| o.max_connections(4)).await?;
             let events = EventStore::new(store.clone());
-            let plain: Repository<LabAccount, _> = Repository::new(events.clone());
+            let plain: Repository<Account, _> = Repository::new(events.clone());
             let cached = plain.clone().with_cache(1_000);
             lab.steps((lengths.len() * VARIANTS.len()) as u64);
             let mut measured = Vec::new();
@@ -142,7 +108,7 @@ impl Experiment for SnapshotsAndCache {
                 // One stream for raw, replay and cache; one per snapshot policy,
                 // snapshotted where the policy would have left its latest snapshot.
                 let full_id = format!("full{length}");
-                let full = LabAccount::stream_id(&full_id)?;
+                let full = Account::stream_id(&full_id)?;
                 seed(&store, &full, Version::NONE, account_rows(n)?).await?;
                 cached.load(&full_id).await?;
                 for variant in VARIANTS {
@@ -152,7 +118,7 @@ impl Experiment for SnapshotsAndCache {
                         Variant::Cache => (full_id.clone(), cached.clone(), 0),
                         Variant::Every(every) => {
                             let id = format!("every{every}-{length}");
-                            let stream = LabAccount::stream_id(&id)?;
+                            let stream = Account::stream_id(&id)?;
                             let repo = plain.clone().with_snapshots(store.clone(), SnapshotPolicy::EveryNEvents(every));
                             let at = length / every * every;
                             let mut rows = account_rows(n)?;

@@ -422,3 +422,28 @@ async fn the_cli_lists_every_experiment_and_fails_when_one_fails() {
     let err = lab::main(run(&["nope"]), "sqlite://ignored.db", &mut Vec::new()).await.unwrap_err().to_string();
     assert!(err.contains("unknown experiment"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_counts_key_calls_per_operation_sealed_and_none_plain() {
+    let r = report_of("personal-data").await;
+    let t = &r.table;
+    assert_eq!(t.rows.len(), 5 * 2, "{t:?}");
+    let row = |workload: &str, field: &str| {
+        t.rows
+            .iter()
+            .find(|row| {
+                text(t, row, "workload").starts_with(workload) && text(t, row, "personal field").starts_with(field)
+            })
+            .unwrap_or_else(|| panic!("no row {workload} {field}"))
+    };
+    for workload in ["register", "append a personal", "append without", "load 100 events, 1", "load 100 events, all"] {
+        let plain = row(workload, "plain");
+        assert_eq!(num(t, plain, "key creations per op") + num(t, plain, "key lookups per op"), 0.0, "{plain:?}");
+        assert_eq!(num(t, plain, "operations"), 3.0);
+    }
+    // A new subject's key is created once per register; a load opens a page with one lookup.
+    assert_eq!(num(t, row("register", "sealed"), "key creations per op"), 1.0);
+    assert_eq!(num(t, row("load 100 events, 1", "sealed"), "key lookups per op"), 1.0);
+    assert_eq!(num(t, row("load 100 events, all", "sealed"), "key lookups per op"), 1.0);
+    assert_eq!(num(t, row("append without", "sealed"), "key creations per op"), 0.0);
+}
