@@ -23,9 +23,10 @@ pages = {
   'schema-evolution.md': [('codecs', 'experiment 7, event codecs')],
   'outbox-and-kafka.md': [('kafka-relay', 'experiment 8, Kafka relay batching')],
   'dcb.md': [('cross-stream', 'experiment 12, consistency across streams')],
+  'crypto-shredding.md': [('personal-data', 'experiment 13, what crypto-shredding costs')],
 }
 # Experiments that ran later, on another machine of the kind (see the notes in lab-results/index.md).
-machines = {'cross-stream': '2 vCPU Intel Xeon, 23.5 GiB, PostgreSQL 15.20'}
+machines = {'cross-stream': '2 vCPU Intel Xeon, 23.5 GiB, PostgreSQL 15.20', 'personal-data': '2 vCPU AMD EPYC, 23.5 GiB, PostgreSQL 15.20'}
 for page, exps in pages.items():
     missing = [e for e, _ in exps if not os.path.exists(root + f'lab-results/{e}.md')]
     if missing:

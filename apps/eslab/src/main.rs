@@ -201,6 +201,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Events(command) => Ok(eslab_runtime::events::run(&store, command, &mut out).await?),
             Command::Projections(command) => eslab::projections::command(&store, command, &mut out).await,
             Command::Forget { subject, by } => {
+                // An account's owner: recorded in the account's stream first, so
+                // that every running service's cached state learns of it.
+                if let Ok(stream) = subject.as_str().parse::<eslab_core::StreamId>()
+                    && stream.category() == <eslab_bank::Account as eslab_core::Aggregate>::KIND
+                {
+                    let events = eslab_core::EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+                    let bank = eslab_bank::Bank::new(events, &eslab_bank::BankOptions::default());
+                    bank.forget_owner(stream.id(), &by).await?;
+                }
                 let projections = eslab::projections::AnyProjections::open(&store).await?;
                 let (done, rewritten) = projections.forget(&subject, &by).await?;
                 store.settle_erasure().await;

@@ -50,6 +50,9 @@ pub enum AccountCommand {
     },
     /// Close the account (the balance must be zero).
     Close,
+    /// Record that the owner was forgotten (see [`Bank::forget_owner`](crate::Bank::forget_owner)):
+    /// once per account; again, it decides nothing.
+    ForgetOwner,
 }
 
 /// What happened to an account.
@@ -83,6 +86,10 @@ pub enum AccountEvent {
     },
     /// The account was closed.
     AccountClosed {},
+    /// The owner was forgotten: their name reads as forgotten from here on,
+    /// in every process (a state cached before sees this event). No personal
+    /// data; the key is deleted right after it is recorded.
+    OwnerForgotten {},
 }
 
 /// The schema version of `AccountOpened` this code writes.
@@ -94,7 +101,7 @@ pub const V1_DEFAULT_CURRENCY: &str = "EUR";
 
 impl DomainEvent for AccountEvent {
     const EVENT_TYPES: &'static [&'static str] =
-        &["AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "AccountClosed"];
+        &["AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "AccountClosed", "OwnerForgotten"];
 
     fn event_type(&self) -> &'static str {
         match self {
@@ -102,6 +109,7 @@ impl DomainEvent for AccountEvent {
             AccountEvent::MoneyDeposited { .. } => "MoneyDeposited",
             AccountEvent::MoneyWithdrawn { .. } => "MoneyWithdrawn",
             AccountEvent::AccountClosed {} => "AccountClosed",
+            AccountEvent::OwnerForgotten {} => "OwnerForgotten",
         }
     }
 
@@ -301,6 +309,11 @@ impl Aggregate for Account {
                 }
                 Ok(vec![AccountEvent::MoneyWithdrawn { amount: *amount, balance }])
             }
+            AccountCommand::ForgetOwner => match &self.owner {
+                None => Err(AccountError::NotOpen),
+                Some(owner) if owner.name.is_forgotten() => Ok(Vec::new()),
+                Some(_) => Ok(vec![AccountEvent::OwnerForgotten {}]),
+            },
             AccountCommand::Close => {
                 self.open_currency()?;
                 if self.balance != Balance::ZERO {
@@ -325,6 +338,11 @@ impl Aggregate for Account {
                 self.balance = *balance;
             }
             AccountEvent::AccountClosed {} => self.status = AccountStatus::Closed,
+            AccountEvent::OwnerForgotten {} => {
+                if let Some(owner) = &mut self.owner {
+                    owner.name = Personal::Forgotten;
+                }
+            }
         }
     }
 }

@@ -172,15 +172,14 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     }
 
     /// Forgets the owner of account `id` (its data subject, `account-<id>`):
-    /// deletes the subject's key, recording when and `by` whom, and drops
-    /// the account from this process's state cache. From then on every read
+    /// records `OwnerForgotten` in the account's stream, then deletes the
+    /// subject's key, recording when and `by` whom. From then on every read
     /// shows the owner as forgotten; balances and histories are unchanged.
-    /// Read models are erased by their projections' hook
-    /// ([`eslab_projection::forget_subject`]). Forgetting twice answers the
-    /// first forgetting.
-    ///
-    /// Other processes' state caches keep the name until the account's entry
-    /// is evicted or the process restarts.
+    /// The event is what tells every process: a state cached anywhere is
+    /// behind it, so a command conflicts and reloads, and a strong read folds
+    /// it in. Read models apply it too (and are erased at once by their
+    /// projections' hook, [`eslab_projection::forget_subject`]). Forgetting
+    /// twice answers the first forgetting.
     ///
     /// # Errors
     /// [`Error::Personal`] ([`eslab_core::PersonalError::UnknownSubject`]) for
@@ -188,6 +187,14 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     pub async fn forget_owner(&self, id: &str, by: &str) -> Result<eslab_core::Forgetting, Error> {
         let stream = <Account as eslab_core::Aggregate>::stream_id(id)?;
         let subject = eslab_core::Subject::of_stream(&stream);
+        match self.accounts.execute(id, &AccountCommand::ForgetOwner, eslab_core::Metadata::now().with_actor(by)).await
+        {
+            Ok(_) => {}
+            // Never opened: nothing to forget (the key store says so below).
+            Err(CommandError::Rejected(AccountError::NotOpen)) => {}
+            Err(CommandError::Store(e)) => return Err(e),
+            Err(other) => return Err(Error::backend(other.to_string())),
+        }
         let done = self.accounts.store().forget(&subject, by).await?;
         self.accounts.evict(id);
         Ok(done)

@@ -178,6 +178,7 @@ pub async fn apply_event<T: ViewsTx>(tx: &mut T, event: &RecordedEvent) -> Resul
                 (AccountEvent::AccountClosed {}, Some(row)) => {
                     AccountSummary { status: AccountStatus::Closed, version, ..row }
                 }
+                (AccountEvent::OwnerForgotten {}, Some(row)) => AccountSummary { owner: None, version, ..row },
                 (e, current) => {
                     return Err(HandlerError::new(format!(
                         "{} at {} version {version} does not follow {:?}",

@@ -298,7 +298,6 @@ async fn forgetting_an_owner_leaves_no_readable_trace(backend: Backend) {
     }
     assert!(before.0.is_empty(), "Kafka carries only ciphertext, even before forgetting: {:?}", before.0);
 
-    let balances = |body: &Value| (body["balance"].clone(), body["version"].clone());
     let ada_before = app.strong(&ada).await;
     let history_before = json_of(app.get(&format!("/accounts/{ada}/events")).await).await;
 
@@ -315,17 +314,25 @@ async fn forgetting_an_owner_leaves_no_readable_trace(backend: Backend) {
     // Every read shows the owner forgotten; the money and the history did not move.
     let ada_after = app.strong(&ada).await;
     assert_eq!(ada_after["owner"], Value::Null);
-    assert_eq!(balances(&ada_after), balances(&ada_before));
+    assert_eq!(ada_after["balance"], ada_before["balance"]);
+    assert_eq!(ada_after["version"], json!(ada_before["version"].as_u64().unwrap() + 1), "OwnerForgotten recorded");
     assert_eq!(app.get(&format!("/accounts/{ada}")).await.json::<Value>().await.unwrap()["owner"], Value::Null);
     let replayed = json_of(open_ada().send().await.unwrap()).await;
     assert_eq!((replayed["id"].as_str(), &replayed["owner"]), (Some(ada.as_str()), &Value::Null));
     let history_after = json_of(app.get(&format!("/accounts/{ada}/events")).await).await;
-    assert_eq!(history_after["items"].as_array().map(Vec::len), history_before["items"].as_array().map(Vec::len));
+    let (before_items, after_items) =
+        (history_before["items"].as_array().unwrap(), history_after["items"].as_array().unwrap());
+    assert_eq!(after_items.len(), before_items.len() + 1);
+    assert_eq!(after_items.last().unwrap()["event_type"], json!("OwnerForgotten"), "{after_items:?}");
     let loaded = snapshots.load(&ada).await.unwrap();
     assert!(loaded.state.owner.is_some_and(|o| o.name.is_forgotten()));
     assert_eq!(app.strong(&bob).await["owner"], json!(bob_name), "Bob is still known");
     let parked = projections.parked(None).await.unwrap();
-    assert!(parked.iter().all(|p| p.reason == eslab_projection::FORGOTTEN_REASON || p.event.stream_id != stream));
+    // The parked events holding Ada's data were rewritten (those after them, parked
+    // behind them with no personal data, such as OwnerForgotten, keep their reason).
+    let (erased, kept): (Vec<_>, Vec<_>) = parked.iter().partition(|p| p.event.metadata.subject.is_some());
+    assert!(!erased.is_empty() && erased.iter().all(|p| p.reason == eslab_projection::FORGOTTEN_REASON), "{parked:?}");
+    assert!(kept.iter().all(|p| p.event.stream_id != stream || p.reason == "stream parked"), "{parked:?}");
 
     // The scan: tables, topics, files.
     let mut places = table_contents(&store).await;
@@ -373,5 +380,38 @@ async fn forgetting_needs_the_token() {
     assert_eq!(app.strong(&id).await["owner"], Value::Null);
     let bad = app.post("/accounts/not-a-uuid/forget").send().await.unwrap();
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    app.stop().await;
+}
+
+/// `eslab forget <subject>`: the key, the read models and the parked events,
+/// one JSON line; twice answers the first forgetting; an unknown subject fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_forgets_a_subject() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let id = app.open("Cli Person", 0).await;
+    app.eventually(&id, 1).await;
+    let url = format!("sqlite://{}", app.dir.path().join("eslab.db").display());
+    let forget = |subject: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_eslab"))
+            .args(["forget", &subject, "--by", "ops"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let first = forget(format!("account-{id}"));
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let line: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(
+        (line["subject"].as_str(), line["forgotten_by"].as_str()),
+        (Some(&*format!("account-{id}")), Some("ops"))
+    );
+    let second: Value = serde_json::from_slice(&forget(format!("account-{id}")).stdout).unwrap();
+    assert_eq!(second["forgotten_at"], line["forgotten_at"], "the first forgetting stands");
+    let unknown = forget("account-nobody".into());
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no personal data"), "{unknown:?}");
+    // The running service reads the owner as forgotten (its read model was erased by the CLI).
+    assert_eq!(app.strong(&id).await["owner"], Value::Null);
+    assert_eq!(app.get(&format!("/accounts/{id}")).await.json::<Value>().await.unwrap()["owner"], Value::Null);
     app.stop().await;
 }

@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod atomic;
+#[cfg(feature = "postgres")]
+mod forget;
 mod helpers;
 mod process;
 mod properties;

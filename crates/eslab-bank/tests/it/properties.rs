@@ -24,6 +24,7 @@ fn command() -> impl Strategy<Value = AccountCommand> {
         4 => (minor(), currency()).prop_map(|(m, currency)| AccountCommand::Deposit { amount: Amount::new(m).unwrap(), currency }),
         4 => (minor(), currency()).prop_map(|(m, currency)| AccountCommand::Withdraw { amount: Amount::new(m).unwrap(), currency }),
         1 => Just(AccountCommand::Close),
+        1 => Just(AccountCommand::ForgetOwner),
     ]
 }
 
@@ -69,6 +70,8 @@ impl Model {
                 self.balance = next;
                 true
             }
+            // Accepted on any opened account (again: nothing to record); money untouched.
+            AccountCommand::ForgetOwner => self.status != 0,
             AccountCommand::Close => {
                 if self.status != 1 || self.balance != 0 {
                     return false;
