@@ -376,3 +376,86 @@ async fn one_relay_publishes_at_a_time() {
     })
     .await;
 }
+
+/// Records what the worker hands it (the payloads, as the projection sees them).
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, serde_json::Value)>>);
+
+impl eslab_projection::Projection<eslab_projection::PgBackend> for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    async fn apply(
+        &self,
+        _: &mut <eslab_projection::PgBackend as eslab_projection::Backend>::Tx,
+        event: &eslab_core::RecordedEvent,
+    ) -> Result<(), eslab_projection::HandlerError> {
+        let mut seen = self.0.lock().unwrap();
+        seen.push((event.stream_id.id().to_owned(), event.payload.clone()));
+        Ok(())
+    }
+}
+
+/// Personal data crosses Kafka sealed: the relay publishes ciphertext, a
+/// worker with the store's keys opens it (forgotten subjects read as
+/// forgotten), a value that does not open becomes a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn personal_data_crosses_kafka_sealed_and_the_worker_opens_it_with_the_keys() {
+    use eslab_testing::personal::{Customer, CustomerCommand};
+    within(Duration::from_secs(90), async {
+        let env = Env::new().await;
+        let events = EventStore::new(env.store.clone());
+        let customers: Repository<Customer, _> = Repository::new(events.clone());
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let (kim, lou) = (format!("Kim {tag}"), format!("Lou {tag}"));
+        customers.execute("kim", &CustomerCommand::Register(kim.clone()), Metadata::now()).await.unwrap();
+        customers.execute("lou", &CustomerCommand::Register(lou.clone()), Metadata::now()).await.unwrap();
+        // A sealed value of kim's, tampered with, on a stream of its own.
+        let kim_stream = Customer::stream_id("kim").unwrap();
+        let stored = env.store.read_stream(&kim_stream, eslab_core::Version::FIRST, 1).await.unwrap();
+        let mut payload = stored[0].payload.clone();
+        let sealed = payload["name"]["$sealed"].as_str().unwrap().to_owned();
+        payload["name"]["$sealed"] = serde_json::json!(format!("{}AAAA", &sealed[..sealed.len() - 4]));
+        let subject = eslab_core::Subject::of_stream(&kim_stream);
+        let bad = NewEvent::new("Registered", 1, payload, Metadata::now().with_subject(subject.clone()));
+        env.store.append(&Customer::stream_id("bad").unwrap(), ExpectedVersion::NoStream, vec![bad]).await.unwrap();
+
+        relay::relay(events.clone().sealed(), env.backend(), &env.kafka).unwrap().drain().await.unwrap();
+        let published = read_topics(&env.kafka, &[Customer::KIND], 3, Duration::from_secs(30)).await;
+        let text = format!("{published:?}");
+        assert!(!text.contains(&kim) && !text.contains(&lou), "the topic holds ciphertext only: {text}");
+
+        // Until `records` were applied and `dead` dead-lettered.
+        let run = |group: String, records: usize, dead: usize| {
+            let recorder = Arc::new(Recorder::default());
+            let options = eslab_kafka::WorkerOptions::new(&group, &[Customer::KIND]);
+            let worker = eslab_kafka::Worker::new(&env.kafka, env.backend(), recorder.clone(), options)
+                .unwrap()
+                .with_keys(env.store.key_store());
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(45);
+                while recorder.0.lock().unwrap().len() < records || worker.totals().dead_letters < dead {
+                    assert!(tokio::time::Instant::now() < deadline, "{:?}", worker.totals());
+                    worker.run_once(Duration::from_millis(200)).await.unwrap();
+                }
+                let seen: std::collections::BTreeMap<String, serde_json::Value> =
+                    recorder.0.lock().unwrap().iter().map(|(id, p)| (id.clone(), p["name"].clone())).collect();
+                (seen, worker.totals().dead_letters)
+            }
+        };
+        let (seen, dead) = run(format!("{}-a", env.group), 2, 1).await;
+        assert_eq!(seen["kim"], serde_json::json!({ "$personal": kim }));
+        assert_eq!(seen["lou"], serde_json::json!({ "$personal": lou }));
+        assert!(!seen.contains_key("bad") && dead == 1, "the tampered value is a dead letter: {seen:?}");
+
+        events.forget(&subject, "test").await.unwrap();
+        // Without the key nothing opens, tampered or not: both read as forgotten.
+        let (seen, _) = run(format!("{}-b", env.group), 3, 0).await;
+        assert_eq!(seen["kim"], serde_json::json!({ "$forgotten": true }), "read again after forgetting");
+        assert_eq!(seen["bad"], serde_json::json!({ "$forgotten": true }));
+        assert_eq!(seen["lou"], serde_json::json!({ "$personal": lou }));
+        env.cleanup().await;
+    })
+    .await;
+}
