@@ -356,6 +356,17 @@ impl SubjectKey {
         Some(SubjectKey(Zeroizing::new(array)))
     }
 
+    /// A key store's row, checked: the subject's name and its key's bytes.
+    ///
+    /// # Errors
+    /// [`PersonalError::InvalidSubject`] or [`PersonalError::BadKey`] for a malformed row.
+    pub fn from_row(subject: &str, bytes: &[u8]) -> Result<(Subject, SubjectKey)> {
+        let subject = Subject::new(subject).map_err(|e| Error::Personal(e.into()))?;
+        let key =
+            SubjectKey::from_bytes(bytes).ok_or_else(|| Error::Personal(PersonalError::BadKey(subject.clone())))?;
+        Ok((subject, key))
+    }
+
     /// The key's bytes, for a key store to keep.
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_slice()

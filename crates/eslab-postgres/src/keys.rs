@@ -23,10 +23,6 @@ impl PostgresStore {
     }
 }
 
-fn key_of(subject: &Subject, bytes: &[u8]) -> Result<SubjectKey> {
-    SubjectKey::from_bytes(bytes).ok_or_else(|| Error::Personal(PersonalError::BadKey(subject.clone())))
-}
-
 impl KeyStore for PostgresStore {
     fn subject_key<'a>(&'a self, subject: &'a Subject) -> BoxFuture<'a, Result<SubjectKey>> {
         Box::pin(async move {
@@ -48,7 +44,7 @@ impl KeyStore for PostgresStore {
                 .await
                 .map_err(db)?;
                 match row {
-                    Some((Some(key),)) => return key_of(subject, &key),
+                    Some((Some(key),)) => return SubjectKey::from_row(subject.as_str(), &key).map(|(_, key)| key),
                     Some((None,)) => return Err(Error::Personal(PersonalError::Forgotten(subject.clone()))),
                     // Another transaction created it after this statement's
                     // snapshot was taken: read again.
@@ -68,13 +64,7 @@ impl KeyStore for PostgresStore {
                     .fetch_all(self.pool())
                     .await
                     .map_err(db)?;
-            rows.into_iter()
-                .map(|(name, key)| {
-                    let subject = name.parse::<Subject>().map_err(|e| Error::Personal(e.into()))?;
-                    let key = key_of(&subject, &key)?;
-                    Ok((subject, key))
-                })
-                .collect()
+            rows.into_iter().map(|(name, key)| SubjectKey::from_row(&name, &key)).collect()
         })
     }
 

@@ -23,10 +23,6 @@ impl SqliteStore {
     }
 }
 
-fn key_of(subject: &Subject, bytes: &[u8]) -> Result<SubjectKey> {
-    SubjectKey::from_bytes(bytes).ok_or_else(|| Error::Personal(PersonalError::BadKey(subject.clone())))
-}
-
 fn now_text() -> Result<String> {
     OffsetDateTime::now_utc().format(&Rfc3339).map_err(Error::backend)
 }
@@ -63,7 +59,7 @@ impl KeyStore for SqliteStore {
                 }
             };
             match row {
-                (Some(key),) => key_of(subject, &key),
+                (Some(key),) => SubjectKey::from_row(subject.as_str(), &key).map(|(_, key)| key),
                 (None,) => Err(Error::Personal(PersonalError::Forgotten(subject.clone()))),
             }
         })
@@ -81,13 +77,7 @@ impl KeyStore for SqliteStore {
             .fetch_all(&mut *self.reader().await?)
             .await
             .map_err(|e| self.core(e))?;
-            rows.into_iter()
-                .map(|(name, key)| {
-                    let subject = name.parse::<Subject>().map_err(|e| Error::Personal(e.into()))?;
-                    let key = key_of(&subject, &key)?;
-                    Ok((subject, key))
-                })
-                .collect()
+            rows.into_iter().map(|(name, key)| SubjectKey::from_row(&name, &key)).collect()
         })
     }
 

@@ -160,6 +160,18 @@ async fn raw_stream<S: EventReader>(store: &S, id: &str) -> String {
     serde_json::to_string(&events.iter().map(|e| (&e.payload, &e.metadata)).collect::<Vec<_>>()).expect("json")
 }
 
+/// A fresh store, its event store, and a repository of customers on it.
+async fn customers<S, F>(new: impl Fn() -> F) -> (S, EventStore<S>, Repository<Customer, S>)
+where
+    S: TestStore,
+    F: Future<Output = S>,
+{
+    let backend = new().await;
+    let events = EventStore::new(backend.clone());
+    let repo = Repository::new(events.clone());
+    (backend, events, repo)
+}
+
 fn name_of(state: &Customer) -> Option<Personal<String>> {
     state.name.clone()
 }
@@ -208,9 +220,7 @@ where
     S: TestStore,
     F: Future<Output = S>,
 {
-    let backend = new().await;
-    let events = EventStore::new(backend.clone());
-    let repo: Repository<Customer, S> = Repository::new(events.clone());
+    let (_, events, repo) = customers(new).await;
     let (ada, bob) = (unique_name("Ada"), unique_name("Bob"));
     repo.execute("ada", &register(&ada), Metadata::now()).await.expect("register ada");
     repo.execute("bob", &register(&bob), Metadata::now()).await.expect("register bob");
@@ -240,9 +250,7 @@ where
     S: TestStore,
     F: Future<Output = S>,
 {
-    let backend = new().await;
-    let events = EventStore::new(backend.clone());
-    let repo: Repository<Customer, S> = Repository::new(events.clone());
+    let (backend, events, repo) = customers(new).await;
     let unknown = events.forget(&subject("nobody"), "kit").await.expect_err("unknown subject");
     assert!(matches!(unknown, Error::Personal(PersonalError::UnknownSubject(_))), "{unknown}");
     repo.execute("c", &register(&unique_name("Cy")), Metadata::now()).await.expect("register");
@@ -286,9 +294,7 @@ where
     S: TestStore,
     F: Future<Output = S>,
 {
-    let backend = new().await;
-    let events = EventStore::new(backend.clone());
-    let repo: Repository<Customer, S> = Repository::new(events.clone());
+    let (backend, events, repo) = customers(new).await;
     let name = unique_name("Eve");
     let key = IdempotencyKey::new("k-1", &[b"register"]).expect("key");
     let options = CommandOptions::new(Metadata::now()).idempotent(key.clone());
