@@ -123,7 +123,7 @@ pub enum Error {
     /// a forgotten or unknown subject, a tampered ciphertext
     /// (see [`personal`](crate::personal)). Nothing was written.
     #[error(transparent)]
-    Personal(#[from] crate::personal::PersonalError),
+    Personal(#[from] crate::subject::PersonalError),
     /// A number does not fit the store's representation (e.g. a version above `i64::MAX`).
     #[error("value out of range: {0}")]
     OutOfRange(String),

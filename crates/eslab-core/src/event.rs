@@ -91,7 +91,7 @@ pub struct Metadata {
     /// values are sealed with this subject's key. Set from
     /// [`Aggregate::subject`](crate::Aggregate::subject) on events that hold personal data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject: Option<crate::personal::Subject>,
+    pub subject: Option<crate::subject::Subject>,
 }
 
 impl Default for Metadata {
@@ -116,7 +116,7 @@ impl Metadata {
 
     /// Sets the data subject the event's personal data is about.
     #[must_use]
-    pub fn with_subject(mut self, subject: crate::personal::Subject) -> Self {
+    pub fn with_subject(mut self, subject: crate::subject::Subject) -> Self {
         self.subject = Some(subject);
         self
     }

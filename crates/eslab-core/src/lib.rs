@@ -55,6 +55,7 @@ mod snapshot;
 mod storable;
 mod store;
 mod stream;
+mod subject;
 mod subscribe;
 mod tag;
 mod upcast;
