@@ -372,13 +372,18 @@ impl<S> EventStore<S> {
         JsonCodec.decode(event)
     }
 
+    /// Opens the personal data of a page of events read from the backend
+    /// (unless [`sealed`](Self::sealed)); one key lookup for the page.
+    pub(crate) async fn open_page(&self, events: &mut [RecordedEvent]) -> Result<()> {
+        match &self.keys {
+            Some(keys) if self.open => open_events(keys.as_ref(), events).await,
+            _ => Ok(()),
+        }
+    }
+
     /// Opens (unless [`sealed`](Self::sealed)) and upcasts a page of events.
     async fn prepare(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
-        if self.open
-            && let Some(keys) = &self.keys
-        {
-            open_events(keys.as_ref(), &mut events).await?;
-        }
+        self.open_page(&mut events).await?;
         for event in &mut events {
             self.upcasters.upcast(event)?;
         }

@@ -143,7 +143,7 @@ struct Follow<S> {
 }
 
 impl<S: EventReader> Follow<S> {
-    /// The next batch of items to yield: events (upcast), ending with an
+    /// The next batch of items to yield: events (opened and upcast), ending with an
     /// error if a read or an upcast failed. Never empty.
     async fn next_batch(&mut self) -> Vec<Result<RecordedEvent>> {
         if let Wake::Pending(arming) = &mut self.wake {
@@ -154,8 +154,15 @@ impl<S: EventReader> Follow<S> {
                 self.wait().await;
             }
             let page_size = self.options.page_size.max(1);
-            let page = match self.store.backend().read_feed(&self.filter, self.after, page_size).await {
-                Ok(page) => page,
+            let read = self.store.backend().read_feed(&self.filter, self.after, page_size).await;
+            let page = match read {
+                Ok(mut page) => match self.store.open_page(&mut page).await {
+                    Ok(()) => page,
+                    Err(e) => {
+                        self.then = Then::Wait;
+                        return vec![Err(e)];
+                    }
+                },
                 Err(e) => {
                     // Retry from the same checkpoint after the interval, which
                     // keeps backing off while the errors go on.

@@ -207,6 +207,12 @@ where
     assert_eq!(first, CustomerEvent::Registered { name: Personal::Known(name.clone()), plan: "basic".into() });
     let feed = events.read_feed(&FeedFilter::All, eslab_core::Checkpoint::START, 10).await.expect("feed");
     assert!(serde_json::to_string(&feed[0].payload).expect("json").contains(&name), "the feed opens too");
+    let start = eslab_core::Checkpoint::START;
+    let options = eslab_core::SubscribeOptions::default();
+    let mut live =
+        std::pin::pin!(events.subscribe_woken_by(eslab_core::no_wake_ups(), FeedFilter::All, start, options));
+    let first = futures_util::StreamExt::next(&mut live).await.expect("an event").expect("opened");
+    assert_eq!(first.payload["name"], json!({ "$personal": name }), "a subscription opens too");
     let sealed = EventStore::new(backend.clone()).sealed();
     let feed = sealed.read_feed(&FeedFilter::All, eslab_core::Checkpoint::START, 10).await.expect("sealed feed");
     let text = serde_json::to_string(&feed[0].payload).expect("json");
