@@ -415,3 +415,27 @@ async fn the_cli_forgets_a_subject() {
     assert_eq!(app.get(&format!("/accounts/{id}")).await.json::<Value>().await.unwrap()["owner"], Value::Null);
     app.stop().await;
 }
+
+/// Eight forgettings of one owner racing: every one answers 200 with the same
+/// forgetting, and the account's stream records `OwnerForgotten` once.
+async fn racing_forgettings_agree(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = app.open("Racy Owner", 0).await;
+    let requests = (0..8).map(|_| app.post(&format!("/accounts/{id}/forget")).send());
+    let answers = futures_util::future::join_all(requests).await;
+    let mut bodies = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+        bodies.push(json_of(answer).await);
+    }
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "one forgetting: {bodies:?}");
+    let events = json_of(app.get(&format!("/accounts/{id}/events")).await).await;
+    let recorded = events["items"].as_array().unwrap().iter().filter(|e| e["event_type"] == "OwnerForgotten").count();
+    assert_eq!(recorded, 1);
+    assert_eq!(app.strong(&id).await["owner"], Value::Null);
+    app.stop().await;
+}
+
+crate::helpers::on_every_store!(racing_forgettings, racing_forgettings_agree);
