@@ -187,13 +187,21 @@ impl<S: EventStorage + Clone + 'static> Bank<S> {
     pub async fn forget_owner(&self, id: &str, by: &str) -> Result<eslab_core::Forgetting, Error> {
         let stream = <Account as eslab_core::Aggregate>::stream_id(id)?;
         let subject = eslab_core::Subject::of_stream(&stream);
-        match self.accounts.execute(id, &AccountCommand::ForgetOwner, eslab_core::Metadata::now().with_actor(by)).await
-        {
-            Ok(_) => {}
-            // Never opened: nothing to forget (the key store says so below).
-            Err(CommandError::Rejected(AccountError::NotOpen)) => {}
-            Err(CommandError::Store(e)) => return Err(e),
-            Err(other) => return Err(Error::backend(other.to_string())),
+        // Only a subject whose key still exists has anything to record: a
+        // forgotten one answers its first forgetting below, and an account
+        // never opened (or opened before names were personal data, its name
+        // in clear and no key to delete) is UnknownSubject, with nothing written.
+        let keyed = match self.accounts.store().keys() {
+            Some(keys) => keys.find_keys(std::slice::from_ref(&subject)).await?.contains_key(&subject),
+            None => false,
+        };
+        if keyed {
+            let metadata = eslab_core::Metadata::now().with_actor(by);
+            match self.accounts.execute(id, &AccountCommand::ForgetOwner, metadata).await {
+                Ok(_) => {}
+                Err(CommandError::Store(e)) => return Err(e),
+                Err(other) => return Err(Error::backend(other.to_string())),
+            }
         }
         let done = self.accounts.store().forget(&subject, by).await?;
         self.accounts.evict(id);

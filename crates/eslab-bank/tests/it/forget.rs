@@ -76,3 +76,25 @@ async fn the_live_views_erased_equal_a_rebuild_after_forgetting_on_postgres() {
     assert_eq!(now.iter().map(|s| s.owner.clone()).collect::<Vec<_>>(), [None, Some("Bob Known".into())]);
     schema.drop_schema().await;
 }
+
+/// An account opened before names were personal data holds its owner's name
+/// in clear and has no key: forgetting it is `UnknownSubject` and writes
+/// nothing (there is no key whose deletion would shred the name).
+#[tokio::test]
+async fn an_owner_recorded_in_clear_cannot_be_forgotten_and_nothing_is_written() {
+    use eslab_core::EventReader;
+    let store = eslab_memory::MemoryStore::new();
+    let events = EventStore::new(store.clone()).with_upcasters(upcasters());
+    let bank = eslab_bank::Bank::new(events.clone(), &eslab_bank::BankOptions::default());
+    let stream = Account::stream_id("old").unwrap();
+    let payload = serde_json::json!({ "owner": { "name": "Old Clear" }, "currency": "EUR", "overdraft_limit": 0 });
+    let legacy = eslab_core::NewEvent::new("AccountOpened", 2, payload, Metadata::now());
+    eslab_core::EventAppender::append(&store, &stream, eslab_core::ExpectedVersion::NoStream, vec![legacy])
+        .await
+        .unwrap();
+    let err = bank.forget_owner("old", "test").await.unwrap_err();
+    assert!(matches!(err, eslab_core::Error::Personal(eslab_core::PersonalError::UnknownSubject(_))), "{err}");
+    assert_eq!(store.stream_version(&stream).await.unwrap().get(), 1, "no OwnerForgotten written");
+    let never = bank.forget_owner("never-opened", "test").await.unwrap_err();
+    assert!(matches!(never, eslab_core::Error::Personal(eslab_core::PersonalError::UnknownSubject(_))));
+}
