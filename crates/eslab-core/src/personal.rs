@@ -475,36 +475,47 @@ impl KeyStore for MemoryKeys {
 /// [`PersonalError::NoSubject`] / [`PersonalError::NoKeyStore`] for personal
 /// data that cannot be sealed; [`PersonalError::Forgotten`]; a store failure.
 pub async fn seal_events(keys: Option<&Arc<dyn KeyStore>>, events: &mut [NewEvent]) -> Result<()> {
-    seal_events_keeping_keys(keys, events).await.map(|_| ())
+    seal_events_with(keys, &mut HashMap::new(), events).await
 }
 
-/// [`seal_events`], returning the keys it used (to open the store's echo of
-/// the appended events without another lookup).
-pub(crate) async fn seal_events_keeping_keys(
+/// [`seal_events`], taking keys from `used` first and keeping there the keys
+/// it fetched: the appends of one call share their lookups, and the store's
+/// echo of the appended events opens without another.
+pub(crate) async fn seal_events_with(
     keys: Option<&Arc<dyn KeyStore>>,
+    used: &mut HashMap<Subject, SubjectKey>,
     events: &mut [NewEvent],
-) -> Result<HashMap<Subject, SubjectKey>> {
-    let mut cache: HashMap<Subject, SubjectKey> = HashMap::new();
+) -> Result<()> {
     for event in events.iter_mut() {
-        if !holds_personal(&event.payload) {
-            continue;
-        }
         let place = || format!("event {} ({})", event.event_id, event.event_type);
-        let Some(subject) = event.metadata.subject.clone() else {
-            return Err(Error::Personal(PersonalError::NoSubject(place())));
-        };
-        let Some(keys) = keys else { return Err(Error::Personal(PersonalError::NoKeyStore(place()))) };
-        let key = match cache.get(&subject) {
-            Some(key) => key.clone(),
-            None => {
-                let key = keys.subject_key(&subject).await?;
-                cache.insert(subject.clone(), key.clone());
-                key
-            }
-        };
-        seal_value(&key, &subject, &mut event.payload)?;
+        seal_for(keys, used, event.metadata.subject.as_ref(), &place, &mut event.payload).await?;
     }
-    Ok(cache)
+    Ok(())
+}
+
+/// Seals the open personal values of `value` for `subject`, with its key from
+/// `used` or the key store (then kept in `used`); `place` names the value in errors.
+async fn seal_for(
+    keys: Option<&Arc<dyn KeyStore>>,
+    used: &mut HashMap<Subject, SubjectKey>,
+    subject: Option<&Subject>,
+    place: &(dyn Fn() -> String + Sync),
+    value: &mut Value,
+) -> Result<()> {
+    if !holds_personal(value) {
+        return Ok(());
+    }
+    let Some(subject) = subject else { return Err(Error::Personal(PersonalError::NoSubject(place()))) };
+    let Some(keys) = keys else { return Err(Error::Personal(PersonalError::NoKeyStore(place()))) };
+    let key = match used.get(subject) {
+        Some(key) => key.clone(),
+        None => {
+            let key = keys.subject_key(subject).await?;
+            used.insert(subject.clone(), key.clone());
+            key
+        }
+    };
+    seal_value(&key, subject, value).map(drop)
 }
 
 /// Opens the sealed personal data of `events` with `keys`: one lookup for
@@ -544,13 +555,7 @@ pub(crate) async fn seal_state(
     place: &(dyn Fn() -> String + Sync),
     value: &mut Value,
 ) -> Result<()> {
-    if !holds_personal(value) {
-        return Ok(());
-    }
-    let Some(subject) = subject else { return Err(Error::Personal(PersonalError::NoSubject(place()))) };
-    let Some(keys) = keys else { return Err(Error::Personal(PersonalError::NoKeyStore(place()))) };
-    let key = keys.subject_key(&subject).await?;
-    seal_value(&key, &subject, value).map(|_| ())
+    seal_for(keys, &mut HashMap::new(), subject.as_ref(), place, value).await
 }
 
 /// Opens a value sealed by [`seal_state`].

@@ -15,7 +15,7 @@ use crate::boundary::{AppendCondition, Query, QueryRead};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Result;
 use crate::event::{DomainEvent, NewEvent, RecordedEvent};
-use crate::personal::{Forgetting, KeyStore, Subject, SubjectKey, open_events, open_with, seal_events_keeping_keys};
+use crate::personal::{Forgetting, KeyStore, Subject, SubjectKey, open_events, open_with, seal_events_with};
 use crate::stream::{InvalidStreamId, StreamId, validate_kind};
 use crate::upcast::Upcasters;
 use crate::version::{Checkpoint, ExpectedVersion, Version};
@@ -390,11 +390,12 @@ impl<S> EventStore<S> {
         Ok(events)
     }
 
-    /// Seals the personal data of `appends`; returns the keys used.
+    /// Seals the personal data of `appends` (one key-store call per subject
+    /// for them all); returns the keys used.
     async fn seal(&self, appends: &mut [StreamAppend]) -> Result<HashMap<Subject, SubjectKey>> {
         let mut used = HashMap::new();
         for append in appends {
-            used.extend(seal_events_keeping_keys(self.keys.as_ref(), &mut append.events).await?);
+            seal_events_with(self.keys.as_ref(), &mut used, &mut append.events).await?;
         }
         Ok(used)
     }
@@ -445,7 +446,8 @@ impl<S: EventAppender> EventAppender for EventStore<S> {
         expected: ExpectedVersion,
         mut events: Vec<NewEvent>,
     ) -> Result<AppendResult> {
-        let used = seal_events_keeping_keys(self.keys.as_ref(), &mut events).await?;
+        let mut used = HashMap::new();
+        seal_events_with(self.keys.as_ref(), &mut used, &mut events).await?;
         let mut result = self.backend.append(stream, expected, events).await?;
         Self::reopen(&used, std::slice::from_mut(&mut result))?;
         Ok(result)
