@@ -8,7 +8,9 @@ use serde::de::value::{MapAccessDeserializer, MapDeserializer, StrDeserializer};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::event::{DomainEvent, Metadata, NewEvent, RecordedEvent};
+use crate::event::{DomainEvent, LeanEvent, Metadata, NewEvent, RecordedEvent};
+use crate::stream::StreamId;
+use crate::version::Version;
 
 /// Converts between a typed [`DomainEvent`] and its stored form.
 pub trait Codec: Send + Sync {
@@ -63,41 +65,50 @@ impl Codec for JsonCodec {
     }
 
     fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<E> {
-        if !E::EVENT_TYPES.contains(&event.event_type.as_str()) {
-            return Err(Error::UnknownEventType {
-                stream: event.stream_id.clone(),
-                version: event.stream_version,
-                event_type: event.event_type.clone(),
-            });
-        }
-        // The externally tagged form `{"<type>": <payload>}` (or `"<type>"`
-        // for a unit variant), read straight from the stored payload: no copy
-        // of it, no map built for the tag.
-        let decoded = match &event.payload {
-            Value::Null => E::deserialize(StrDeserializer::<serde_json::Error>::new(&event.event_type)),
-            payload => {
-                let tagged = MapDeserializer::new(std::iter::once((event.event_type.as_str(), payload)));
-                E::deserialize(MapAccessDeserializer::new(tagged))
-            }
-        };
-        let decoded: E = decoded.map_err(|source| Error::Decode {
-            stream: event.stream_id.clone(),
-            version: event.stream_version,
-            event_type: event.event_type.clone(),
-            source,
-        })?;
-        let supported = decoded.schema_version();
-        if event.schema_version > supported {
-            return Err(Error::UnsupportedSchemaVersion {
-                stream: event.stream_id.clone(),
-                version: event.stream_version,
-                event_type: event.event_type.clone(),
-                found: event.schema_version,
-                supported,
-            });
-        }
-        Ok(decoded)
+        decode_json(&event.stream_id, event.stream_version, &event.event_type, event.schema_version, &event.payload)
     }
+}
+
+impl JsonCodec {
+    /// Decodes an event of `stream` read for replay (already upcast) into `E`.
+    pub(crate) fn decode_lean<E: DomainEvent>(self, stream: &StreamId, event: &LeanEvent) -> Result<E> {
+        decode_json(stream, event.stream_version, &event.event_type, event.schema_version, &event.payload)
+    }
+}
+
+/// The JSON decoding of one event, from its parts.
+fn decode_json<E: DomainEvent>(
+    stream: &StreamId,
+    version: Version,
+    event_type: &str,
+    schema_version: u32,
+    payload: &Value,
+) -> Result<E> {
+    let failed = || (stream.clone(), version, event_type.to_owned());
+    if !E::EVENT_TYPES.contains(&event_type) {
+        let (stream, version, event_type) = failed();
+        return Err(Error::UnknownEventType { stream, version, event_type });
+    }
+    // The externally tagged form `{"<type>": <payload>}` (or `"<type>"`
+    // for a unit variant), read straight from the stored payload: no copy
+    // of it, no map built for the tag.
+    let decoded = match payload {
+        Value::Null => E::deserialize(StrDeserializer::<serde_json::Error>::new(event_type)),
+        payload => {
+            let tagged = MapDeserializer::new(std::iter::once((event_type, payload)));
+            E::deserialize(MapAccessDeserializer::new(tagged))
+        }
+    };
+    let decoded: E = decoded.map_err(|source| {
+        let (stream, version, event_type) = failed();
+        Error::Decode { stream, version, event_type, source }
+    })?;
+    let supported = decoded.schema_version();
+    if schema_version > supported {
+        let (stream, version, event_type) = failed();
+        return Err(Error::UnsupportedSchemaVersion { stream, version, event_type, found: schema_version, supported });
+    }
+    Ok(decoded)
 }
 
 #[cfg(test)]

@@ -235,3 +235,35 @@ impl RecordedEvent {
         Checkpoint::new(self.transaction, self.position)
     }
 }
+
+/// What replaying a stream into state needs of one of its events, and no
+/// more: its version, type, schema version, payload and the subject its
+/// personal data is sealed for (no position, ids, timestamps or other
+/// metadata). Read with [`EventReader::read_stream_lean`](crate::EventReader::read_stream_lean),
+/// which a store answers with fewer columns than a full page: the read a
+/// [`Repository`](crate::Repository) load makes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeanEvent {
+    /// Its version within the stream (from 1, no gaps).
+    pub stream_version: Version,
+    /// The stable type name.
+    pub event_type: String,
+    /// The payload's schema version (after upcasting, when read through an upcasting layer).
+    pub schema_version: u32,
+    /// The payload, as JSON.
+    pub payload: serde_json::Value,
+    /// Whom its personal data is about ([`Metadata::subject`]).
+    pub subject: Option<crate::subject::Subject>,
+}
+
+impl From<RecordedEvent> for LeanEvent {
+    fn from(event: RecordedEvent) -> Self {
+        LeanEvent {
+            stream_version: event.stream_version,
+            event_type: event.event_type,
+            schema_version: event.schema_version,
+            payload: event.payload,
+            subject: event.metadata.subject,
+        }
+    }
+}

@@ -70,7 +70,7 @@ pub use command::{
 };
 pub use decide::{Boundaries, BoundaryDecision, DecideOnBoundary, Seen, Settled};
 pub use error::{BoxError, Error, Result};
-pub use event::{DomainEvent, EventId, Metadata, NewEvent, RecordedEvent};
+pub use event::{DomainEvent, EventId, LeanEvent, Metadata, NewEvent, RecordedEvent};
 pub use idempotency::{IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use locks::{StreamGuard, StreamLocks};
 pub use personal::{Forgetting, KeyStore, Personal, PersonalError, Subject};

@@ -68,7 +68,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
-use crate::event::{NewEvent, RecordedEvent};
+use crate::event::{LeanEvent, NewEvent, RecordedEvent};
+use crate::stream::StreamId;
 pub use crate::subject::{InvalidSubject, MAX_SUBJECT_LEN, PersonalError, Subject};
 
 /// The key of an open personal value's envelope: `{"$personal": <value>}`.
@@ -525,14 +526,36 @@ async fn seal_for(
 /// # Errors
 /// [`PersonalError::Tampered`] for a value that does not open; a store failure.
 pub async fn open_events(keys: &dyn KeyStore, events: &mut [RecordedEvent]) -> Result<()> {
+    let sealed = events.iter().map(|e| (e.metadata.subject.as_ref(), &e.payload));
+    let Some(found) = find_sealed(keys, sealed).await? else { return Ok(()) };
+    open_with(&found, events)
+}
+
+/// [`open_events`] for a page of `stream` read for replay.
+pub(crate) async fn open_lean(keys: &dyn KeyStore, stream: &StreamId, events: &mut [LeanEvent]) -> Result<()> {
+    let sealed = events.iter().map(|e| (e.subject.as_ref(), &e.payload));
+    let Some(found) = find_sealed(keys, sealed).await? else { return Ok(()) };
+    for event in events.iter_mut() {
+        let Some(subject) = &event.subject else { continue };
+        let place = || format!("{stream} version {}", event.stream_version);
+        open_at(found.get(subject), subject, &mut event.payload, &place)?;
+    }
+    Ok(())
+}
+
+/// The keys of the subjects whose values in `values` are sealed, in one
+/// lookup; `None` when no value is sealed (no lookup).
+async fn find_sealed<'a>(
+    keys: &dyn KeyStore,
+    values: impl Iterator<Item = (Option<&'a Subject>, &'a Value)>,
+) -> Result<Option<HashMap<Subject, SubjectKey>>> {
     let subjects: BTreeSet<&Subject> =
-        events.iter().filter_map(|e| e.metadata.subject.as_ref().filter(|_| holds_sealed(&e.payload))).collect();
+        values.filter_map(|(subject, payload)| subject.filter(|_| holds_sealed(payload))).collect();
     if subjects.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let subjects: Vec<Subject> = subjects.into_iter().cloned().collect();
-    let found = keys.find_keys(&subjects).await?;
-    open_with(&found, events)
+    keys.find_keys(&subjects).await.map(Some)
 }
 
 /// Opens `events` with keys already found (a subject absent from `found` is forgotten).

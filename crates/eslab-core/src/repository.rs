@@ -11,7 +11,7 @@ use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 
 use crate::aggregate::{Aggregate, Loaded};
-use crate::codec::{Codec, JsonCodec};
+use crate::codec::JsonCodec;
 use crate::error::{Error, Result};
 use crate::locks::StreamLocks;
 use crate::snapshot::{Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting};
@@ -497,12 +497,12 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
     ) -> Result<(Loaded<A>, u64)> {
         let from = loaded.version.next().ok_or_else(|| Error::OutOfRange("stream version".into()))?;
         let mut replayed: u64 = 0;
-        let mut events = std::pin::pin!(self.store.stream_events(stream, from));
+        let mut events = std::pin::pin!(self.store.stream_events_lean(stream, from));
         while let Some(recorded) = events.try_next().await? {
             if until.is_some_and(|v| recorded.stream_version > v) {
                 break;
             }
-            let event: A::Event = JsonCodec.decode(&recorded)?;
+            let event: A::Event = JsonCodec.decode_lean(stream, &recorded)?;
             loaded.state.evolve(&event);
             loaded.version = recorded.stream_version;
             replayed += 1;

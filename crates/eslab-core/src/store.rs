@@ -14,8 +14,8 @@ use futures_util::{TryStreamExt, stream};
 use crate::boundary::{AppendCondition, Query, QueryRead};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Result;
-use crate::event::{DomainEvent, NewEvent, RecordedEvent};
-use crate::personal::{Forgetting, KeyStore, Subject, SubjectKey, open_events, open_with, seal_events_with};
+use crate::event::{DomainEvent, LeanEvent, NewEvent, RecordedEvent};
+use crate::personal::{Forgetting, KeyStore, Subject, SubjectKey, open_events, open_lean, open_with, seal_events_with};
 use crate::stream::{InvalidStreamId, StreamId, validate_kind};
 use crate::upcast::Upcasters;
 use crate::version::{Checkpoint, ExpectedVersion, Version};
@@ -175,6 +175,22 @@ pub trait EventReader: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
 
+    /// A page of one stream from version `from` (inclusive), with only what
+    /// replaying it into state needs ([`LeanEvent`]): the read behind every
+    /// [`Repository`](crate::Repository) load.
+    ///
+    /// The default takes [`read_stream`](Self::read_stream)'s page apart;
+    /// backends override it with a narrower read (PostgreSQL sends five
+    /// columns instead of ten, and no metadata document).
+    fn read_stream_lean(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<LeanEvent>>> + Send {
+        async move { Ok(self.read_stream(stream, from, limit).await?.into_iter().map(LeanEvent::from).collect()) }
+    }
+
     /// A page of the global (or per-category) feed after `after`.
     fn read_feed(
         &self,
@@ -237,16 +253,20 @@ pub trait EventReaderExt: EventReader {
     where
         Self: Sized,
     {
-        stream::try_unfold(Some(from), move |next| async move {
-            let Some(from) = next else { return Ok::<_, crate::Error>(None) };
-            let page = self.read_stream(stream, from, STREAM_PAGE_SIZE).await?;
-            let next = match page.last() {
-                Some(last) if page.len() == STREAM_PAGE_SIZE => last.stream_version.next(),
-                _ => None,
-            };
-            Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
-        })
-        .try_flatten()
+        stream_pages(from, move |from| self.read_stream(stream, from, STREAM_PAGE_SIZE), |e| e.stream_version)
+    }
+
+    /// Every event of `stream` from version `from`, page by page, with only
+    /// what replaying it needs ([`EventReader::read_stream_lean`]).
+    fn stream_events_lean<'a>(
+        &'a self,
+        stream: &'a StreamId,
+        from: Version,
+    ) -> impl Stream<Item = Result<LeanEvent>> + Send + 'a
+    where
+        Self: Sized,
+    {
+        stream_pages(from, move |from| self.read_stream_lean(stream, from, STREAM_PAGE_SIZE), |e| e.stream_version)
     }
 
     /// The feed after `after`, up to the events committed now (the stream
@@ -273,6 +293,33 @@ pub trait EventReaderExt: EventReader {
 }
 
 impl<T: EventReader> EventReaderExt for T {}
+
+/// The events of pages of [`STREAM_PAGE_SIZE`] read by `read` from a version
+/// on, until a page comes back short.
+fn stream_pages<'a, T, F, Fut>(
+    from: Version,
+    read: F,
+    version: fn(&T) -> Version,
+) -> impl Stream<Item = Result<T>> + Send + 'a
+where
+    T: Send + 'a,
+    F: Fn(Version) -> Fut + Send + 'a,
+    Fut: Future<Output = Result<Vec<T>>> + Send + 'a,
+{
+    stream::try_unfold(Some(from), move |next| {
+        let page = next.map(&read);
+        async move {
+            let Some(page) = page else { return Ok::<_, crate::Error>(None) };
+            let page = page.await?;
+            let next = match page.last() {
+                Some(last) if page.len() == STREAM_PAGE_SIZE => version(last).next(),
+                _ => None,
+            };
+            Ok(Some((stream::iter(page.into_iter().map(Ok)), next)))
+        }
+    })
+    .try_flatten()
+}
 
 /// The typed layer over a backend: seals and opens [personal data](crate::personal)
 /// and applies [`Upcasters`] on every read path, and decodes typed events.
@@ -414,6 +461,19 @@ impl<S: EventReader> EventReader for EventStore<S> {
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         let page = self.backend.read_stream(stream, from, limit).await?;
         self.prepare(page).await
+    }
+
+    async fn read_stream_lean(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<LeanEvent>> {
+        let mut page = self.backend.read_stream_lean(stream, from, limit).await?;
+        if let Some(keys) = &self.keys
+            && self.open
+        {
+            open_lean(keys.as_ref(), stream, &mut page).await?;
+        }
+        for event in &mut page {
+            self.upcasters.upcast_lean(stream, event)?;
+        }
+        Ok(page)
     }
 
     async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {

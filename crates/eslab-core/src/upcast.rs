@@ -12,7 +12,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::event::RecordedEvent;
+use crate::event::{LeanEvent, RecordedEvent};
+use crate::stream::StreamId;
+use crate::version::Version;
 
 type Transform = Arc<dyn Fn(Value) -> std::result::Result<Value, String> + Send + Sync>;
 
@@ -105,20 +107,47 @@ impl Upcasters {
 
     /// Upcasts a recorded event in place.
     pub fn upcast(&self, event: &mut RecordedEvent) -> Result<()> {
+        self.upcast_parts(
+            &event.stream_id,
+            event.stream_version,
+            &event.event_type,
+            &mut event.schema_version,
+            &mut event.payload,
+        )
+    }
+
+    /// Upcasts an event of `stream` read for replay, in place.
+    pub fn upcast_lean(&self, stream: &StreamId, event: &mut LeanEvent) -> Result<()> {
+        self.upcast_parts(
+            stream,
+            event.stream_version,
+            &event.event_type,
+            &mut event.schema_version,
+            &mut event.payload,
+        )
+    }
+
+    fn upcast_parts(
+        &self,
+        stream: &StreamId,
+        at: Version,
+        event_type: &str,
+        schema_version: &mut u32,
+        payload: &mut Value,
+    ) -> Result<()> {
         if self.steps.is_empty() {
             return Ok(());
         }
-        let payload = std::mem::take(&mut event.payload);
-        match self.upcast_payload(&event.event_type, event.schema_version, payload) {
-            Ok((version, payload)) => {
-                event.schema_version = version;
-                event.payload = payload;
+        match self.upcast_payload(event_type, *schema_version, std::mem::take(payload)) {
+            Ok((version, upcast)) => {
+                *schema_version = version;
+                *payload = upcast;
                 Ok(())
             }
             Err((from, reason)) => Err(Error::Upcast {
-                stream: event.stream_id.clone(),
-                version: event.stream_version,
-                event_type: event.event_type.clone(),
+                stream: stream.clone(),
+                version: at,
+                event_type: event_type.to_owned(),
                 from,
                 reason,
             }),

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, Result, StreamId, Version};
+use eslab_core::{Checkpoint, FeedFilter, LeanEvent, RecordedEvent, Result, StreamId, Version};
 use sqlx::{PgPool, Row};
 
 use crate::error::db;
-use crate::rows::{event_columns, limit, parse_xid, recorded, to_i64};
+use crate::rows::{event_columns, lean, lean_columns, limit, parse_xid, recorded, to_i64};
 
 /// One feed page. `horizon` is the oldest transaction still in flight
 /// (`pg_snapshot_xmin`): every transaction below it has committed or rolled
@@ -61,6 +61,28 @@ pub(crate) async fn read_stream(
         .await
         .map_err(db)?;
     rows.iter().map(|row| recorded(row, 0, Some(stream))).collect()
+}
+
+/// A page of one stream for replay (see [`lean_columns!`]).
+pub(crate) async fn read_stream_lean(
+    pool: &PgPool,
+    stream: &StreamId,
+    from: Version,
+    n: usize,
+) -> Result<Vec<LeanEvent>> {
+    const SQL: &str = concat!(
+        "SELECT ",
+        lean_columns!(),
+        " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+    );
+    let rows = sqlx::query(SQL)
+        .bind(stream.as_str())
+        .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
+        .bind(limit(n))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
+    rows.iter().map(lean).collect()
 }
 
 /// One page of the feed after `after`, waiting up to `settle` for in-flight

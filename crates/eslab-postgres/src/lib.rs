@@ -127,8 +127,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eslab_core::{
-    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, RecordedEvent, Result, StreamAppend,
-    StreamId, Version,
+    AppendResult, Checkpoint, Error, EventAppender, EventReader, FeedFilter, LeanEvent, RecordedEvent, Result,
+    StreamAppend, StreamId, Version,
 };
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -586,6 +586,10 @@ impl EventReader for PostgresStore {
 
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         feed::read_stream(&self.pool, stream, from, limit).await
+    }
+
+    async fn read_stream_lean(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<LeanEvent>> {
+        feed::read_stream_lean(&self.pool, stream, from, limit).await
     }
 
     async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {

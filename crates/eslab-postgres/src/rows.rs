@@ -1,6 +1,6 @@
 //! Conversions between Rust values and the columns of the `events` table.
 
-use eslab_core::{Error, Metadata, Position, RecordedEvent, Result, StreamId, Version};
+use eslab_core::{Error, LeanEvent, Metadata, Position, RecordedEvent, Result, StreamId, Subject, Version};
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 use sqlx::types::Json;
@@ -43,6 +43,29 @@ pub(crate) fn encode_metadata(metadata: &Metadata) -> Result<serde_json::Value> 
 
 fn get<'r, T: sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>>(row: &'r PgRow, col: usize) -> Result<T> {
     row.try_get(col).map_err(crate::error::db)
+}
+
+/// The columns of a stream read for replay, in [`lean`]'s order: no
+/// metadata document (only its subject), no position, ids or timestamps.
+macro_rules! lean_columns {
+    () => {
+        "stream_version, event_type, schema_version, payload, metadata ->> 'subject'"
+    };
+}
+pub(crate) use lean_columns;
+
+/// Decodes a row of [`lean_columns!`].
+pub(crate) fn lean(row: &PgRow) -> Result<LeanEvent> {
+    let schema_version: i32 = get(row, 2)?;
+    let subject: Option<String> = get(row, 4)?;
+    Ok(LeanEvent {
+        stream_version: Version::new(to_u64(get(row, 0)?, "stream version")?),
+        event_type: get(row, 1)?,
+        schema_version: u32::try_from(schema_version)
+            .map_err(|_| Error::OutOfRange(format!("schema version {schema_version}")))?,
+        payload: get(row, 3)?,
+        subject: subject.map(Subject::try_from).transpose().map_err(Error::backend)?,
+    })
 }
 
 /// Decodes a row whose columns from `first` on are [`event_columns!`], in

@@ -159,6 +159,15 @@ where
         self.store.read_stream(stream, from, limit).await
     }
 
+    async fn read_stream_lean(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> eslab_core::Result<Vec<eslab_core::LeanEvent>> {
+        self.store.read_stream_lean(stream, from, limit).await
+    }
+
     async fn read_feed(
         &self,
         filter: &FeedFilter,

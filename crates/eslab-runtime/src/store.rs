@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, NewEvent,
-    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, Version, WakeUpStream,
-    WakeUps,
+    AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, LeanEvent,
+    NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, Version,
+    WakeUpStream, WakeUps,
 };
 use eslab_memory::MemoryStore;
 use eslab_postgres::PostgresStore;
@@ -130,6 +130,10 @@ impl EventReader for AnyStore {
 
     async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
         each!(self, s => s.read_stream(stream, from, limit).await)
+    }
+
+    async fn read_stream_lean(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<LeanEvent>> {
+        each!(self, s => s.read_stream_lean(stream, from, limit).await)
     }
 
     async fn read_feed(&self, filter: &FeedFilter, after: Checkpoint, limit: usize) -> Result<Vec<RecordedEvent>> {

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use eslab_core::{
     AppendCondition, AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter,
-    InvalidQuery, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result, StreamAppend,
-    StreamId, Tag, Version,
+    InvalidQuery, LeanEvent, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result,
+    StreamAppend, StreamId, Tag, Version,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteRow;
@@ -311,6 +311,22 @@ impl Decoder {
     }
 }
 
+/// Decodes a row of a lean stream read: `stream_version, event_type,
+/// schema_version, payload` and the metadata's subject.
+fn decode_lean(row: &SqliteRow) -> Result<LeanEvent, SqliteError> {
+    let invalid = |what: &str, e: &dyn std::fmt::Display| SqliteError::InvalidRow(format!("{what}: {e}"));
+    let schema_version: i64 = row.try_get(2)?;
+    let payload: &str = row.try_get(3)?;
+    let subject: Option<String> = row.try_get(4)?;
+    Ok(LeanEvent {
+        stream_version: Version::new(to_u64(row.try_get(0)?, "stream version")?),
+        event_type: row.try_get(1)?,
+        schema_version: u32::try_from(schema_version).map_err(|e| invalid("schema_version", &e))?,
+        payload: serde_json::from_str(payload).map_err(|e| invalid("payload", &e))?,
+        subject: subject.map(eslab_core::Subject::try_from).transpose().map_err(|e| invalid("subject", &e))?,
+    })
+}
+
 fn decode_all(rows: &[SqliteRow]) -> Result<Vec<RecordedEvent>> {
     let mut decoder = Decoder::default();
     rows.iter().map(|r| decoder.decode(r).map_err(Error::from)).collect()
@@ -435,6 +451,21 @@ impl EventReader for SqliteStore {
                 .await
                 .map_err(|e| self.core(e))?;
         decode_all(&rows)
+    }
+
+    async fn read_stream_lean(&self, stream: &StreamId, from: Version, max: usize) -> Result<Vec<LeanEvent>> {
+        let mut conn = self.reader().await?;
+        let rows = sqlx::query(
+            "SELECT stream_version, event_type, schema_version, payload, json_extract(metadata, '$.subject') FROM events \
+             WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?",
+        )
+        .bind(stream.as_str())
+        .bind(saturate(from.get()))
+        .bind(limit(max))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.core(e))?;
+        rows.iter().map(|row| decode_lean(row).map_err(Error::from)).collect()
     }
 
     /// The feed is ordered by position alone: SQLite commits in position order,

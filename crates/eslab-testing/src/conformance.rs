@@ -48,6 +48,7 @@ macro_rules! store_conformance_tests {
             concurrent_exact_appenders_one_winner_per_version,
             read_stream_from_version,
             read_stream_beyond_the_largest_version_is_empty,
+            lean_stream_reads_match_full_reads,
             feed_every_event_once_in_order_resumable,
             feed_by_category,
             feed_while_writers_append_concurrently,
@@ -300,6 +301,45 @@ pub async fn read_stream_beyond_the_largest_version_is_empty<S: TestStore, F: Fu
             assert!(matches!(&page, Ok(events) if events.is_empty()), "{stream} from {from}: {page:?}");
         }
     }
+}
+
+/// A lean stream read (the read of a repository's loads) holds exactly the
+/// parts of the full read's events, for every start and page size: unit,
+/// nested, unicode and large payloads, schema versions, subjects.
+pub async fn lean_stream_reads_match_full_reads<S: TestStore, F: Future<Output = S>>(new: impl Fn() -> F) {
+    let store = new().await;
+    let s = stream("lean");
+    let subject = eslab_core::Subject::new("person-ä 1").expect("subject");
+    let batch = vec![
+        NewEvent::new(
+            "Opened",
+            1,
+            json!({ "owner": { "$personal": "Zoë" }, "limit": -5 }),
+            Metadata::now().with_subject(subject).with_actor("clerk"),
+        ),
+        NewEvent::new("Closed", 1, serde_json::Value::Null, Metadata::now()),
+        NewEvent::new(
+            "Noted",
+            3,
+            json!({ "text": "日本語 ".repeat(2_000), "list": [1, [2, { "x": null }]] }),
+            Metadata::now(),
+        ),
+    ];
+    store.append(&s, ExpectedVersion::Any, batch).await.expect("append");
+    store.append(&s, ExpectedVersion::Any, events(0..7)).await.expect("append");
+    store.append(&stream("lean-noise"), ExpectedVersion::Any, events(50..53)).await.expect("noise");
+    for from in [0, 1, 2, 5, 10, 11] {
+        for limit in [1, 3, 100] {
+            let full = store.read_stream(&s, Version::new(from), limit).await.expect("read");
+            let lean = store.read_stream_lean(&s, Version::new(from), limit).await.expect("lean read");
+            let want: Vec<eslab_core::LeanEvent> = full.into_iter().map(Into::into).collect();
+            assert_eq!(lean, want, "from {from}, limit {limit}");
+        }
+    }
+    assert_eq!(store.read_stream_lean(&s, Version::FIRST, 100).await.expect("lean read").len(), 10);
+    assert!(store.read_stream_lean(&stream("lean-absent"), Version::FIRST, 9).await.expect("read").is_empty());
+    let beyond = store.read_stream_lean(&s, Version::new(u64::MAX), 9).await;
+    assert!(matches!(&beyond, Ok(page) if page.is_empty()), "{beyond:?}");
 }
 
 /// The feed yields every event exactly once, in order, and resumes from any checkpoint.
@@ -567,6 +607,9 @@ pub async fn upcasting_applies_on_stream_and_feed_reads<S: TestStore, F: Future<
     assert_eq!(feed.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(), expected);
     let streamed: Vec<_> = store.stream_events(&s, Version::FIRST).try_collect().await.expect("stream");
     assert_eq!(streamed, read);
+    let lean: Vec<eslab_core::LeanEvent> =
+        store.stream_events_lean(&s, Version::FIRST).try_collect().await.expect("lean stream");
+    assert_eq!(lean, read.into_iter().map(Into::into).collect::<Vec<_>>(), "loads read upcast events");
     // The stored rows themselves are untouched.
     let raw = all(&backend, &s).await;
     assert_eq!(raw[0].schema_version, 1);
@@ -586,6 +629,8 @@ pub async fn long_stream_streams_in_pages<S: TestStore, F: Future<Output = S>>(n
     assert_eq!(ns(&streamed), (0..total).collect::<Vec<_>>());
     let from_mid: Vec<_> = store.stream_events(&s, Version::new(600)).try_collect().await.expect("stream");
     assert_eq!(from_mid.len() as u64, total - 599);
+    let lean: Vec<_> = store.stream_events_lean(&s, Version::new(2)).try_collect().await.expect("lean stream");
+    assert_eq!(lean.iter().map(|e| e.stream_version.get()).collect::<Vec<_>>(), (2..=total).collect::<Vec<_>>());
     let mut per_stream: HashMap<StreamId, u64> = HashMap::new();
     let feed = feed_all(&store, &FeedFilter::All).await;
     for e in &feed {

@@ -7,6 +7,9 @@
 //! one it forgets falls back to the trait's default (a `feed_head` paging
 //! through the whole feed instead of the store's own) without a word. The
 //! macro writes the forwarding; the wrapper writes only what it changes.
+//! A wrapper that changes [`read_stream`](eslab_core::EventReader::read_stream)
+//! changes [`read_stream_lean`](eslab_core::EventReader::read_stream_lean)
+//! (the read of a repository's loads) the same way.
 //!
 //! ```
 //! use eslab_core::{EventReader, RecordedEvent, Result, StreamId, Version};
@@ -96,6 +99,11 @@ macro_rules! __forward_methods {
             from: $crate::__eslab_core::Version,
             limit: usize,
         ) -> ::std::vec::Vec<$crate::__eslab_core::RecordedEvent>);
+        $crate::__forward_fn!($skip $f EventReader::read_stream_lean(
+            stream: &$crate::__eslab_core::StreamId,
+            from: $crate::__eslab_core::Version,
+            limit: usize,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::LeanEvent>);
         $crate::__forward_fn!($skip $f EventReader::read_feed(
             filter: &$crate::__eslab_core::FeedFilter,
             after: $crate::__eslab_core::Checkpoint,
@@ -172,7 +180,10 @@ macro_rules! __forward_unless {
     ($m:ident [] $($item:tt)*) => { $($item)* };
     (append [append $($rest:ident)*] $($item:tt)*) => {};
     (append_streams [append_streams $($rest:ident)*] $($item:tt)*) => {};
+    (append_if [append_if $($rest:ident)*] $($item:tt)*) => {};
     (read_stream [read_stream $($rest:ident)*] $($item:tt)*) => {};
+    (read_stream_lean [read_stream_lean $($rest:ident)*] $($item:tt)*) => {};
+    (read_query [read_query $($rest:ident)*] $($item:tt)*) => {};
     (read_feed [read_feed $($rest:ident)*] $($item:tt)*) => {};
     (stream_version [stream_version $($rest:ident)*] $($item:tt)*) => {};
     (feed_head [feed_head $($rest:ident)*] $($item:tt)*) => {};

@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use eslab_core::{
-    Aggregate, DomainEvent, Error, EventAppender, EventReader, EventStorage, EventStore, ExpectedVersion, Metadata,
-    NewEvent, RecordedEvent, Repository, Result, Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting, StreamId,
-    Upcasters, Version,
+    Aggregate, DomainEvent, Error, EventAppender, EventReader, EventStorage, EventStore, ExpectedVersion, LeanEvent,
+    Metadata, NewEvent, RecordedEvent, Repository, Result, Snapshot, SnapshotPolicy, SnapshotStore, Snapshotting,
+    StreamId, Upcasters, Version,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -258,17 +258,28 @@ impl<S> CountingStore<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
+
+    /// Counts a stream read of `events` events, then pauses if asked to.
+    async fn counted(&self, events: usize) {
+        self.counts.stream_reads.fetch_add(1, Ordering::SeqCst);
+        self.counts.events_read.fetch_add(u64::try_from(events).unwrap_or(u64::MAX), Ordering::SeqCst);
+        if let Some(pause) = self.read_pause {
+            tokio::time::sleep(pause).await;
+        }
+    }
 }
 
 crate::forward_store! {
     impl[S: EventReader] EventReader for CountingStore<S> => inner {
         async fn read_stream(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<RecordedEvent>> {
             let page = self.inner.read_stream(stream, from, limit).await?;
-            self.counts.stream_reads.fetch_add(1, Ordering::SeqCst);
-            self.counts.events_read.fetch_add(u64::try_from(page.len()).unwrap_or(u64::MAX), Ordering::SeqCst);
-            if let Some(pause) = self.read_pause {
-                tokio::time::sleep(pause).await;
-            }
+            self.counted(page.len()).await;
+            Ok(page)
+        }
+
+        async fn read_stream_lean(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<LeanEvent>> {
+            let page = self.inner.read_stream_lean(stream, from, limit).await?;
+            self.counted(page.len()).await;
             Ok(page)
         }
     }

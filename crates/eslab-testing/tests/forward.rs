@@ -35,6 +35,9 @@ impl EventReader for Named {
     async fn read_stream(&self, _: &StreamId, _: Version, _: usize) -> Result<Vec<RecordedEvent>> {
         called("read_stream")
     }
+    async fn read_stream_lean(&self, _: &StreamId, _: Version, _: usize) -> Result<Vec<eslab_core::LeanEvent>> {
+        called("read_stream_lean")
+    }
     async fn read_feed(&self, _: &FeedFilter, _: Checkpoint, _: usize) -> Result<Vec<RecordedEvent>> {
         called("read_feed")
     }
@@ -146,6 +149,7 @@ async fn every_method_reaches_the_inner_store_s_own() {
         message(store.append_if(Vec::new(), AppendCondition::none_matching(query())).await),
         message(store.read_query(&query()).await),
         message(store.read_stream(&s, Version::FIRST, 1).await),
+        message(store.read_stream_lean(&s, Version::FIRST, 1).await),
         message(store.read_feed(&all, Checkpoint::START, 1).await),
         message(store.stream_version(&s).await),
         message(store.feed_head(&all).await),
@@ -163,6 +167,7 @@ async fn every_method_reaches_the_inner_store_s_own() {
         "append_if",
         "read_query",
         "read_stream",
+        "read_stream_lean",
         "read_feed",
         "stream_version",
         "feed_head",
