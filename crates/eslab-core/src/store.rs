@@ -429,7 +429,7 @@ impl<S> EventStore<S> {
     }
 
     /// Opens (unless [`sealed`](Self::sealed)) and upcasts a page of events.
-    async fn prepare(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
+    pub(crate) async fn prepare(&self, mut events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>> {
         self.open_page(&mut events).await?;
         for event in &mut events {
             self.upcasters.upcast(event)?;

@@ -29,9 +29,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use eslab_core::{
-    AppendCondition, AppendResult, Checkpoint, CheckpointStore, Error, EventAppender, EventId, EventReader, FeedFilter,
-    FeedHead, InvalidQuery, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result, Snapshot,
-    SnapshotStore, StreamAppend, StreamId, StreamRetention, Version, WakeUpStream, WakeUps,
+    AppendCondition, AppendResult, CategorySummary, Checkpoint, CheckpointStore, Error, EventAppender, EventId,
+    EventReader, Explore, FeedFilter, FeedHead, InvalidQuery, NewEvent, Position, Query, QueryRead, ReadPosition,
+    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, StreamSummary, Version,
+    WakeUpStream, WakeUps, explore_page,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -267,6 +268,61 @@ impl EventReader for MemoryStore {
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {
         Ok(self.read().events.iter().rev().find(|e| filter.matches(&e.stream_id)).map(FeedHead::of))
+    }
+}
+
+/// The reference semantics: a walk over every stream (this store is not for
+/// big data sets).
+impl Explore for MemoryStore {
+    async fn categories(&self, after: Option<&str>, limit: usize) -> Result<Vec<CategorySummary>> {
+        let inner = self.read();
+        let mut counts: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        for (stream, indexes) in &inner.streams {
+            if !indexes.is_empty() && after.is_none_or(|after| stream.category() > after) {
+                *counts.entry(stream.category()).or_default() += indexes.len() as u64;
+            }
+        }
+        Ok(counts
+            .into_iter()
+            .take(explore_page(limit))
+            .map(|(category, n)| CategorySummary::counted(category, n))
+            .collect())
+    }
+
+    async fn streams(&self, category: &str, after: Option<&StreamId>, limit: usize) -> Result<Vec<StreamSummary>> {
+        let inner = self.read();
+        let mut streams: Vec<StreamSummary> = inner
+            .streams
+            .iter()
+            .filter(|(stream, indexes)| {
+                !indexes.is_empty()
+                    && stream.category() == category
+                    && after.is_none_or(|after| stream.as_str() > after.as_str())
+            })
+            .map(|(stream, indexes)| StreamSummary {
+                stream_id: stream.clone(),
+                version: Version::new(indexes.len() as u64),
+            })
+            .collect();
+        streams.sort_by(|a, b| a.stream_id.as_str().cmp(b.stream_id.as_str()));
+        streams.truncate(explore_page(limit));
+        Ok(streams)
+    }
+
+    async fn correlated(
+        &self,
+        correlation_id: uuid::Uuid,
+        after: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        let inner = self.read();
+        let start = inner.events.partition_point(|e| e.position <= after);
+        Ok(inner.events[start..]
+            .iter()
+            .filter(|e| e.metadata.correlation_id == Some(correlation_id))
+            .take(explore_page(limit))
+            .cloned()
+            .collect())
     }
 }
 

@@ -110,6 +110,7 @@
 mod append;
 mod boundary;
 mod error;
+mod explore;
 mod feed;
 mod group;
 mod head;

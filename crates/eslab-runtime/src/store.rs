@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use eslab_core::{
-    AppendResult, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, FeedFilter, LeanEvent,
-    NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, Version,
-    WakeUpStream, WakeUps,
+    AppendResult, CategorySummary, Checkpoint, CheckpointStore, EventAppender, EventReader, ExpectedVersion, Explore,
+    FeedFilter, LeanEvent, NewEvent, RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId,
+    StreamRetention, StreamSummary, Version, WakeUpStream, WakeUps,
 };
 use eslab_memory::MemoryStore;
 use eslab_postgres::PostgresStore;
@@ -150,6 +150,25 @@ impl EventReader for AnyStore {
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<eslab_core::FeedHead>> {
         each!(self, s => s.feed_head(filter).await)
+    }
+}
+
+impl Explore for AnyStore {
+    async fn categories(&self, after: Option<&str>, limit: usize) -> Result<Vec<CategorySummary>> {
+        each!(self, s => s.categories(after, limit).await)
+    }
+
+    async fn streams(&self, category: &str, after: Option<&StreamId>, limit: usize) -> Result<Vec<StreamSummary>> {
+        each!(self, s => s.streams(category, after, limit).await)
+    }
+
+    async fn correlated(
+        &self,
+        correlation_id: uuid::Uuid,
+        after: eslab_core::Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>> {
+        each!(self, s => s.correlated(correlation_id, after, limit).await)
     }
 }
 

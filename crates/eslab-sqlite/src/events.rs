@@ -4,9 +4,10 @@
 use std::collections::HashSet;
 
 use eslab_core::{
-    AppendCondition, AppendResult, Checkpoint, Error, EventAppender, EventId, EventReader, ExpectedVersion, FeedFilter,
-    InvalidQuery, LeanEvent, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result,
-    StreamAppend, StreamId, Tag, Version,
+    AppendCondition, AppendResult, COUNT_CAP, CategorySummary, Checkpoint, Error, EventAppender, EventId, EventReader,
+    ExpectedVersion, Explore, FeedFilter, InvalidQuery, LeanEvent, Metadata, NewEvent, Position, Query, QueryRead,
+    ReadPosition, RecordedEvent, Result, StreamAppend, StreamId, StreamSummary, Tag, Version, category_bounds,
+    explore_page,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqliteRow;
@@ -508,5 +509,82 @@ impl EventReader for SqliteStore {
         let rows = b.build().fetch_all(&mut *tx).await.map_err(|e| self.core(e))?;
         tx.commit().await.map_err(|e| self.core(e))?;
         Ok(QueryRead { events: decode_all(&rows)?, position: ReadPosition::at(Position::new(head)) })
+    }
+}
+
+/// Every call one bounded, indexed statement.
+impl Explore for SqliteStore {
+    /// A skip scan of `events_category_position` (one probe per category),
+    /// each category counted up to [`COUNT_CAP`] events.
+    async fn categories(&self, after: Option<&str>, max: usize) -> Result<Vec<CategorySummary>> {
+        let mut conn = self.reader().await?;
+        let rows = sqlx::query(
+            "WITH RECURSIVE c(category) AS ( \
+                 SELECT (SELECT category FROM events WHERE category > ?1 ORDER BY category LIMIT 1) \
+               UNION ALL \
+                 SELECT (SELECT e.category FROM events e WHERE e.category > c.category ORDER BY e.category LIMIT 1) \
+                 FROM c WHERE c.category IS NOT NULL \
+               LIMIT ?2 \
+             ) \
+             SELECT category, (SELECT count(*) FROM (SELECT 1 FROM events e WHERE e.category = c.category LIMIT ?3)) \
+             FROM c WHERE category IS NOT NULL LIMIT ?4",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit(explore_page(max)).saturating_add(1))
+        .bind(saturate(COUNT_CAP + 1))
+        .bind(limit(explore_page(max)))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.core(e))?;
+        rows.iter()
+            .map(|row| {
+                let category: String = row.try_get(0).map_err(|e| self.core(e))?;
+                let counted: i64 = row.try_get(1).map_err(|e| self.core(e))?;
+                Ok(CategorySummary::counted(category, to_u64(counted, "event count")?))
+            })
+            .collect()
+    }
+
+    /// A range of the `(stream_id, stream_version)` index (byte order).
+    async fn streams(&self, category: &str, after: Option<&StreamId>, max: usize) -> Result<Vec<StreamSummary>> {
+        let (low, high) = category_bounds(category);
+        let low = after.map(StreamId::as_str).filter(|after| *after > low.as_str()).unwrap_or(&low);
+        let mut conn = self.reader().await?;
+        let rows = sqlx::query(
+            "SELECT stream_id, max(stream_version) FROM events WHERE stream_id > ? AND stream_id < ? \
+             GROUP BY stream_id ORDER BY stream_id LIMIT ?",
+        )
+        .bind(low)
+        .bind(&high)
+        .bind(limit(explore_page(max)))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.core(e))?;
+        rows.iter()
+            .map(|row| {
+                let id: &str = row.try_get(0).map_err(|e| self.core(e))?;
+                let version: i64 = row.try_get(1).map_err(|e| self.core(e))?;
+                Ok(StreamSummary {
+                    stream_id: id.parse().map_err(Error::backend)?,
+                    version: Version::new(to_u64(version, "stream version")?),
+                })
+            })
+            .collect()
+    }
+
+    /// The `events_correlation` index.
+    async fn correlated(&self, correlation_id: uuid::Uuid, after: Position, max: usize) -> Result<Vec<RecordedEvent>> {
+        let mut conn = self.reader().await?;
+        let rows = sqlx::query(select_events!(
+            "WHERE json_extract(metadata, '$.correlation_id') = ? AND global_position > ? \
+             ORDER BY global_position LIMIT ?"
+        ))
+        .bind(correlation_id.to_string())
+        .bind(saturate(after.get()))
+        .bind(limit(explore_page(max)))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| self.core(e))?;
+        decode_all(&rows)
     }
 }

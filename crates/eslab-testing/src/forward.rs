@@ -119,6 +119,22 @@ macro_rules! __forward_methods {
             filter: &$crate::__eslab_core::FeedFilter,
         ) -> ::core::option::Option<$crate::__eslab_core::FeedHead>);
     };
+    (Explore, $f:tt, $skip:tt) => {
+        $crate::__forward_fn!($skip $f Explore::categories(
+            after: ::core::option::Option<&str>,
+            limit: usize,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::CategorySummary>);
+        $crate::__forward_fn!($skip $f Explore::streams(
+            category: &str,
+            after: ::core::option::Option<&$crate::__eslab_core::StreamId>,
+            limit: usize,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::StreamSummary>);
+        $crate::__forward_fn!($skip $f Explore::correlated(
+            correlation_id: $crate::__uuid::Uuid,
+            after: $crate::__eslab_core::Position,
+            limit: usize,
+        ) -> ::std::vec::Vec<$crate::__eslab_core::RecordedEvent>);
+    };
     (SnapshotStore, $f:tt, $skip:tt) => {
         $crate::__forward_fn!($skip $f SnapshotStore::load_snapshot(
             stream: &$crate::__eslab_core::StreamId,
@@ -184,6 +200,9 @@ macro_rules! __forward_unless {
     (read_stream [read_stream $($rest:ident)*] $($item:tt)*) => {};
     (read_stream_lean [read_stream_lean $($rest:ident)*] $($item:tt)*) => {};
     (read_query [read_query $($rest:ident)*] $($item:tt)*) => {};
+    (categories [categories $($rest:ident)*] $($item:tt)*) => {};
+    (streams [streams $($rest:ident)*] $($item:tt)*) => {};
+    (correlated [correlated $($rest:ident)*] $($item:tt)*) => {};
     (read_feed [read_feed $($rest:ident)*] $($item:tt)*) => {};
     (stream_version [stream_version $($rest:ident)*] $($item:tt)*) => {};
     (feed_head [feed_head $($rest:ident)*] $($item:tt)*) => {};

@@ -26,6 +26,7 @@
 
 pub mod boundary;
 pub mod conformance;
+pub mod explore;
 pub mod forward;
 pub mod logs;
 pub mod personal;
@@ -44,6 +45,9 @@ pub use eslab_core as __eslab_core;
 /// For the exported macros (`OffsetDateTime` in `StreamRetention`).
 #[doc(hidden)]
 pub use time as __time;
+/// For the exported macros (`Uuid` in `Explore`).
+#[doc(hidden)]
+pub use uuid as __uuid;
 
 /// Runs a future to completion on a fresh multi-threaded Tokio runtime (used
 /// by [`store_conformance_tests!`] so that callers need no Tokio macros).

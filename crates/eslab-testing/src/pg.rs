@@ -221,6 +221,6 @@ impl std::ops::Deref for SchemaStore {
 }
 
 crate::forward_store! {
-    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps + Explore
         for SchemaStore => store {}
 }

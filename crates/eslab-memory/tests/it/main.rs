@@ -15,6 +15,7 @@ eslab_testing::retention_conformance_tests!(new_store);
 eslab_testing::subscription_conformance_tests!(new_store);
 eslab_testing::boundary_conformance_tests!(new_store);
 eslab_testing::personal_conformance_tests!(new_store);
+eslab_testing::explore_conformance_tests!(new_store);
 
 mod properties {
     use eslab_memory::MemoryStore;

@@ -33,6 +33,6 @@ pub(crate) async fn memory_store() -> SqliteStore {
 }
 
 eslab_testing::forward_store! {
-    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps
+    impl EventAppender + EventReader + SnapshotStore + CheckpointStore + StreamRetention + WakeUps + Explore
         for TempStore => store {}
 }

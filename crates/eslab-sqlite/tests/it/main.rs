@@ -15,6 +15,7 @@ mod file {
     eslab_testing::subscription_conformance_tests!(crate::helpers::file_store);
     eslab_testing::boundary_conformance_tests!(crate::helpers::file_store);
     eslab_testing::personal_conformance_tests!(crate::helpers::file_store);
+    eslab_testing::explore_conformance_tests!(crate::helpers::file_store);
 }
 
 /// Each test on its own private in-memory database.
