@@ -77,6 +77,11 @@ bench-http: ensure-postgres
 bench-append-sql: ensure-postgres
 	bash scripts/bench-append-sql.sh
 
+## browser: headless Chromium and chromedriver for the console's browser tests (Debian packages; installed if missing)
+.PHONY: browser
+browser:
+	bash scripts/browser.sh
+
 ## services: the Kafka-compatible test broker (tansu) on 127.0.0.1:9092; installs it if missing
 services:
 	bash scripts/services.sh start
@@ -86,7 +91,7 @@ services-stop:
 	bash scripts/services.sh stop
 
 # The test suite includes the Kafka tests: the broker must answer first.
-unit-test: services
+unit-test: services browser
 
 ## integration-test: the fault, bad-input and security checks against the real services (make test runs them too)
 integration-test: ensure-postgres services fuzz schemathesis soak-short

@@ -73,8 +73,11 @@ enum Command {
         projection: String,
     },
     /// Run the account service: the HTTP API, with the read models and the
-    /// transfer saga in the same process.
+    /// transfer saga in the same process, and the console at /console.
     Serve(ServeArgs),
+    /// Serve the console alone (event explorer, live feed, projections, lab
+    /// report) against the store, e.g. beside services running elsewhere.
+    Console(ConsoleArgs),
     /// Publish the store's events to Kafka: the transactional outbox relay
     /// (KAFKA_BROKERS, ESLAB_TOPIC_PREFIX).
     #[cfg(feature = "kafka")]
@@ -135,6 +138,39 @@ struct ServeArgs {
     /// over both accounts, 201).
     #[arg(long, env = "ESLAB_TRANSFER_MODE", value_enum, default_value_t = eslab::serve::dto::TransferMode::Saga)]
     transfer_mode: eslab::serve::dto::TransferMode,
+    /// The lab report the console shows (default: `lab-report/` if it has an
+    /// index.md, else `docs/lab-results/`).
+    #[arg(long, env = "ESLAB_LAB_REPORT")]
+    lab_report: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConsoleArgs {
+    /// Where to listen.
+    #[arg(long, env = "ESLAB_CONSOLE_BIND", default_value = "127.0.0.1:8081")]
+    bind: String,
+    /// When set, the console's actions (retry, skip) need it as a bearer
+    /// token. Without one, only a loopback address may be served unless
+    /// --no-auth says so.
+    #[arg(long, env = "ESLAB_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
+    /// Allow the actions without a token on an address other machines can reach.
+    #[arg(long, env = "ESLAB_NO_AUTH", conflicts_with = "api_token")]
+    no_auth: bool,
+    /// The lab report to show (default: `lab-report/` if it has an index.md,
+    /// else `docs/lab-results/`).
+    #[arg(long, env = "ESLAB_LAB_REPORT")]
+    lab_report: Option<std::path::PathBuf>,
+}
+
+/// The lab report to show: the one asked for, else the newest run's, else the committed one.
+fn lab_report(asked: Option<std::path::PathBuf>) -> Option<std::path::PathBuf> {
+    asked.or_else(|| {
+        ["lab-report", "docs/lab-results"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|dir| dir.join("index.md").is_file())
+    })
 }
 
 /// A retention such as `24h` or `90min` (humantime), more than zero.
@@ -194,6 +230,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
             Command::Serve(_) => anyhow::bail!("the service opens its own store"),
+            Command::Console(args) => console(store, &cli.store.database_url, args).await,
             #[cfg(feature = "kafka")]
             Command::Relay(args) => eslab::relay::run(store, args, shutdown_signal()).await,
             #[cfg(feature = "kafka")]
@@ -233,6 +270,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     })
 }
 
+/// `eslab console`: the console alone, on the hardened server loop.
+async fn console(store: eslab_runtime::AnyStore, url: &str, args: ConsoleArgs) -> anyhow::Result<()> {
+    let api_token = args.api_token.or_else(|| std::env::var("ESLAB_API_TOKEN").ok());
+    let config = eslab::serve::Config {
+        bind: args.bind,
+        api_token: api_token.clone(),
+        no_auth: args.no_auth,
+        ..eslab::serve::Config::new(url)
+    };
+    let mode = config.check()?;
+    let events = eslab_core::EventStore::new(store.clone()).with_upcasters(eslab_bank::upcasters());
+    let lab = lab_report(args.lab_report);
+    let console = eslab::serve::console(&store, events, api_token, lab.as_deref()).await?;
+    let listener = tokio::net::TcpListener::bind(&config.bind).await?;
+    let addr = listener.local_addr()?;
+    println!(
+        "eslab console: http://{addr}{} (store: {}, {})",
+        eslab_console::DEFAULT_BASE,
+        store.describe(),
+        redact(url)
+    );
+    println!("eslab console: {}", mode.describe());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let limits = eslab::serve::server::ConnectionLimits::default();
+    let server = tokio::spawn(eslab::serve::server::serve(listener, console.router(), limits, stopped));
+    shutdown_signal().await;
+    stop.send_replace(true);
+    server.await??;
+    Ok(())
+}
+
 async fn serve(store: StoreSettings, args: ServeArgs) -> anyhow::Result<()> {
     // clap takes an empty environment variable for an absent one; an empty
     // ESLAB_API_TOKEN (an unset shell variable) must be refused, not ignored.
@@ -253,6 +321,7 @@ async fn serve(store: StoreSettings, args: ServeArgs) -> anyhow::Result<()> {
         ),
         idempotency_retention: args.idempotency_retention,
         transfer_mode: args.transfer_mode,
+        lab_report: lab_report(args.lab_report),
         ..eslab::serve::Config::new(store)
     };
     // Refuse a bad configuration before opening (and migrating) the store.

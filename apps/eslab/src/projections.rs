@@ -364,3 +364,30 @@ pub async fn command(store: &AnyStore, command: ProjectionsCommand, out: &mut im
     }
     Ok(())
 }
+
+/// The console's projections page and its retry / skip buttons.
+impl eslab_console::Operations for AnyProjections {
+    fn projections(&self) -> BoxFuture<'_, Result<Vec<Status>, eslab_console::OperationError>> {
+        Box::pin(async move { self.list().await.map_err(Into::into) })
+    }
+
+    fn parked(&self) -> BoxFuture<'_, Result<Vec<ParkedEvent>, eslab_console::OperationError>> {
+        Box::pin(async move { AnyProjections::parked(self, None).await.map_err(Into::into) })
+    }
+
+    fn retry<'a>(
+        &'a self,
+        projection: &'a str,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<usize, eslab_console::OperationError>> {
+        Box::pin(async move { AnyProjections::retry(self, projection, stream).await.map_err(Into::into) })
+    }
+
+    fn skip<'a>(
+        &'a self,
+        projection: &'a str,
+        stream: &'a StreamId,
+    ) -> BoxFuture<'a, Result<usize, eslab_console::OperationError>> {
+        Box::pin(async move { AnyProjections::skip(self, projection, stream).await.map_err(Into::into) })
+    }
+}

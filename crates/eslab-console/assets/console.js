@@ -85,7 +85,8 @@ function act(button) {
         status.className = "ok";
         setTimeout(() => window.location.reload(), 300);
       } else {
-        status.textContent = (body && body.error) || ("failed: " + response.status);
+        // The console's own answers say `error`; a service's problem+json says `detail`.
+        status.textContent = "failed (" + response.status + "): " + ((body && (body.error || body.detail)) || response.statusText);
         status.className = "error";
         button.disabled = false;
       }

@@ -39,6 +39,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
+use utoipa::openapi::path::HttpMethod;
 
 use background::Tracked;
 use error::{ApiError, PROBLEM_JSON, Problem};
@@ -81,6 +82,8 @@ pub struct Config {
     /// How `POST /transfers` carries out a transfer that does not say
     /// (`"mode"` in its body): the saga (default) or atomically.
     pub transfer_mode: dto::TransferMode,
+    /// The lab report the console shows (the directory `eslab lab run --out` wrote).
+    pub lab_report: Option<std::path::PathBuf>,
 }
 
 /// A configuration the service refuses to start with.
@@ -149,6 +152,7 @@ impl Config {
             limits: server::ConnectionLimits::default(),
             idempotency_retention: idempotency::DEFAULT_RETENTION,
             transfer_mode: dto::TransferMode::Saga,
+            lab_report: None,
         }
     }
 
@@ -191,6 +195,7 @@ struct Inner {
     limiter: Option<limit::Limiter>,
     readiness: ready::Cached,
     transfer_mode: dto::TransferMode,
+    console: Option<eslab_console::Console<AnyStore>>,
 }
 
 /// What every handler shares. Cheap to clone.
@@ -239,8 +244,19 @@ impl AppState {
                 limiter: config.rate_limit.map(limit::Limiter::new),
                 readiness: ready::Cached::default(),
                 transfer_mode: config.transfer_mode,
+                console: None,
             }),
         }
+    }
+
+    /// The state with the console mounted at `/console` (and `GET /events/stream`).
+    #[must_use]
+    pub fn with_console(mut self, console: eslab_console::Console<AnyStore>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.console = Some(console),
+            None => tracing::warn!("the console was added to a state already shared; not mounted"),
+        }
+        self
     }
 
     /// The event store (upcasting).
@@ -303,12 +319,59 @@ struct ApiDoc;
 
 /// The OpenAPI document served at `/openapi.json`.
 pub fn api_doc() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
+    let mut doc = ApiDoc::openapi();
+    doc.paths.add_path_operation(eslab_console::sse::PATH, vec![HttpMethod::Get], events_stream_operation());
+    doc
+}
+
+/// `GET /events/stream` (served by the console crate) in the OpenAPI document.
+fn events_stream_operation() -> utoipa::openapi::path::Operation {
+    use utoipa::openapi::path::{OperationBuilder, ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+    let text = |description: &str| ObjectBuilder::new().schema_type(Type::String).description(Some(description));
+    let parameter = |name: &str, place: ParameterIn, description: &str| {
+        ParameterBuilder::new()
+            .name(name)
+            .parameter_in(place)
+            .required(Required::False)
+            .description(Some(description))
+            .schema(Some(text(description)))
+            .build()
+    };
+    OperationBuilder::new()
+        .tag("events")
+        .operation_id(Some("events_stream"))
+        .summary(Some("The feed, live, as Server-Sent Events"))
+        .description(Some(
+            "Every committed event (or one category's), then each new one as it commits: one SSE message per \
+             event, `id:` its checkpoint (`transaction:position`), `data:` the recorded event as JSON. Resumes \
+             after `Last-Event-ID` (browsers send it when they reconnect), else after `after`; the feed is \
+             gap-safe, so a dropped connection loses nothing. A comment every 15 s keeps the connection open.",
+        ))
+        .parameter(parameter("category", ParameterIn::Query, "only this category's events"))
+        .parameter(parameter("type", ParameterIn::Query, "only events of these types (comma-separated, at most 32)"))
+        .parameter(parameter("after", ParameterIn::Query, "start after this checkpoint (`transaction:position`)"))
+        .parameter(parameter("Last-Event-ID", ParameterIn::Header, "resume after this checkpoint (wins over `after`)"))
+        .response(
+            "200",
+            ResponseBuilder::new()
+                .description("an endless stream of events")
+                .content("text/event-stream", ContentBuilder::new().schema(Some(text("SSE messages"))).build()),
+        )
+        .response(
+            "400",
+            ResponseBuilder::new()
+                .description("a bad filter or checkpoint")
+                .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build()),
+        )
+        .build()
 }
 
 /// The service's router over `state`.
 pub fn app(state: AppState) -> Router {
     let timeout = state.inner.request_timeout;
+    let console = state.inner.console.clone().map(eslab_console::Console::router).unwrap_or_default();
     Router::new()
         .route("/accounts", post(handlers::open_account).get(handlers::list_accounts))
         .route("/accounts/{id}", get(handlers::get_account))
@@ -324,13 +387,14 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(ready::ready))
         .route("/metrics", get(handlers::metrics_text))
         .route("/openapi.json", get(handlers::openapi))
+        .with_state(state.clone())
+        .merge(console)
         .fallback(handlers::not_found)
         .layer(middleware::from_fn(reject_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(middleware::from_fn_with_state(state.clone(), limit::rate_limit))
+        .layer(middleware::from_fn_with_state(state, limit::rate_limit))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
         // Outermost first: request id, then the trace span that carries it
         // (so every log line of the request has it), then the headers every
         // response gets, then errors without a body become problems, then the
@@ -521,9 +585,32 @@ pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepare
     let (stop_projections, projections_stopped) = watch::channel(false);
     let bank = config.bank(store.clone());
     let started = background::start(&store, &bank, &projections_stopped).await?;
-    let state = AppState::with_bank(bank, started.views, started.tracked, config);
+    let console = console(&store, bank.store().clone(), config.api_token.clone(), config.lab_report.as_deref()).await?;
+    let state = AppState::with_bank(bank, started.views, started.tracked, config).with_console(console);
     idempotency::spawn_compaction(state.clone(), projections_stopped.clone());
     Ok(Prepared { state, stop_projections, projections: started.tasks })
+}
+
+/// The console over the bank's store: time travel for accounts and
+/// transfers, the bank's projections, `token` for its actions, the lab
+/// report in `lab_report`.
+pub async fn console(
+    store: &AnyStore,
+    events: EventStore<AnyStore>,
+    token: Option<String>,
+    lab_report: Option<&std::path::Path>,
+) -> anyhow::Result<eslab_console::Console<AnyStore>> {
+    let projections = crate::projections::AnyProjections::open(store).await?;
+    let console = eslab_console::Console::new(events)
+        .titled("eslab bank console")
+        .with_aggregate::<eslab_bank::Account>()
+        .with_aggregate::<eslab_bank::Transfer>()
+        .with_operations(projections)
+        .with_token(token);
+    Ok(match lab_report {
+        Some(dir) => console.with_lab_report(dir),
+        None => console,
+    })
 }
 
 /// [`start`] over an opened store. Refuses a configuration [`Config::check`] refuses.

@@ -11,6 +11,7 @@ mod atomic;
 mod bad_input;
 mod compose;
 mod concurrency;
+mod console;
 mod crash;
 #[cfg(feature = "kafka")]
 mod forget;

@@ -49,6 +49,9 @@ async fn openapi_parameters_are_where_the_service_reads_them() {
         "get /accounts/{id}/events from",
         "get /accounts/{id}/events limit",
         "get /accounts/{id}/state version",
+        "get /events/stream after",
+        "get /events/stream category",
+        "get /events/stream type",
     ];
     assert_eq!(query, expected.iter().map(|s| (*s).to_owned()).collect(), "every query parameter, in the query");
     let owner = &doc["components"]["schemas"]["OpenAccount"]["properties"]["owner"];
