@@ -44,6 +44,11 @@ bench: ensure-postgres
 	bash scripts/services.sh start && $(CARGO) bench -p eslab-lab --bench relay
 	$(CARGO) bench -p eslab-lab --bench catchup
 
+## bench-console: every console page against 1,000,000 events in PostgreSQL (median and slowest, beside a static file)
+.PHONY: bench-console
+bench-console: ensure-postgres
+	bash scripts/bench-console.sh
+
 ## schemathesis: property-based tests of the HTTP API from /openapi.json (no 5xx, responses match the schema); about 1 minute
 schemathesis:
 	bash scripts/schemathesis.sh

@@ -60,6 +60,10 @@ use futures_util::future::BoxFuture;
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// How many `GET /events/stream` responses may be open at once unless
+/// [`Console::with_max_streams`] says otherwise (503 beyond).
+pub const DEFAULT_MAX_STREAMS: usize = 128;
+
 /// Where [`Console::router`] mounts the pages unless told otherwise.
 pub const DEFAULT_BASE: &str = "/console";
 
@@ -151,6 +155,11 @@ struct Inner<S> {
     lab: Option<PathBuf>,
     token: Option<String>,
     title: String,
+    /// Open `GET /events/stream` responses (one permit each).
+    streams: Arc<tokio::sync::Semaphore>,
+    max_streams: usize,
+    /// The wake-ups every open stream shares.
+    wake_ups: sse::SharedWakeUps,
 }
 
 impl<S> std::fmt::Debug for Console<S> {
@@ -177,6 +186,9 @@ impl<S: ConsoleStore> Console<S> {
                 lab: None,
                 token: None,
                 title: "eslab console".to_owned(),
+                streams: Arc::new(tokio::sync::Semaphore::new(DEFAULT_MAX_STREAMS)),
+                max_streams: DEFAULT_MAX_STREAMS,
+                wake_ups: sse::SharedWakeUps::default(),
             }),
         }
     }
@@ -228,6 +240,16 @@ impl<S: ConsoleStore> Console<S> {
     #[must_use]
     pub fn with_token(self, token: Option<String>) -> Self {
         self.edit(|inner| inner.token = token.filter(|t| !t.trim().is_empty()))
+    }
+
+    /// At most `max` `GET /events/stream` responses open at once (default
+    /// [`DEFAULT_MAX_STREAMS`]); more are answered 503 with `Retry-After`.
+    #[must_use]
+    pub fn with_max_streams(self, max: usize) -> Self {
+        self.edit(|inner| {
+            inner.streams = Arc::new(tokio::sync::Semaphore::new(max));
+            inner.max_streams = max;
+        })
     }
 
     /// The name in every page's title (default "eslab console").

@@ -14,17 +14,27 @@
 //!
 //! Filtered-out events send nothing: a client resuming from its last
 //! delivered event reads past them again, harmlessly.
+//!
+//! **Many clients, one wake-up source.** Every open stream is woken by one
+//! shared subscription to the store's wake-ups (on PostgreSQL one `LISTEN`
+//! connection for all of them, opened while at least one stream is open),
+//! never one connection per client; and at most
+//! [`DEFAULT_MAX_STREAMS`](crate::DEFAULT_MAX_STREAMS) streams are open at
+//! once (503 with `Retry-After` beyond), so clients cannot use up the
+//! database's connections or the service's memory.
 
 use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use eslab_core::{Checkpoint, FeedFilter, RecordedEvent};
+use eslab_core::{Checkpoint, FeedFilter, RecordedEvent, SubscribeOptions, WakeUpStream, WakeUps, watch_wake_ups};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use crate::Console;
 use crate::pages::Store;
@@ -49,13 +59,18 @@ pub(crate) struct StreamQuery {
 
 /// A refused request: 400 with a problem body.
 fn bad_request(detail: String) -> Response {
-    let problem = serde_json::json!({
-        "type": "urn:eslab:problem:bad-request",
-        "title": "Bad Request",
-        "status": 400,
+    problem(StatusCode::BAD_REQUEST, "bad-request", detail)
+}
+
+/// An `application/problem+json` answer.
+fn problem(status: StatusCode, kind: &str, detail: String) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:eslab:problem:{kind}"),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
         "detail": detail,
     });
-    let mut response = (StatusCode::BAD_REQUEST, axum::Json(problem)).into_response();
+    let mut response = (status, axum::Json(body)).into_response();
     response
         .headers_mut()
         .insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/problem+json"));
@@ -80,6 +95,50 @@ fn start(headers: &HeaderMap, after: Option<&str>) -> Result<Checkpoint, String>
 fn message(event: &RecordedEvent) -> Event {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
     Event::default().id(event.checkpoint().to_string()).data(data)
+}
+
+/// One subscription to the store's wake-ups, shared by every open stream
+/// through a watch channel; it ends (and on PostgreSQL closes its `LISTEN`
+/// connection) when the last stream closes, and the next stream starts
+/// another.
+pub(crate) type SharedWakeUps = Arc<Mutex<Option<watch::Sender<u64>>>>;
+
+impl<S: Store> Console<S> {
+    fn shared_wake_ups(&self) -> WakeUpStream {
+        let shared = &self.inner.wake_ups;
+        let mut slot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = slot.as_ref() {
+            return watch_wake_ups(sender.subscribe());
+        }
+        let (sender, receiver) = watch::channel(0u64);
+        *slot = Some(sender.clone());
+        let (store, shared) = (self.inner.store.clone(), Arc::clone(shared));
+        tokio::spawn(async move {
+            let mut wake_ups = store.wake_ups().await;
+            loop {
+                tokio::select! {
+                    woken = wake_ups.next() => match woken {
+                        Some(()) => sender.send_modify(|n| *n = n.wrapping_add(1)),
+                        // The store offers no more: the streams poll.
+                        None => break,
+                    },
+                    () = sender.closed() => {
+                        // Under the lock no stream can subscribe meanwhile.
+                        let mut slot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                        if sender.receiver_count() == 0 {
+                            *slot = None;
+                            return;
+                        }
+                    }
+                }
+            }
+            let mut slot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.as_ref().is_some_and(|s| s.same_channel(&sender)) {
+                *slot = None;
+            }
+        });
+        watch_wake_ups(receiver)
+    }
 }
 
 /// `GET /events/stream`.
@@ -111,8 +170,23 @@ pub(crate) async fn events_stream<S: Store>(
         Ok(after) => after,
         Err(detail) => return bad_request(detail),
     };
-    let live = console.inner.store.subscribe(filter, after);
+    let Ok(permit) = Arc::clone(&console.inner.streams).try_acquire_owned() else {
+        let mut response = problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too-many-streams",
+            format!(
+                "{} event streams are open, the most this service serves at once; try again later",
+                console.inner.max_streams
+            ),
+        );
+        response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        return response;
+    };
+    let wake_ups = console.shared_wake_ups();
+    let live = console.inner.store.subscribe_woken_by(wake_ups, filter, after, SubscribeOptions::default());
     let messages = live.filter_map(move |read| {
+        // The slot is held as long as the stream is open.
+        let _open = &permit;
         let keep = match read {
             Ok(event) if types.is_empty() || types.contains(&event.event_type) => Some(message(&event)),
             Ok(_) => None,

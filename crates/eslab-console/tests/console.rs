@@ -274,3 +274,23 @@ async fn the_events_stream_follows_filters_and_resumes_from_last_event_id() {
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
     }
 }
+
+#[tokio::test]
+async fn event_streams_beyond_the_cap_are_refused_until_one_closes() {
+    let store = store();
+    append(&store, "account-1", "Opened", json!({}), Metadata::now()).await;
+    let app = Console::new(store).with_max_streams(2).router();
+    let open =
+        || async { app.clone().oneshot(Request::get("/events/stream").body(Body::empty()).unwrap()).await.unwrap() };
+    let first = open().await;
+    let second = open().await;
+    assert_eq!((first.status(), second.status()), (StatusCode::OK, StatusCode::OK));
+    let third = open().await;
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.headers()[header::RETRY_AFTER], "5");
+    assert_eq!(third.headers()[header::CONTENT_TYPE], "application/problem+json");
+    drop(first);
+    let again = open().await;
+    assert_eq!(again.status(), StatusCode::OK, "a closed stream gives its slot back");
+    assert_eq!(messages(again.into_body(), 1).await.len(), 1);
+}

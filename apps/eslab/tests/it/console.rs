@@ -294,3 +294,115 @@ async fn the_console_in_a_real_browser() {
     browser.close().await;
     app.stop().await;
 }
+
+/// Reads SSE messages from `response` until `want` events arrived; returns
+/// (checkpoint, stream, version) of each.
+async fn read_events(response: &mut reqwest::Response, want: usize, buffer: &mut String) -> Vec<(String, String, u64)> {
+    let mut got = Vec::new();
+    while got.len() < want {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), response.chunk())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let message: String = buffer.drain(..end + 2).collect();
+            let id = message.lines().find_map(|l| l.strip_prefix("id:")).map(|s| s.trim().to_owned());
+            let data = message.lines().find_map(|l| l.strip_prefix("data:"));
+            if let (Some(id), Some(data)) = (id, data) {
+                let event: Value = serde_json::from_str(data.trim()).unwrap();
+                let stream = event["stream_id"].as_str().unwrap().to_owned();
+                got.push((id, stream, event["stream_version"].as_u64().unwrap()));
+            }
+        }
+    }
+    got
+}
+
+/// Backends of this test's schema that LISTEN (the store names them `eslab-listen-<schema>`).
+async fn listeners(schema: &str) -> i64 {
+    let pool = sqlx::PgPool::connect(&eslab_testing::pg::database_url()).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(format!("eslab-listen-{schema}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// `GET /events/stream` on PostgreSQL: 24 clients at once share one LISTEN
+/// connection (a client per connection would let anyone use up the
+/// database's); each sees every deposit made by 4 concurrent writers exactly
+/// once and in each account's order, one of them across a dropped connection
+/// resumed with Last-Event-ID; the shared LISTEN connection closes with the
+/// last client (the service's projections keep their own).
+#[tokio::test]
+async fn event_streams_share_one_listen_and_resume_without_loss_on_postgres() {
+    let schema = eslab_testing::pg::unique_name("console_sse");
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.store.schema = Some(schema.clone())).await;
+    let mut accounts = Vec::new();
+    for i in 0..4 {
+        accounts.push(app.open(&format!("writer {i}"), 0).await);
+    }
+    // The service's own projections listen too (one connection each).
+    let before = listeners(&schema).await;
+    let client = reqwest::Client::new();
+    let open = |last: Option<String>| {
+        let mut request = client.get(app.url("/events/stream?category=account"));
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        request.send()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..24 {
+        let response = open(None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push((response, String::new()));
+    }
+    // Every client sees the 4 openings first.
+    for (response, buffer) in &mut streams {
+        assert_eq!(read_events(response, 4, buffer).await.len(), 4);
+    }
+    let listening = listeners(&schema).await - before;
+    assert!(listening <= 1, "24 streams hold {listening} LISTEN connections");
+
+    const DEPOSITS: usize = 10;
+    let writers = accounts.iter().map(|id| async {
+        for _ in 0..DEPOSITS {
+            assert_eq!(app.deposit(id, 100).await.status(), StatusCode::OK);
+        }
+    });
+    let writing = futures_util::future::join_all(writers);
+    // Client 0 drops after 5 deposits and resumes from its last event.
+    let resumed = async {
+        let (mut response, mut buffer) = streams.remove(0);
+        let mut seen = read_events(&mut response, 5, &mut buffer).await;
+        drop(response);
+        let last = seen.last().unwrap().0.clone();
+        let mut again = open(Some(last)).await.unwrap();
+        let mut buffer = String::new();
+        seen.extend(read_events(&mut again, 4 * DEPOSITS - 5, &mut buffer).await);
+        seen
+    };
+    let (_, resumed) = tokio::join!(writing, resumed);
+    let mut all = vec![resumed];
+    for (response, buffer) in &mut streams {
+        all.push(read_events(response, 4 * DEPOSITS, buffer).await);
+    }
+    for seen in &all {
+        let mut per_account: std::collections::HashMap<&str, Vec<u64>> = std::collections::HashMap::new();
+        for (_, stream, version) in seen {
+            per_account.entry(stream.as_str()).or_default().push(*version);
+        }
+        assert_eq!(per_account.len(), 4);
+        for versions in per_account.values() {
+            assert_eq!(*versions, (2..=1 + DEPOSITS as u64).collect::<Vec<_>>(), "every deposit once, in order");
+        }
+    }
+    drop(streams);
+    until("the LISTEN connection closes with the last stream", || async { listeners(&schema).await == before }).await;
+    app.stop().await;
+}
