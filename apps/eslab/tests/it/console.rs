@@ -406,3 +406,49 @@ async fn event_streams_share_one_listen_and_resume_without_loss_on_postgres() {
     until("the LISTEN connection closes with the last stream", || async { listeners(&schema).await == before }).await;
     app.stop().await;
 }
+
+/// `eslab console` alone: serves the pages on loopback against DATABASE_URL,
+/// and refuses an address other machines can reach without a token.
+#[tokio::test]
+async fn eslab_console_serves_the_console_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("eslab.db").display());
+    let command = |bind: &str| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_eslab"));
+        command
+            .arg("console")
+            .env("DATABASE_URL", &url)
+            .env("ESLAB_CONSOLE_BIND", bind)
+            .env_remove("ESLAB_API_TOKEN")
+            .env_remove("ESLAB_NO_AUTH")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    };
+    let refused = command("0.0.0.0:0").output().unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("no API token"), "{said}");
+
+    let port = free_port();
+    let mut child = command(&format!("127.0.0.1:{port}")).spawn().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut page = None;
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("{base}/console")).send().await {
+            page = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let page = page.expect("eslab console answers within 15 s");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    assert!(page.text().await.unwrap().contains("No events yet."));
+    let stream = client.get(format!("{base}/events/stream")).send().await.unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    drop(stream);
+    let _ = child.kill();
+    let _ = child.wait();
+}
