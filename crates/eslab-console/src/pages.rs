@@ -60,6 +60,11 @@ pub(crate) struct After {
 
 /// The categories, with their event counts.
 pub(crate) async fn overview<S: Store>(State(console): State<Console<S>>, Query(q): Query<After>) -> Response {
+    if let Some(after) = q.after.as_deref()
+        && let Err(e) = eslab_core::FeedFilter::category(after)
+    {
+        return console.fail(StatusCode::BAD_REQUEST, &format!("{after:?} is not a category: {e}"));
+    }
     let categories = match console.inner.store.categories(q.after.as_deref(), PAGE).await {
         Ok(categories) => categories,
         Err(e) => return console.failed("reading the categories", &e),
@@ -275,9 +280,12 @@ pub(crate) async fn state<S: Store>(
     let asked = q.version.map(Version::new);
     let (state, version) = match travel.state_at(stream.id(), asked).await {
         Ok(found) => found,
-        Err(e) if e.is_conflict() => return console.fail(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ eslab_core::Error::InvalidStreamId(_)) => return console.fail(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => return console.failed("loading the state", &e),
     };
+    if version == Version::NONE {
+        return console.fail(StatusCode::NOT_FOUND, &format!("{stream} has no events"));
+    }
     let base = console.base();
     let href = |v: u64| format!("{base}/state/{}?version={v}", encode(stream.as_str()));
     let body = html! {

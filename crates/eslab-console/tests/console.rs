@@ -78,6 +78,9 @@ async fn pages_show_categories_streams_and_events_with_hostile_data_as_text() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, _, _) = get(&app, "/console/requests/not-a-uuid").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    for bad in ["/console/?after=%00", "/console/?after=no%20way", "/console/streams/account-1?from=x"] {
+        assert_eq!(get(&app, bad).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
     let (status, _, _) = get(&app, "/console/nothing-here").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, headers, body) = get(&app, "/console/assets/console.js").await;

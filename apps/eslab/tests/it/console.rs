@@ -452,3 +452,44 @@ async fn eslab_console_serves_the_console_alone() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Hostile URLs on every store: text a store refuses (NUL), ids past every
+/// limit, paths out of the lab report. Each is a clear 4xx, never a 5xx.
+async fn hostile_console_requests_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let ada = app.open("Ada", 0).await;
+    let long = "a".repeat(300);
+    let cases = [
+        "/console/?after=%00".to_owned(),
+        "/console/?after=x%00y".to_owned(),
+        "/console/streams?category=%00".to_owned(),
+        "/console/streams?category=account&after=account-%00".to_owned(),
+        format!("/console/streams?category=account&after=account-{long}"),
+        "/console/streams/account-%00".to_owned(),
+        format!("/console/streams/account-{long}"),
+        format!("/console/streams/account-{ada}?from=-1"),
+        "/console/find?id=%00".to_owned(),
+        "/console/requests/00000000-0000-0000-0000-000000000000?after=99999999999999999999".to_owned(),
+        "/console/requests/%00".to_owned(),
+        "/console/state/account-%00".to_owned(),
+        "/console/state/account-not-a-uuid".to_owned(),
+        "/console/state/nothing-1".to_owned(),
+        "/console/lab/..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "/console/lab/files/..%2Fsecret.svg".to_owned(),
+        "/console/lab/files/x.exe".to_owned(),
+        "/events/stream?category=%00".to_owned(),
+        "/events/stream?after=1:2:3".to_owned(),
+        format!("/events/stream?type={}", vec!["T"; 40].join(",")),
+    ];
+    for path in &cases {
+        let r = app.get(path).await;
+        let status = r.status();
+        assert!(status.is_client_error(), "{backend:?} {path}: {status} {}", r.text().await.unwrap_or_default());
+    }
+    // Far beyond the end is an empty page, not an error.
+    let r = app.get("/console/requests/00000000-0000-0000-0000-000000000000?after=18446744073709551615").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+crate::helpers::on_every_store!(hostile_console_requests, hostile_console_requests_are_refused);
