@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use eslab_core::{Checkpoint, FeedFilter, LeanEvent, RecordedEvent, Result, StreamId, Version};
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
 use crate::error::db;
@@ -40,6 +41,35 @@ const FEED_EVENT_COLUMNS: usize = 3;
 const FEED_ALL_SQL: &str = feed_sql!("");
 const FEED_CATEGORY_SQL: &str = feed_sql!("AND category = $4");
 
+/// The rows of one page of a stream: `columns` of its events from version `from` on.
+macro_rules! stream_page_sql {
+    ($columns:expr) => {
+        concat!(
+            "SELECT ",
+            $columns,
+            " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
+        )
+    };
+}
+
+/// Runs a [`stream_page_sql!`] statement.
+async fn stream_rows(
+    pool: &PgPool,
+    sql: &'static str,
+    stream: &StreamId,
+    from: Version,
+    n: usize,
+) -> Result<Vec<PgRow>> {
+    sqlx::query(sql)
+        .bind(stream.as_str())
+        // Beyond BIGINT nothing is stored: read from i64::MAX (nothing), as the other stores answer.
+        .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
+        .bind(limit(n))
+        .fetch_all(pool)
+        .await
+        .map_err(db)
+}
+
 /// One page of a stream.
 pub(crate) async fn read_stream(
     pool: &PgPool,
@@ -47,19 +77,7 @@ pub(crate) async fn read_stream(
     from: Version,
     n: usize,
 ) -> Result<Vec<RecordedEvent>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        event_columns!(),
-        " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
-    );
-    let rows = sqlx::query(SQL)
-        .bind(stream.as_str())
-        // Beyond BIGINT nothing is stored: read from i64::MAX (nothing), as the other stores answer.
-        .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
-        .bind(limit(n))
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
+    let rows = stream_rows(pool, stream_page_sql!(event_columns!()), stream, from, n).await?;
     rows.iter().map(|row| recorded(row, 0, Some(stream))).collect()
 }
 
@@ -70,18 +88,7 @@ pub(crate) async fn read_stream_lean(
     from: Version,
     n: usize,
 ) -> Result<Vec<LeanEvent>> {
-    const SQL: &str = concat!(
-        "SELECT ",
-        lean_columns!(),
-        " FROM events WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version LIMIT $3"
-    );
-    let rows = sqlx::query(SQL)
-        .bind(stream.as_str())
-        .bind(i64::try_from(from.get()).unwrap_or(i64::MAX))
-        .bind(limit(n))
-        .fetch_all(pool)
-        .await
-        .map_err(db)?;
+    let rows = stream_rows(pool, stream_page_sql!(lean_columns!()), stream, from, n).await?;
     rows.iter().map(lean).collect()
 }
 

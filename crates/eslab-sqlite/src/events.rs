@@ -442,30 +442,15 @@ impl EventReader for SqliteStore {
     }
 
     async fn read_stream(&self, stream: &StreamId, from: Version, max: usize) -> Result<Vec<RecordedEvent>> {
-        let mut conn = self.reader().await?;
-        let rows =
-            sqlx::query(select_events!("WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?"))
-                .bind(stream.as_str())
-                .bind(saturate(from.get()))
-                .bind(limit(max))
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(|e| self.core(e))?;
-        decode_all(&rows)
+        const SQL: &str = select_events!("WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?");
+        decode_all(&self.stream_rows(SQL, stream, from, max).await?)
     }
 
     async fn read_stream_lean(&self, stream: &StreamId, from: Version, max: usize) -> Result<Vec<LeanEvent>> {
-        let mut conn = self.reader().await?;
-        let rows = sqlx::query(
-            "SELECT stream_version, event_type, schema_version, payload, json_extract(metadata, '$.subject') FROM events \
-             WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?",
-        )
-        .bind(stream.as_str())
-        .bind(saturate(from.get()))
-        .bind(limit(max))
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| self.core(e))?;
+        const SQL: &str = "SELECT stream_version, event_type, schema_version, payload, \
+             json_extract(metadata, '$.subject') FROM events \
+             WHERE stream_id = ? AND stream_version >= ? ORDER BY stream_version LIMIT ?";
+        let rows = self.stream_rows(SQL, stream, from, max).await?;
         rows.iter().map(|row| decode_lean(row).map_err(Error::from)).collect()
     }
 
@@ -509,6 +494,27 @@ impl EventReader for SqliteStore {
         let rows = b.build().fetch_all(&mut *tx).await.map_err(|e| self.core(e))?;
         tx.commit().await.map_err(|e| self.core(e))?;
         Ok(QueryRead { events: decode_all(&rows)?, position: ReadPosition::at(Position::new(head)) })
+    }
+}
+
+impl SqliteStore {
+    /// The rows of a page of `stream` from version `from` on, read by `sql`
+    /// (its parameters: the stream, the first version, the limit).
+    async fn stream_rows(
+        &self,
+        sql: &'static str,
+        stream: &StreamId,
+        from: Version,
+        max: usize,
+    ) -> Result<Vec<SqliteRow>> {
+        let mut conn = self.reader().await?;
+        sqlx::query(sql)
+            .bind(stream.as_str())
+            .bind(saturate(from.get()))
+            .bind(limit(max))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| self.core(e))
     }
 }
 
