@@ -11,7 +11,7 @@ use maud::{PreEscaped, html};
 use pulldown_cmark::{CowStr, Event, Options, Parser, Tag};
 
 use crate::Console;
-use crate::pages::Store;
+use crate::ConsoleStore as Store;
 
 /// Whether `name` is a plain file name of the report (no path, no dot file).
 fn plain_name(name: &str, extension: &str) -> bool {

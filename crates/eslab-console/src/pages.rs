@@ -19,7 +19,7 @@ use crate::view::{encode, error, event, next, page, pretty, when};
 /// Items per page of every list.
 pub(crate) const PAGE: usize = 50;
 
-pub(crate) use crate::ConsoleStore as Store;
+use crate::ConsoleStore as Store;
 
 impl<S: Store> Console<S> {
     pub(crate) fn base(&self) -> &str {

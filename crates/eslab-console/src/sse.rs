@@ -37,7 +37,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::Console;
-use crate::pages::Store;
+use crate::ConsoleStore as Store;
 
 /// Where the endpoint is mounted.
 pub const PATH: &str = "/events/stream";
