@@ -297,3 +297,19 @@ async fn event_streams_beyond_the_cap_are_refused_until_one_closes() {
     assert_eq!(again.status(), StatusCode::OK, "a closed stream gives its slot back");
     assert_eq!(messages(again.into_body(), 1).await.len(), 1);
 }
+
+#[tokio::test]
+async fn the_console_mounts_where_it_is_told() {
+    let store = store();
+    append(&store, "account-1", "Opened", json!({}), Metadata::now()).await;
+    let app = Console::new(store).at("/ops/console/").router();
+    let (status, _, body) = get(&app, "/ops/console/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("href=\"/ops/console/streams?category=account\""), "{body}");
+    assert!(body.contains("src=\"/ops/console/assets/console.js\""), "{body}");
+    assert_eq!(get(&app, "/ops/console").await.0, StatusCode::OK);
+    assert_eq!(get(&app, "/console").await.0, StatusCode::NOT_FOUND);
+    // A base that is not a path below `/` keeps the default.
+    let app = Console::new(self::store()).at("/").router();
+    assert_eq!(get(&app, "/console").await.0, StatusCode::OK);
+}

@@ -55,8 +55,10 @@ pub struct StreamSummary {
 ///
 /// # Contract (checked by `eslab-testing`'s explore conformance tests)
 /// - [`categories`](Self::categories): the categories holding events, in
-///   byte order of their names, after `after`, at most `limit`
-///   (and [`MAX_EXPLORE_PAGE`]).
+///   order of their names, after `after`, at most `limit` (and
+///   [`MAX_EXPLORE_PAGE`]): byte order, except on PostgreSQL, where it is the
+///   database's collation (byte order under `C` and `C.UTF-8`); the pages
+///   follow that order either way.
 /// - [`streams`](Self::streams): the streams of `category` in byte order of
 ///   their ids, after `after`, with their current versions.
 /// - [`correlated`](Self::correlated): the events whose metadata carries

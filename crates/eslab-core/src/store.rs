@@ -422,10 +422,15 @@ impl<S> EventStore<S> {
     /// Opens the personal data of a page of events read from the backend
     /// (unless [`sealed`](Self::sealed)); one key lookup for the page.
     pub(crate) async fn open_page(&self, events: &mut [RecordedEvent]) -> Result<()> {
-        match &self.keys {
-            Some(keys) if self.open => open_events(keys.as_ref(), events).await,
-            _ => Ok(()),
+        match self.opening_keys() {
+            Some(keys) => open_events(keys, events).await,
+            None => Ok(()),
         }
+    }
+
+    /// The keys reads open personal data with: none when [`sealed`](Self::sealed) or without a key store.
+    fn opening_keys(&self) -> Option<&dyn KeyStore> {
+        self.keys.as_deref().filter(|_| self.open)
     }
 
     /// Opens (unless [`sealed`](Self::sealed)) and upcasts a page of events.
@@ -465,10 +470,8 @@ impl<S: EventReader> EventReader for EventStore<S> {
 
     async fn read_stream_lean(&self, stream: &StreamId, from: Version, limit: usize) -> Result<Vec<LeanEvent>> {
         let mut page = self.backend.read_stream_lean(stream, from, limit).await?;
-        if let Some(keys) = &self.keys
-            && self.open
-        {
-            open_lean(keys.as_ref(), stream, &mut page).await?;
+        if let Some(keys) = self.opening_keys() {
+            open_lean(keys, stream, &mut page).await?;
         }
         for event in &mut page {
             self.upcasters.upcast_lean(stream, event)?;

@@ -365,6 +365,12 @@ fn events_stream_operation() -> utoipa::openapi::path::Operation {
                 .description("a bad filter or checkpoint")
                 .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build()),
         )
+        .response(
+            "503",
+            ResponseBuilder::new()
+                .description("as many streams are open as the service serves at once; try again after `Retry-After`")
+                .content(PROBLEM_JSON, ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build()),
+        )
         .build()
 }
 
