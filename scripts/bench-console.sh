@@ -64,7 +64,7 @@ VACUUM ANALYZE streams;
 SQL
 echo "seeded in $(( $(date +%s) - started )) s" >&2
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(http_load_free_port)
 base="http://127.0.0.1:$port"
 DATABASE_URL="$url" ESLAB_SCHEMA="$schema" ESLAB_CONSOLE_BIND="127.0.0.1:$port" RUST_LOG=warn \
   "$bin" console > "$work/console.log" 2>&1 &

@@ -32,7 +32,7 @@ if [ -z "$bin" ]; then
   bin=target/debug/eslab
 fi
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(http_load_free_port)
 base="http://127.0.0.1:$port"
 DATABASE_URL="sqlite://$work/eslab.db" ESLAB_BIND="127.0.0.1:$port" RUST_LOG=warn \
   "$bin" serve > "$work/serve.log" 2>&1 &

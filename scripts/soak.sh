@@ -23,7 +23,7 @@ connections="${SOAK_CONNECTIONS:-8}"
 delay_ms="${SOAK_DELAY_MS:-15}"
 accounts="${SOAK_ACCOUNTS:-64}"
 max_growth_mb="${SOAK_MAX_RSS_GROWTH_MB:-32}"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+port=$(http_load_free_port)
 schema="eslab_soak_$$"
 http_load_scratch "$url" "$schema"
 

@@ -8,6 +8,11 @@ http_load_postgres_url() {
   case "$url" in postgres://*|postgresql://*) echo "$url" ;; *) echo "postgres://postgres@127.0.0.1:5432/postgres" ;; esac
 }
 
+# http_load_free_port: a TCP port free on 127.0.0.1 now (the caller binds it soon after).
+http_load_free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # http_load_scratch URL SCHEMA...: sets `work` (a new temporary directory) and
 # `server_pid` (empty), and an EXIT trap that stops the process in
 # `server_pid` (once set), drops each SCHEMA on PostgreSQL URL and removes

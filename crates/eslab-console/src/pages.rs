@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use eslab_core::{EventReader, Explore, Position, StreamId, Version};
 use maud::html;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::Console;
@@ -429,19 +428,13 @@ async fn act<S: Store>(
     body: Result<Json<ActionBody>, axum::extract::rejection::JsonRejection>,
     skip: bool,
 ) -> Response {
-    if let Some(token) = &console.inner.token {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map_or("", |(_, token)| token.trim());
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            let mut response =
-                answer(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "this action needs the API token" }));
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    if let Some(token) = &console.inner.token
+        && !eslab_http::auth::bearer_matches(headers, token)
+    {
+        let mut response =
+            answer(StatusCode::UNAUTHORIZED, serde_json::json!({ "error": "this action needs the API token" }));
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        return response;
     }
     let Some(operations) = &console.inner.operations else {
         return answer(StatusCode::NOT_FOUND, serde_json::json!({ "error": "this console has no projections" }));

@@ -93,11 +93,18 @@ pub fn explore_page(limit: usize) -> usize {
     limit.min(MAX_EXPLORE_PAGE)
 }
 
-/// The smallest text above every stream id of `category`: stream ids of a
-/// category are `category-...`, and `.` follows `-` in byte order, so the
-/// category's ids are exactly those in `(category + "-", category + ".")`.
-pub fn category_bounds(category: &str) -> (String, String) {
-    (format!("{category}-"), format!("{category}."))
+/// The range of stream ids (exclusive at both ends, byte order) that a page
+/// of `category`'s streams after `after` reads: stream ids of a category are
+/// `category-...`, and `.` follows `-` in byte order, so the category's ids
+/// are exactly those in `(category + "-", category + ".")`; `after` raises the
+/// lower end when it lies inside.
+pub fn category_range(category: &str, after: Option<&StreamId>) -> (String, String) {
+    let low = format!("{category}-");
+    let low = match after {
+        Some(after) if after.as_str() > low.as_str() => after.as_str().to_owned(),
+        _ => low,
+    };
+    (low, format!("{category}."))
 }
 
 impl<S: Explore + EventReader> Explore for EventStore<S> {

@@ -4,7 +4,9 @@
 //! [`server::serve`] runs an axum [`Router`](axum::Router) on HTTP/1.1 with
 //! the limits a service exposed to untrusted clients needs (axum's own
 //! `serve` sets none of them); [`limit::Limiter`] keeps a per-client request
-//! rate. `eslab serve` (the bank service) uses both.
+//! rate; [`auth::bearer_matches`] checks a bearer token. `eslab serve` (the
+//! bank service) and the console use them.
 
+pub mod auth;
 pub mod limit;
 pub mod server;

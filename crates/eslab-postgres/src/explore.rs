@@ -2,7 +2,7 @@
 
 use eslab_core::{
     COUNT_CAP, CategorySummary, Explore, Position, RecordedEvent, Result, StreamId, StreamSummary, Version,
-    category_bounds, explore_page,
+    category_range, explore_page,
 };
 use sqlx::Row;
 use uuid::Uuid;
@@ -55,10 +55,9 @@ impl Explore for PostgresStore {
     }
 
     async fn streams(&self, category: &str, after: Option<&StreamId>, n: usize) -> Result<Vec<StreamSummary>> {
-        let (low, high) = category_bounds(category);
-        let low = after.map(StreamId::as_str).filter(|after| *after > low.as_str()).unwrap_or(&low);
+        let (low, high) = category_range(category, after);
         let rows = sqlx::query(STREAMS_SQL)
-            .bind(low)
+            .bind(&low)
             .bind(&high)
             .bind(limit(explore_page(n)))
             .fetch_all(self.pool())

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use eslab_core::{
     AppendCondition, AppendResult, COUNT_CAP, CategorySummary, Checkpoint, Error, EventAppender, EventId, EventReader,
     ExpectedVersion, Explore, FeedFilter, InvalidQuery, LeanEvent, Metadata, NewEvent, Position, Query, QueryRead,
-    ReadPosition, RecordedEvent, Result, StreamAppend, StreamId, StreamSummary, Tag, Version, category_bounds,
+    ReadPosition, RecordedEvent, Result, StreamAppend, StreamId, StreamSummary, Tag, Version, category_range,
     explore_page,
 };
 use sqlx::pool::PoolConnection;
@@ -553,14 +553,13 @@ impl Explore for SqliteStore {
 
     /// A range of the `(stream_id, stream_version)` index (byte order).
     async fn streams(&self, category: &str, after: Option<&StreamId>, max: usize) -> Result<Vec<StreamSummary>> {
-        let (low, high) = category_bounds(category);
-        let low = after.map(StreamId::as_str).filter(|after| *after > low.as_str()).unwrap_or(&low);
+        let (low, high) = category_range(category, after);
         let mut conn = self.reader().await?;
         let rows = sqlx::query(
             "SELECT stream_id, max(stream_version) FROM events WHERE stream_id > ? AND stream_id < ? \
              GROUP BY stream_id ORDER BY stream_id LIMIT ?",
         )
-        .bind(low)
+        .bind(&low)
         .bind(&high)
         .bind(limit(explore_page(max)))
         .fetch_all(&mut *conn)

@@ -32,7 +32,6 @@ use axum::routing::{get, post};
 use eslab_bank::{Bank, BankOptions};
 use eslab_core::EventStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use subtle::ConstantTimeEq;
 use tokio::sync::watch;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -452,27 +451,15 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// The bearer token of an `Authorization` header (the scheme is
-/// case-insensitive, RFC 9110 §11.1), or `""`.
-fn bearer_token(headers: &axum::http::HeaderMap) -> &str {
-    let Some((scheme, token)) =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.split_once(' '))
-    else {
-        return "";
-    };
-    if scheme.eq_ignore_ascii_case("bearer") { token.trim_start_matches(' ') } else { "" }
-}
-
 /// Writes need the bearer token when one is configured (constant-time compare).
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if let (Some(token), false) = (&state.inner.token, read_only) {
-        let given = bearer_token(request.headers());
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-            let mut response = ApiError::Unauthorized.into_response();
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return response;
-        }
+    if let (Some(token), false) = (&state.inner.token, read_only)
+        && !eslab_http::auth::bearer_matches(request.headers(), token)
+    {
+        let mut response = ApiError::Unauthorized.into_response();
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return response;
     }
     next.run(request).await
 }
