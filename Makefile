@@ -87,11 +87,11 @@ bench-append-sql: ensure-postgres
 browser:
 	bash scripts/browser.sh
 
-## services: the Kafka-compatible test broker (tansu) on 127.0.0.1:9092; installs it if missing
+## services: the Kafka-compatible test broker (tansu) on 127.0.0.1:9092 and a 3-server NATS JetStream cluster on 127.0.0.1:14222-14224; installs them if missing
 services:
 	bash scripts/services.sh start
 
-## services-stop: stop the broker `make services` started (nothing else)
+## services-stop: stop the broker and the NATS cluster `make services` started (nothing else)
 services-stop:
 	bash scripts/services.sh stop
 

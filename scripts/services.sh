@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The Kafka-compatible test broker (tansu, Apache-2.0) on 127.0.0.1:9092.
+# The test services: the Kafka-compatible broker (tansu, Apache-2.0) on 127.0.0.1:9092, and a
+# 3-server NATS JetStream cluster on 127.0.0.1:14222-14224 (scripts/nats.sh, which see).
 #
-#   scripts/services.sh start    install tansu if missing, start it unless a broker already answers
-#   scripts/services.sh stop     stop the broker this script started (and nothing else)
+#   scripts/services.sh start    install tansu if missing, start it unless a broker already answers;
+#                                then scripts/nats.sh start (installs nats-server if missing, starts the
+#                                cluster unless its ports already answer, waits for a JetStream meta leader)
+#   scripts/services.sh stop     stop the broker and the NATS servers these scripts started (and nothing else)
 #   scripts/services.sh status
 #
 # What it started is recorded in target/services/tansu.pid; its log is
 # target/services/tansu.log. The broker keeps its data in memory: a restart
-# starts empty (tests create their own topics).
+# starts empty (tests create their own topics). The NATS servers' pid files, logs
+# and JetStream stores (kept across restarts) are under target/services too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -93,8 +97,8 @@ status() {
 }
 
 case "${1:-start}" in
-  start) start ;;
-  stop) stop ;;
-  status) status ;;
+  start) start; bash scripts/nats.sh start ;;
+  stop) stop; bash scripts/nats.sh stop ;;
+  status) status; bash scripts/nats.sh status ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -29,6 +29,8 @@ pub mod conformance;
 pub mod explore;
 pub mod forward;
 pub mod logs;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod personal;
 #[cfg(feature = "postgres")]
 pub mod pg;
