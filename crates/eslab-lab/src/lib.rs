@@ -151,6 +151,7 @@ pub struct Lab {
     postgres_url: String,
     postgres: Result<String, String>,
     kafka_brokers: String,
+    nats_url: String,
     experiment: String,
     progress: ProgressBar,
     schemas: Mutex<Vec<String>>,
@@ -175,6 +176,11 @@ impl Lab {
     /// The Kafka bootstrap servers (`--kafka-brokers`, `KAFKA_BROKERS`).
     pub fn kafka_brokers(&self) -> &str {
         &self.kafka_brokers
+    }
+
+    /// The NATS JetStream cluster (`--nats-url`, `ESLAB_NATS_URL`).
+    pub fn nats_url(&self) -> &str {
+        &self.nats_url
     }
 
     /// A fresh name for this run's own Kafka topics (`lab<uuid>.`): each run
@@ -260,6 +266,8 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Kafka bootstrap servers, for the experiments that publish (skipped when none answers).
     pub kafka_brokers: String,
+    /// The NATS JetStream cluster the stores experiment also measures (skipped when none answers).
+    pub nats_url: String,
     /// Show progress bars (off in tests).
     pub progress: bool,
 }
@@ -322,6 +330,7 @@ pub async fn run(
             postgres_url: options.postgres_url.clone(),
             postgres: postgres.clone(),
             kafka_brokers: options.kafka_brokers.clone(),
+            nats_url: options.nats_url.clone(),
             experiment: experiment.id().to_owned(),
             progress,
             schemas: Mutex::new(Vec::new()),
@@ -420,6 +429,10 @@ pub struct RunArgs {
     /// Kafka bootstrap servers for the relay experiment (skipped, with a note, when none answers).
     #[arg(long, env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
     pub kafka_brokers: String,
+    /// The NATS JetStream cluster the stores experiment also measures, R1 and
+    /// R3 (skipped, with a note, when none answers; `make services` starts one).
+    #[arg(long, env = "ESLAB_NATS_URL", default_value = eslab_nats::LOCAL_CLUSTER_URL)]
+    pub nats_url: String,
 }
 
 /// The PostgreSQL the lab uses: `database_url` if it is a `postgres://` URL, else the local default.
@@ -459,6 +472,7 @@ pub async fn main(command: LabCommand, database_url: &str, terminal: &mut (dyn W
                 postgres_url: postgres_url(database_url),
                 out: args.out,
                 kafka_brokers: args.kafka_brokers,
+                nats_url: args.nats_url,
                 progress: true,
             };
             let outcomes = run(&selected, &options, terminal).await?;

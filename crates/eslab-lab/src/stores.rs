@@ -1,7 +1,8 @@
-//! Experiment 9: the same bank workload on the three stores: in memory (the
-//! reference), SQLite (a temporary file) and PostgreSQL (a fresh schema).
-//! Without PostgreSQL the other two still run, and the report says why the
-//! third is missing.
+//! Experiment 9: the same bank workload on every store: in memory (the
+//! reference), SQLite (a temporary file), PostgreSQL (a fresh schema) and
+//! NATS JetStream (a fresh stream, one replica and three). Without
+//! PostgreSQL or a JetStream cluster the others still run, and the report
+//! says why a row is missing.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,8 @@ use eslab_core::{
     Checkpoint, DEFAULT_PAGE_SIZE, EventStorage, EventStore, FeedFilter, Metadata, Repository, RetryPolicy,
 };
 use eslab_memory::MemoryStore;
+use eslab_nats::{NatsOptions, NatsStore};
+use eslab_runtime::OnNats;
 use eslab_sqlite::SqliteStore;
 use futures_util::future::LocalBoxFuture;
 
@@ -133,16 +136,20 @@ impl Experiment for Stores {
     }
 
     fn title(&self) -> &'static str {
-        "Stores: memory vs SQLite vs PostgreSQL"
+        "Stores: memory vs SQLite vs PostgreSQL vs NATS JetStream"
     }
 
     fn question(&self) -> &'static str {
         "What do the same bank commands, loads and feed reads cost on the in-memory store, the embedded SQLite \
-         store and the PostgreSQL store?"
+         store, the PostgreSQL store and the replicated JetStream store (one replica and three)?"
     }
 
     fn needs_postgres(&self) -> bool {
         false
+    }
+
+    fn uses_if_reachable(&self) -> Option<&'static str> {
+        Some("PostgreSQL, a NATS JetStream cluster")
     }
 
     fn run<'a>(&'a self, lab: &'a Lab) -> LocalBoxFuture<'a, anyhow::Result<Report>> {
@@ -157,7 +164,7 @@ impl Experiment for Stores {
                     Budget::new(50, 10_000_000, Duration::from_secs(15)),
                 ),
             };
-            lab.steps(3);
+            lab.steps(5);
             let mut measured = vec![measure(lab, "memory", MemoryStore::new(), w).await?];
             lab.step("");
             let dir = tempfile::tempdir()?;
@@ -167,22 +174,56 @@ impl Experiment for Stores {
             sqlite.close().await;
             drop(dir);
             lab.step("");
-            let mut skipped = None;
+            let mut skipped = Vec::new();
             match lab.postgres() {
                 Ok(_) => {
                     let connections = u32::try_from(w.tasks)? + 2;
                     let pg = lab.pg_store(|o| o.max_connections(connections)).await?;
                     measured.push(measure(lab, "PostgreSQL", pg, w).await?);
                 }
-                Err(why) => skipped = Some(format!("PostgreSQL was not measured: {why}")),
+                Err(why) => skipped.push(format!("PostgreSQL was not measured: {why}")),
             }
             lab.step("");
+            for (name, replicas) in [("JetStream R1", 1), ("JetStream R3", 3)] {
+                match jetstream(lab, replicas).await {
+                    Ok((store, side_dir)) => {
+                        let result = measure(lab, name, store.clone(), w).await;
+                        store.side().close().await;
+                        drop(side_dir);
+                        if let Err(e) = store.events().destroy().await {
+                            lab.doing(format!("could not delete the lab's JetStream stream: {e}"));
+                        }
+                        measured.push(result?);
+                    }
+                    Err(why) => skipped.push(format!(
+                        "{name} was not measured: {why} (no JetStream cluster at {}; `make services` starts one)",
+                        lab.nats_url()
+                    )),
+                }
+                lab.step("");
+            }
             Ok(report(&measured, w, skipped))
         })
     }
 }
 
-fn report(measured: &[Measured], w: Workload, skipped: Option<String>) -> Report {
+/// The store `eslab serve` runs on `nats://`: a fresh JetStream stream of
+/// `replicas` replicas (deleted by the caller) with the personal-data keys
+/// and snapshots in an SQLite file of a temporary directory.
+async fn jetstream(lab: &Lab, replicas: usize) -> anyhow::Result<(OnNats<SqliteStore>, tempfile::TempDir)> {
+    let name = format!("ESLAB_LAB_{}", uuid::Uuid::now_v7().simple()).to_uppercase();
+    let options = NatsOptions::new(lab.nats_url())
+        .stream(name.clone())
+        .subject_prefix(format!("eslablab.{}", name.to_lowercase()))
+        .replicas(replicas)
+        .request_timeout(Duration::from_secs(10));
+    let events = NatsStore::connect(options).await?;
+    let dir = tempfile::tempdir()?;
+    let side = SqliteStore::connect(&format!("sqlite://{}", dir.path().join("side.db").display())).await?;
+    Ok((OnNats::new(events, side), dir))
+}
+
+fn report(measured: &[Measured], w: Workload, skipped: Vec<String>) -> Report {
     let mut table = Table::new(&[
         "store",
         "commands",
@@ -252,7 +293,10 @@ fn report(measured: &[Measured], w: Workload, skipped: Option<String>) -> Report
             w.budget.time.as_secs_f64()
         ),
         "SQLite: a temporary file (WAL, synchronous=NORMAL, one writer); PostgreSQL: a fresh schema, default \
-         options (fsync on commit). Baseline: the in-memory store."
+         options (fsync on commit); JetStream: a fresh file-backed stream on the cluster at --nats-url \
+         (`make services`: three nats-server processes on this machine, sync_interval: always, so every write is \
+         fsynced on each replica that stores it), one replica (R1) and three (R3), the personal-data keys in an SQLite \
+         file beside it (as `eslab serve` runs on nats://). Baseline: the in-memory store."
             .to_owned(),
     ];
     method.extend(skipped);

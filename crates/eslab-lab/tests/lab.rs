@@ -23,8 +23,14 @@ async fn run(id: &str, postgres_url: String) -> (tempfile::TempDir, Vec<Outcome>
 
 async fn run_with(id: &str, postgres_url: String, kafka_brokers: String) -> (tempfile::TempDir, Vec<Outcome>) {
     let dir = tempfile::tempdir().unwrap();
-    let options =
-        RunOptions { scale: Scale::Tiny, postgres_url, out: dir.path().to_owned(), kafka_brokers, progress: false };
+    let options = RunOptions {
+        scale: Scale::Tiny,
+        postgres_url,
+        out: dir.path().to_owned(),
+        kafka_brokers,
+        nats_url: eslab_testing::nats::nats_url(),
+        progress: false,
+    };
     let selected = lab::select(&[id.to_owned()]).unwrap();
     let mut terminal = Vec::new();
     let outcomes = lab::run(&selected, &options, &mut terminal).await.unwrap();
@@ -283,11 +289,11 @@ async fn codecs_round_trip_and_binary_formats_are_smaller() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stores_run_the_same_workload_on_all_three() {
+async fn stores_run_the_same_workload_on_every_store() {
     let r = report_of("stores").await;
     let t = &r.table;
     let names: Vec<_> = t.rows.iter().map(|row| text(t, row, "store").to_owned()).collect();
-    assert_eq!(names, ["memory", "SQLite (file, WAL)", "PostgreSQL"]);
+    assert_eq!(names, ["memory", "SQLite (file, WAL)", "PostgreSQL", "JetStream R1", "JetStream R3"]);
     for row in &t.rows {
         // 2 tasks × 10 commands; the feed holds 10 openings and the 20 commands' events.
         assert_eq!(num(t, row, "commands"), 20.0, "{row:?}");
@@ -345,6 +351,7 @@ async fn without_postgres_its_experiments_fail_clearly_and_the_others_run() {
         postgres_url: "postgres://postgres@127.0.0.1:1/postgres".into(),
         out: dir.path().to_owned(),
         kafka_brokers: kafka_brokers(),
+        nats_url: eslab_testing::nats::nats_url(),
         progress: false,
     };
     let selected = lab::select(&["1".to_owned(), "codecs".to_owned(), "stores".to_owned()]).unwrap();
@@ -355,7 +362,7 @@ async fn without_postgres_its_experiments_fail_clearly_and_the_others_run() {
     assert!(!dir.path().join("append.md").exists());
     assert!(outcomes.iter().find(|o| o.id == "codecs").unwrap().report.is_ok());
     let stores = outcomes.iter().find(|o| o.id == "stores").unwrap().report.as_ref().unwrap();
-    assert_eq!(stores.table.rows.len(), 2, "memory and SQLite still run");
+    assert_eq!(stores.table.rows.len(), 4, "memory, SQLite and JetStream (R1, R3) still run");
     assert!(stores.findings.iter().any(|f| f.contains("PostgreSQL was not measured")), "{:?}", stores.findings);
     let index = std::fs::read_to_string(dir.path().join("index.md")).unwrap();
     assert!(index.contains("failed: PostgreSQL is not reachable") && index.contains("(codecs.md)"), "{index}");
@@ -409,6 +416,7 @@ async fn the_cli_lists_every_experiment_and_fails_when_one_fails() {
             tiny: true,
             out: dir.path().to_owned(),
             kafka_brokers: kafka_brokers(),
+            nats_url: eslab_testing::nats::nats_url(),
         })
     };
     let mut out = Vec::new();

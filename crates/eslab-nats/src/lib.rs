@@ -39,9 +39,10 @@
 //!   one with [`with_keys`](eslab_core::EventStore::with_keys), e.g. the
 //!   PostgreSQL or SQLite store's, so that forgetting deletes a row there.
 //! - Conditional appends ([`EventAppender::append_if`], dynamic consistency
-//!   boundaries) are refused with [`Error::InvalidRequest`]: JetStream checks
-//!   expectations per subject or for the whole stream, never on a query of
-//!   events. [`EventReader::read_query`] works (a scan of the feed).
+//!   boundaries) check the query up to the leader's head and commit expecting
+//!   the whole stream's last sequence to be that head: correct, but they
+//!   contend with every writer of the stream, not only with overlapping
+//!   queries. [`EventReader::read_query`] scans the feed.
 //!
 //! ```no_run
 //! use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, StreamId};
@@ -66,8 +67,9 @@ use async_nats::jetstream::{self, kv, stream::StorageType};
 use async_nats::{Client, HeaderMap};
 use eslab_core::{
     AppendCondition, AppendResult, CategorySummary, Checkpoint, Error, EventAppender, EventReader, ExpectedVersion,
-    Explore, FeedFilter, FeedHead, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition, RecordedEvent, Result,
-    Snapshot, SnapshotStore, StreamAppend, StreamId, StreamSummary, Version, WakeUpStream, WakeUps, explore_page,
+    Explore, FeedFilter, FeedHead, InvalidQuery, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition,
+    RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamSummary, Version, WakeUpStream,
+    WakeUps, explore_page,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -540,7 +542,13 @@ impl NatsStore {
         Ok(plans)
     }
 
-    fn messages(&self, appends: &[StreamAppend], plans: &[(u64, u64)], at: OffsetDateTime) -> Result<Vec<Outgoing>> {
+    fn messages(
+        &self,
+        appends: &[StreamAppend],
+        plans: &[(u64, u64)],
+        expected_last: Option<u64>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Outgoing>> {
         let mut out = Vec::new();
         for (append, &(base, seq)) in appends.iter().zip(plans) {
             let subject = self.inner.subjects.stream(&append.stream_id);
@@ -551,6 +559,11 @@ impl NatsStore {
                 headers.insert(header::VERSION, version.to_string().as_str());
                 if i == 0 {
                     headers.insert(header::EXPECTED_LAST_SUBJECT_SEQ, seq.to_string().as_str());
+                }
+                if out.is_empty()
+                    && let Some(last) = expected_last
+                {
+                    headers.insert(header::EXPECTED_LAST_SEQ, last.to_string().as_str());
                 }
                 let body = Body {
                     stream: append.stream_id.as_str().into(),
@@ -595,13 +608,21 @@ impl NatsStore {
         Ok(total)
     }
 
-    async fn append_all(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
+    async fn append_all(
+        &self,
+        appends: Vec<StreamAppend>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<Vec<AppendResult>> {
         let total = Self::check(&appends)?;
         let mut plans = Vec::with_capacity(appends.len());
         for append in &appends {
             plans.push(self.plan(append).await?);
         }
         if total == 0 {
+            if let Some(condition) = condition {
+                let head = self.leader_head().await?;
+                self.check_condition(condition, head).await?;
+            }
             return Ok(appends
                 .into_iter()
                 .zip(plans)
@@ -622,8 +643,18 @@ impl NatsStore {
                 .without_max_times(),
         );
         for _ in 0..MAX_ATTEMPTS {
+            // A condition holds up to the leader's head, which the commit
+            // then expects to be the stream's last sequence still.
+            let head = match condition {
+                Some(condition) => {
+                    let head = self.leader_head().await?;
+                    self.check_condition(condition, head).await?;
+                    Some(head)
+                }
+                None => None,
+            };
             let at = OffsetDateTime::now_utc();
-            let messages = self.messages(&appends, &plans, at)?;
+            let messages = self.messages(&appends, &plans, head, at)?;
             let single = messages.len() == 1;
             let outcome = wire::publish_batch(&self.inner.client, messages).await;
             match outcome {
@@ -647,6 +678,51 @@ impl NatsStore {
         Err(Error::Unavailable(
             format!("append gave up after {MAX_ATTEMPTS} attempts: other writers kept moving its streams").into(),
         ))
+    }
+
+    /// The stream's last sequence as its leader has it (`STREAM.INFO`).
+    async fn leader_head(&self) -> Result<u64> {
+        let stream = self.inner.jetstream.get_stream_no_info(&self.inner.options.stream).await.map_err(unavailable)?;
+        let info = stream.get_info().await.map_err(unavailable)?;
+        let head = info.state.last_sequence;
+        self.saw(head);
+        Ok(head)
+    }
+
+    /// Fails if an event matching the condition's query lies after its
+    /// position, reading every event up to `head` (reads carry a
+    /// `min_last_seq` of at least `head`, so no server behind it answers).
+    async fn check_condition(&self, condition: &AppendCondition, head: u64) -> Result<()> {
+        let after = match &condition.after {
+            None => 0,
+            Some(read) if read.unseen.is_some() => {
+                return Err(
+                    InvalidQuery::PositionAhead { position: format!("{read:?}"), head: head.to_string() }.into()
+                );
+            }
+            Some(read) => read.position.get(),
+        };
+        if after > head {
+            return Err(InvalidQuery::PositionAhead { position: after.to_string(), head: head.to_string() }.into());
+        }
+        let matches = |e: &RecordedEvent| condition.query.matches(&e.event_type, &e.metadata.tags);
+        for _ in 0..MAX_ATTEMPTS {
+            let (found, last_seen) = self.scan(&self.inner.subjects.all(), after + 1, 1, Some(&matches)).await?;
+            if let Some(e) = found.first() {
+                return Err(Error::ConditionFailed {
+                    event_id: e.event_id,
+                    event_type: e.event_type.clone(),
+                    position: e.position,
+                });
+            }
+            // Every sequence up to the head holds a message: a scan that did
+            // not reach it was answered by a server behind the leader.
+            if head == after || last_seen >= head {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Err(Error::Unavailable(format!("no server caught up with the stream's head {head}").into()))
     }
 
     /// Which of `ids` is stored (JetStream refuses a batch holding a known id
@@ -798,21 +874,17 @@ async fn ensure_bucket(js: &jetstream::Context, options: &NatsOptions, storage: 
 
 impl EventAppender for NatsStore {
     async fn append_streams(&self, appends: Vec<StreamAppend>) -> Result<Vec<AppendResult>> {
-        self.append_all(appends).await
+        self.append_all(appends, None).await
     }
 
-    /// Not supported: JetStream checks no condition on a query of events, so
-    /// the check and the append cannot be one atomic step across writers.
-    ///
-    /// # Errors
-    /// Always [`Error::InvalidRequest`]; nothing is written.
+    /// Reads every event after the condition's position up to the leader's
+    /// head (`STREAM.INFO`), then commits expecting the whole stream's last
+    /// sequence to be that head still (`Nats-Expected-Last-Sequence`); when
+    /// any writer got in between, checks again. Correct, but conditional
+    /// appends contend with every writer of the stream, not only with
+    /// overlapping queries.
     async fn append_if(&self, appends: Vec<StreamAppend>, condition: AppendCondition) -> Result<Vec<AppendResult>> {
-        let _ = (appends, condition);
-        Err(Error::InvalidRequest(
-            "conditional appends (dynamic consistency boundaries) are not supported on the JetStream store; \
-             use stream expectations (ExpectedVersion) instead"
-                .into(),
-        ))
+        self.append_all(appends, Some(&condition)).await
     }
 }
 

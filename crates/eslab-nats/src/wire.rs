@@ -18,6 +18,8 @@ pub(crate) mod header {
     pub(crate) const MSG_ID: &str = "Nats-Msg-Id";
     /// The stream's last sequence on this subject must be this (0: no message).
     pub(crate) const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+    /// The whole stream's last sequence must be this.
+    pub(crate) const EXPECTED_LAST_SEQ: &str = "Nats-Expected-Last-Sequence";
     pub(crate) const BATCH_ID: &str = "Nats-Batch-Id";
     pub(crate) const BATCH_SEQ: &str = "Nats-Batch-Sequence";
     pub(crate) const BATCH_COMMIT: &str = "Nats-Batch-Commit";

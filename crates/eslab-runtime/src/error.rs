@@ -6,7 +6,8 @@
 pub enum Error {
     /// The URL names no store this crate opens (nothing was created).
     #[error(
-        "unsupported DATABASE_URL {url}: use sqlite://<file>, postgres://… (or postgresql://…), or memory: (nothing kept)"
+        "unsupported DATABASE_URL {url}: use sqlite://<file>, postgres://… (or postgresql://…), nats://… (events on \
+         JetStream, read models in ESLAB_SIDE_DATABASE_URL), or memory: (nothing kept)"
     )]
     UnsupportedUrl {
         /// The URL, secrets masked.
@@ -31,6 +32,23 @@ pub enum Error {
         /// Why.
         #[source]
         source: eslab_core::Error,
+    },
+    /// The JetStream cluster could not be reached, or its stream not made.
+    #[error("connecting to NATS JetStream at {url} (stream {stream}); is it running?")]
+    Nats {
+        /// The URL.
+        url: String,
+        /// The JetStream stream.
+        stream: String,
+        /// Why.
+        #[source]
+        source: eslab_core::Error,
+    },
+    /// The side database of a JetStream store must hold read models: SQLite or PostgreSQL.
+    #[error("ESLAB_SIDE_DATABASE_URL {url} must be sqlite://… or postgres://… (the read models of a nats:// store)")]
+    UnsupportedSideUrl {
+        /// The URL, secrets masked.
+        url: String,
     },
     /// The projections' own tables (checkpoints, leases, parked events)
     /// could not be created.

@@ -4,9 +4,10 @@
 //!
 //! - [`StoreSettings`]: the store's configuration, one type for the command
 //!   line, the environment and code: `DATABASE_URL` (`memory:`,
-//!   `sqlite://FILE`, `postgres://…`), `ESLAB_SCHEMA`, and the PostgreSQL pool
-//!   size and group commit ([`PostgresSettings`]). With clap, flatten it into
-//!   the program's arguments.
+//!   `sqlite://FILE`, `postgres://…`, `nats://…` with the read models in
+//!   `ESLAB_SIDE_DATABASE_URL`), `ESLAB_SCHEMA`, the PostgreSQL pool size and
+//!   group commit ([`PostgresSettings`]) and the JetStream stream
+//!   ([`NatsSettings`]). With clap, flatten it into the program's arguments.
 //! - [`StoreSettings::open`]: the store the URL names, as an [`AnyStore`] that
 //!   forwards the store traits (events, snapshots, checkpoints, retention,
 //!   wake-ups), so repositories, feeds and projections run on whichever was
@@ -44,15 +45,17 @@
 
 mod error;
 pub mod events;
+mod nats;
 mod settings;
 mod signal;
 mod store;
 mod wiring;
 
 pub use error::Error;
+pub use nats::OnNats;
 pub use settings::{
-    DEFAULT_DATABASE_URL, DEFAULT_PG_MAX_CONNECTIONS, DEFAULT_PG_NOTIFY_WINDOW_MS, DEFAULT_SCHEMA, PostgresSettings,
-    StoreSettings, open_postgres,
+    DEFAULT_DATABASE_URL, DEFAULT_PG_MAX_CONNECTIONS, DEFAULT_PG_NOTIFY_WINDOW_MS, DEFAULT_SCHEMA,
+    DEFAULT_SIDE_DATABASE_URL, NatsSettings, PostgresSettings, StoreSettings, open_postgres,
 };
 pub use signal::shutdown_signal;
 pub use store::{AnyStore, redact};

@@ -3,14 +3,18 @@
 use std::time::Duration;
 
 use eslab_memory::MemoryStore;
+use eslab_nats::{NatsOptions, NatsStore};
 use eslab_postgres::{GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
 use eslab_sqlite::SqliteStore;
 
-use crate::{AnyStore, Error, redact};
+use crate::{AnyStore, Error, OnNats, redact};
 
 /// The `DATABASE_URL` of the command line when none is given: an SQLite file
 /// under `./data/`, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/eslab.db";
+/// Where a `nats://` store keeps its read models, checkpoints, snapshots and
+/// personal-data keys when `ESLAB_SIDE_DATABASE_URL` is not given.
+pub const DEFAULT_SIDE_DATABASE_URL: &str = "sqlite://data/eslab-side.db";
 /// The PostgreSQL schema when none is given (`ESLAB_SCHEMA`).
 pub const DEFAULT_SCHEMA: &str = "eslab";
 /// The PostgreSQL pool size when none is given (`ESLAB_PG_MAX_CONNECTIONS`).
@@ -25,9 +29,16 @@ pub const DEFAULT_PG_NOTIFY_WINDOW_MS: u64 = 2;
 /// of its own, to flatten where they matter.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct StoreSettings {
-    /// Where the events live: sqlite://FILE, postgres://…, or memory:
+    /// Where the events live: sqlite://FILE, postgres://…, nats://HOST:PORT[,…] (JetStream), or memory:
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, global = true)]
     pub database_url: String,
+    /// With a nats:// DATABASE_URL: where the read models, checkpoints,
+    /// snapshots and personal-data keys live (sqlite://FILE or postgres://…).
+    #[arg(long, env = "ESLAB_SIDE_DATABASE_URL", default_value = DEFAULT_SIDE_DATABASE_URL, global = true)]
+    pub side_database_url: String,
+    /// The JetStream stream of a nats:// store.
+    #[command(flatten)]
+    pub nats: NatsSettings,
     /// The PostgreSQL schema of the store (default `eslab`).
     #[arg(long, env = "ESLAB_SCHEMA", global = true, hide = true)]
     pub schema: Option<String>,
@@ -47,7 +58,13 @@ impl StoreSettings {
     /// The store at `database_url` (`memory:`, `sqlite://FILE`,
     /// `postgres://…`), schema [`DEFAULT_SCHEMA`], default [`PostgresSettings`].
     pub fn new(database_url: impl Into<String>) -> Self {
-        StoreSettings { database_url: database_url.into(), schema: None, postgres: PostgresSettings::default() }
+        StoreSettings {
+            database_url: database_url.into(),
+            side_database_url: DEFAULT_SIDE_DATABASE_URL.to_owned(),
+            nats: NatsSettings::default(),
+            schema: None,
+            postgres: PostgresSettings::default(),
+        }
     }
 
     /// The PostgreSQL schema: the one set, else [`DEFAULT_SCHEMA`].
@@ -58,10 +75,21 @@ impl StoreSettings {
     /// Opens (creating and migrating it if needed) the store the URL names:
     /// `memory:` (nothing kept), `sqlite:…` (the file and its directory
     /// created), `postgres://…` or `postgresql://…` ([`open_postgres`] with
-    /// [`Self::schema`] and [`PostgresSettings`]). Any other URL is refused
-    /// before anything is created ([`Error::UnsupportedUrl`]).
+    /// [`Self::schema`] and [`PostgresSettings`]), or `nats://…` (the events
+    /// on JetStream with [`NatsSettings`], the rest in the SQLite or
+    /// PostgreSQL store at [`side_database_url`](Self::side_database_url)).
+    /// Any other URL is refused before anything is created ([`Error::UnsupportedUrl`]).
     pub async fn open(&self) -> Result<AnyStore, Error> {
         let url = self.database_url.as_str();
+        if url.starts_with("nats://") {
+            let events = self.nats.open(url).await?;
+            let side = StoreSettings { database_url: self.side_database_url.clone(), ..self.clone() };
+            return match Box::pin(side.open()).await? {
+                AnyStore::Sqlite(side) => Ok(AnyStore::NatsSqlite(OnNats::new(events, side))),
+                AnyStore::Postgres(side) => Ok(AnyStore::NatsPostgres(OnNats::new(events, side))),
+                _ => Err(Error::UnsupportedSideUrl { url: redact(&self.side_database_url) }),
+            };
+        }
         if url == "memory:" {
             return Ok(AnyStore::Memory(MemoryStore::new()));
         }
@@ -88,6 +116,51 @@ impl From<String> for StoreSettings {
     /// [`StoreSettings::new`].
     fn from(database_url: String) -> Self {
         StoreSettings::new(database_url)
+    }
+}
+
+/// The JetStream stream of a `nats://` store: its name and replicas, as flags
+/// (`--nats-stream`, `--nats-replicas`) and environment variables.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct NatsSettings {
+    /// The JetStream stream of the events (created if missing); its subjects
+    /// are `eslab.<name, lowercase>.>` unless it is the default `ESLAB_EVENTS`
+    /// (`eslab.events.>`).
+    #[arg(long = "nats-stream", env = "ESLAB_NATS_STREAM", default_value = "ESLAB_EVENTS", global = true)]
+    pub stream: String,
+    /// How many servers hold each event when the stream is created (3 in production).
+    #[arg(long = "nats-replicas", env = "ESLAB_NATS_REPLICAS", default_value_t = 3, global = true)]
+    pub replicas: usize,
+}
+
+impl Default for NatsSettings {
+    /// Stream `ESLAB_EVENTS`, three replicas.
+    fn default() -> Self {
+        NatsSettings { stream: "ESLAB_EVENTS".into(), replicas: 3 }
+    }
+}
+
+impl NatsSettings {
+    /// The store's options for the servers at `url` (`nats://host:port`, comma-separated for several).
+    pub fn options(&self, url: &str) -> NatsOptions {
+        let options = NatsOptions::new(url).stream(self.stream.clone()).replicas(self.replicas);
+        if self.stream == "ESLAB_EVENTS" {
+            options
+        } else {
+            options.subject_prefix(format!("eslab.{}", self.stream.to_lowercase()))
+        }
+    }
+
+    /// Connects, creating the stream if needed.
+    ///
+    /// # Errors
+    /// [`Error::Nats`] when the cluster does not answer or the stream cannot be made.
+    pub async fn open(&self, url: &str) -> Result<NatsStore, Error> {
+        NatsStore::connect(self.options(url)).await.map_err(|source| Error::Nats {
+            url: redact(url),
+            stream: self.stream.clone(),
+            source,
+        })
     }
 }
 

@@ -1,5 +1,5 @@
 //! [`AnyStore`]: the store a URL named, whichever it is, behind the store
-//! traits; and the only match over the three stores.
+//! traits; and the only match over the stores.
 
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use eslab_memory::MemoryStore;
 use eslab_postgres::PostgresStore;
 use eslab_sqlite::SqliteStore;
 
+use crate::nats::OnNats;
 use crate::wiring::Durable;
 use crate::{Error, Store, StoreSettings, StoreVisitor};
 
@@ -28,9 +29,13 @@ pub enum AnyStore {
     Sqlite(SqliteStore),
     /// PostgreSQL.
     Postgres(PostgresStore),
+    /// Events on NATS JetStream, the rest in SQLite.
+    NatsSqlite(OnNats<SqliteStore>),
+    /// Events on NATS JetStream, the rest in PostgreSQL.
+    NatsPostgres(OnNats<PostgresStore>),
 }
 
-/// The one match over the three stores: `$body` with `$s` bound to the store,
+/// The one match over the stores: `$body` with `$s` bound to the store,
 /// whichever it is.
 macro_rules! each {
     ($store:expr, $s:ident => $body:expr) => {
@@ -38,6 +43,8 @@ macro_rules! each {
             AnyStore::Memory($s) => $body,
             AnyStore::Sqlite($s) => $body,
             AnyStore::Postgres($s) => $body,
+            AnyStore::NatsSqlite($s) => $body,
+            AnyStore::NatsPostgres($s) => $body,
         }
     };
 }
@@ -53,8 +60,10 @@ impl AnyStore {
     /// pages as they were; nothing elsewhere (PostgreSQL's old row versions
     /// go with vacuum, see docs/patterns/crypto-shredding.md).
     pub async fn settle_erasure(&self) {
-        if let AnyStore::Sqlite(store) = self {
-            store.truncate_wal().await;
+        match self {
+            AnyStore::Sqlite(store) => store.truncate_wal().await,
+            AnyStore::NatsSqlite(store) => store.side().truncate_wal().await,
+            _ => {}
         }
     }
 
@@ -75,18 +84,23 @@ impl AnyStore {
     where
         V: StoreVisitor<MemoryStore, Output = O>
             + StoreVisitor<SqliteStore, Output = O>
-            + StoreVisitor<PostgresStore, Output = O>,
+            + StoreVisitor<PostgresStore, Output = O>
+            + StoreVisitor<OnNats<SqliteStore>, Output = O>
+            + StoreVisitor<OnNats<PostgresStore>, Output = O>,
     {
         each!(self, s => StoreVisitor::visit(visitor, s.clone()).await)
     }
 
     /// [`visit`](Self::visit) for work that needs what outlives the process
-    /// (a read-model database, a checkpoint, shadow tables): on SQLite or
-    /// PostgreSQL; on the memory store [`Error::NotDurable`], and `visitor` is
-    /// not run.
+    /// (a read-model database, a checkpoint, shadow tables): on SQLite,
+    /// PostgreSQL or JetStream; on the memory store [`Error::NotDurable`],
+    /// and `visitor` is not run.
     pub async fn visit_durable<V, O>(&self, visitor: V) -> std::result::Result<O, Error>
     where
-        V: StoreVisitor<SqliteStore, Output = O> + StoreVisitor<PostgresStore, Output = O>,
+        V: StoreVisitor<SqliteStore, Output = O>
+            + StoreVisitor<PostgresStore, Output = O>
+            + StoreVisitor<OnNats<SqliteStore>, Output = O>
+            + StoreVisitor<OnNats<PostgresStore>, Output = O>,
     {
         self.visit(Durable(visitor)).await
     }

@@ -132,3 +132,28 @@ fn flags_fill_the_settings() {
     assert_eq!(StoreSettings::new("memory:").schema(), "eslab");
     assert_eq!(StoreSettings::new("memory:").postgres, PostgresSettings::default());
 }
+
+/// `nats://` opens the events on JetStream (a stream of the test's own on the
+/// test cluster) and the rest in the side database; the round trip holds.
+#[tokio::test]
+async fn nats_with_the_read_models_in_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let stream = eslab_testing::nats::unique_stream("ESLAB_RUNTIME");
+    let settings = StoreSettings {
+        side_database_url: format!("sqlite://{}", dir.path().join("side.db").display()),
+        nats: eslab_runtime::NatsSettings { stream: stream.clone(), replicas: 3 },
+        ..StoreSettings::new(eslab_testing::nats::nats_url())
+    };
+    let store = match settings.open().await {
+        Ok(store) => store,
+        Err(e) => panic!("{e:?}; the NATS test cluster: `make services` starts it"),
+    };
+    assert!(matches!(store, AnyStore::NatsSqlite(_)), "{}", store.describe());
+    assert!(store.postgres().is_none());
+    round_trip(&store).await;
+    if let AnyStore::NatsSqlite(on) = &store {
+        on.events().destroy().await.unwrap();
+    }
+    let bad = StoreSettings { side_database_url: "memory:".into(), ..settings };
+    assert!(matches!(bad.open().await, Err(eslab_runtime::Error::UnsupportedSideUrl { .. })));
+}

@@ -133,6 +133,7 @@ async fn table_contents(store: &AnyStore) -> Vec<(String, Vec<u8>)> {
             }
         }
         AnyStore::Memory(_) => panic!("the scan needs a durable store"),
+        AnyStore::NatsSqlite(_) | AnyStore::NatsPostgres(_) => panic!("the scan reads SQL tables only"),
     }
     out
 }

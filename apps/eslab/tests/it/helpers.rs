@@ -1,5 +1,6 @@
-//! `TestApp`: the service on port 0 against a fresh memory store, SQLite file
-//! or PostgreSQL schema, with a client and a few shortcuts.
+//! `TestApp`: the service on port 0 against a fresh memory store, SQLite file,
+//! PostgreSQL schema or JetStream stream (read models in an SQLite file), with
+//! a client and a few shortcuts.
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub(crate) enum Backend {
     Sqlite,
     Postgres,
     Memory,
+    /// Events on the NATS test cluster (a stream of the test's own, three
+    /// replicas), read models in an SQLite file.
+    Nats,
 }
 
 pub(crate) struct TestApp {
@@ -42,6 +46,13 @@ impl TestApp {
                 c.store.schema = Some(pg::unique_name("eslab_http"));
                 c
             }
+            Backend::Nats => {
+                let mut c = Config::new(eslab_testing::nats::nats_url());
+                c.store.side_database_url = format!("sqlite://{}", dir.path().join("side.db").display());
+                c.store.nats.stream = eslab_testing::nats::unique_stream("ESLAB_HTTP");
+                c.store.nats.replicas = 3;
+                c
+            }
         };
         config.bind = "127.0.0.1:0".into();
         configure(&mut config);
@@ -49,7 +60,7 @@ impl TestApp {
         let store = config.store.open().await.unwrap_or_else(|e| {
             panic!(
                 "cannot open the store ({e:#}); for PostgreSQL start it (e.g. `pg_ctlcluster 15 main start` or \
-                 `make ensure-postgres`) or set DATABASE_URL"
+                 `make ensure-postgres`) or set DATABASE_URL; for NATS run `make services`"
             )
         });
         let running = serve::start_with(store, config).await.unwrap();
@@ -124,18 +135,20 @@ impl TestApp {
         events.feed(&filter, Checkpoint::START).try_collect::<Vec<_>>().await.unwrap().len()
     }
 
-    /// Graceful shutdown, then drops the PostgreSQL schema.
+    /// Graceful shutdown, then drops the PostgreSQL schema or the JetStream stream.
     pub(crate) async fn stop(mut self) {
         let running = self.running.take().unwrap();
         let store = running.state.events().backend().clone();
         running.stop().await.unwrap();
-        if let AnyStore::Postgres(pg) = store {
-            pg.drop_schema().await.unwrap();
+        match store {
+            AnyStore::Postgres(pg) => pg.drop_schema().await.unwrap(),
+            AnyStore::NatsSqlite(on) => on.events().destroy().await.unwrap(),
+            _ => {}
         }
     }
 }
 
-/// Defines `mod $name { memory, sqlite, postgres }` running `$test(Backend)` on each store.
+/// Defines `mod $name { memory, sqlite, postgres, nats }` running `$test(Backend)` on each store.
 macro_rules! on_every_store {
     ($name:ident, $test:ident) => {
         mod $name {
@@ -154,6 +167,11 @@ macro_rules! on_every_store {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 super::$test(Backend::Postgres).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats() {
+                super::$test(Backend::Nats).await;
             }
         }
     };

@@ -133,22 +133,50 @@ fn bad_options_and_a_missing_cluster_are_typed_errors() {
     });
 }
 
-/// Conditional appends are refused with a typed error, before anything is
-/// written; the query read works.
+/// Conditional appends: 8 racers read one boundary, then all append on it;
+/// exactly one commits per round, the others fail the condition; a position
+/// from no read is refused.
 #[test]
-fn conditional_appends_are_refused_and_write_nothing() {
+fn racers_on_one_boundary_one_commits() {
+    use eslab_core::{Query, QueryItem, StreamAppend, Tag};
     block_on(async {
         let store = JetStreamStore::new().await;
-        let stream: StreamId = "test-dcb".parse().unwrap();
-        store.append(&stream, ExpectedVersion::NoStream, vec![event(1)]).await.unwrap();
-        let query = eslab_core::Query::new([eslab_core::QueryItem::of_types(["Counted"])]).unwrap();
-        let read = store.read_query(&query).await.unwrap();
-        assert_eq!(read.events.len(), 1);
-        let append = eslab_core::StreamAppend::new(stream.clone(), ExpectedVersion::Any, vec![event(2)]);
-        match store.append_if(vec![append], read.condition(query)).await {
-            Err(Error::InvalidRequest(m)) => assert!(m.contains("not supported"), "{m}"),
-            other => panic!("expected a refusal, got {other:?}"),
+        for round in 0..20 {
+            let tag: Tag = format!("seat:{round}").parse().unwrap();
+            let query = Query::new([QueryItem::tagged([tag.clone()])]).unwrap();
+            let mut reads = Vec::new();
+            for _ in 0..8 {
+                reads.push(store.read_query(&query).await.unwrap());
+            }
+            let racers = reads.into_iter().enumerate().map(|(i, read)| {
+                let store = store.clone();
+                let condition = read.condition(query.clone());
+                let stream = StreamId::new("seat", &format!("{round}-{i}")).unwrap();
+                let event = NewEvent::new("Booked", 1, json!({ "racer": i }), Metadata::now().with_tags([tag.clone()]));
+                tokio::spawn(async move {
+                    store
+                        .append_if(vec![StreamAppend::new(stream, ExpectedVersion::NoStream, vec![event])], condition)
+                        .await
+                })
+            });
+            let mut committed = 0;
+            for racer in racers.collect::<Vec<_>>() {
+                match racer.await.unwrap() {
+                    Ok(_) => committed += 1,
+                    Err(Error::ConditionFailed { .. }) => {}
+                    Err(e) => panic!("round {round}: {e:?}"),
+                }
+            }
+            assert_eq!(committed, 1, "round {round}");
         }
-        assert_eq!(store.stream_version(&stream).await.unwrap(), Version::FIRST);
+        let query = Query::new([QueryItem::of_types(["Booked"])]).unwrap();
+        let read = store.read_query(&query).await.unwrap();
+        assert_eq!(read.events.len(), 20);
+        let ahead = eslab_core::AppendCondition::new(
+            query,
+            eslab_core::ReadPosition::at(eslab_core::Position::new(read.position.position.get() + 100)),
+        );
+        let append = StreamAppend::new("seat-x".parse().unwrap(), ExpectedVersion::Any, vec![event(1)]);
+        assert!(matches!(store.append_if(vec![append], ahead).await, Err(Error::InvalidQuery(_))));
     });
 }
