@@ -157,3 +157,25 @@ async fn nats_with_the_read_models_in_sqlite() {
     let bad = StoreSettings { side_database_url: "memory:".into(), ..settings };
     assert!(matches!(bad.open().await, Err(eslab_runtime::Error::UnsupportedSideUrl { .. })));
 }
+
+/// The same with the read models in PostgreSQL (a fresh schema).
+#[tokio::test]
+async fn nats_with_the_read_models_in_postgres() {
+    let schema = FreshSchema::new("eslab_runtime");
+    let settings = StoreSettings {
+        side_database_url: schema.url().to_owned(),
+        schema: Some(schema.name().to_owned()),
+        nats: eslab_runtime::NatsSettings { stream: eslab_testing::nats::unique_stream("ESLAB_RUNTIME"), replicas: 3 },
+        ..StoreSettings::new(eslab_testing::nats::nats_url())
+    };
+    let store = match settings.open().await {
+        Ok(store) => store,
+        Err(e) => panic!("{e:?}; the NATS test cluster: `make services` starts it"),
+    };
+    let AnyStore::NatsPostgres(on) = &store else {
+        panic!("JetStream with PostgreSQL expected, got {}", store.describe())
+    };
+    assert_eq!(on.side().schema(), schema.name());
+    round_trip(&store).await;
+    on.events().destroy().await.unwrap();
+}
