@@ -19,7 +19,7 @@ use eslab_core::{
 };
 use eslab_nats::NatsStore;
 
-use crate::wiring::{Backends, Store};
+use crate::wiring::{Backends, Durable, Store, StoreVisitor};
 
 /// Events on JetStream ([`NatsStore`]), the rest in `S` (an
 /// [`SqliteStore`](eslab_sqlite::SqliteStore) or a
@@ -179,5 +179,14 @@ impl<S: Store> Store for OnNats<S> {
     async fn backends(&self) -> std::result::Result<Backends<Self>, crate::Error> {
         let Backends { views, appending, reader } = self.side.backends().await?;
         Ok(Backends { views, appending, reader })
+    }
+}
+
+/// JetStream with its side database outlives the process: durable work runs on it.
+impl<S: Store, V: StoreVisitor<OnNats<S>>> StoreVisitor<OnNats<S>> for Durable<V> {
+    type Output = std::result::Result<V::Output, crate::Error>;
+
+    async fn visit(self, store: OnNats<S>) -> Self::Output {
+        Ok(self.0.visit(store).await)
     }
 }

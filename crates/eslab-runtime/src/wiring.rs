@@ -14,7 +14,6 @@ use eslab_sqlite::SqliteStore;
 use futures_util::StreamExt;
 
 use crate::Error;
-use crate::nats::OnNats;
 
 /// A store this crate opens (memory, SQLite, PostgreSQL), with what a
 /// program wires to it: the projection backend that keeps read models,
@@ -126,14 +125,6 @@ impl<V: StoreVisitor<PostgresStore>> StoreVisitor<PostgresStore> for Durable<V> 
     type Output = Result<V::Output, Error>;
 
     async fn visit(self, store: PostgresStore) -> Self::Output {
-        Ok(self.0.visit(store).await)
-    }
-}
-
-impl<S: Store, V: StoreVisitor<OnNats<S>>> StoreVisitor<OnNats<S>> for Durable<V> {
-    type Output = Result<V::Output, Error>;
-
-    async fn visit(self, store: OnNats<S>) -> Self::Output {
         Ok(self.0.visit(store).await)
     }
 }
