@@ -194,7 +194,12 @@ pub fn consumer_config(kafka: &KafkaOptions, group: &str) -> rdkafka::ClientConf
         // the fetch for the whole wait (tansu does) would otherwise add
         // librdkafka's default 500 ms to every event's end-to-end latency.
         // Idle cost: one fetch per partition leader every 50 ms.
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", "50")
+        // A worker that subscribes before the relay has created a category's
+        // topic sees the topic appear at the next metadata refresh: every 2 s,
+        // not librdkafka's default 5 minutes (found in CI: a worker started
+        // before the relay's first publish applied nothing for over 60 s).
+        .set("topic.metadata.refresh.interval.ms", "2000");
     for (k, v) in &kafka.extra {
         config.set(k, v);
     }
