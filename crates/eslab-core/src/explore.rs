@@ -88,6 +88,21 @@ pub trait Explore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<RecordedEvent>>> + Send;
 }
 
+/// A page of [`Explore::streams`] from summaries in any order, for stores
+/// without an ordered index: those after `after` (byte order of the id),
+/// sorted, at most [`explore_page`]`(limit)`.
+pub fn streams_page(
+    streams: impl IntoIterator<Item = StreamSummary>,
+    after: Option<&StreamId>,
+    limit: usize,
+) -> Vec<StreamSummary> {
+    let mut page: Vec<StreamSummary> =
+        streams.into_iter().filter(|s| after.is_none_or(|after| s.stream_id.as_str() > after.as_str())).collect();
+    page.sort_by(|a, b| a.stream_id.as_str().cmp(b.stream_id.as_str()));
+    page.truncate(explore_page(limit));
+    page
+}
+
 /// `limit` within [`MAX_EXPLORE_PAGE`].
 pub fn explore_page(limit: usize) -> usize {
     limit.min(MAX_EXPLORE_PAGE)

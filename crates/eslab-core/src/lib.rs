@@ -72,7 +72,9 @@ pub use command::{
 pub use decide::{Boundaries, BoundaryDecision, DecideOnBoundary, Seen, Settled};
 pub use error::{BoxError, Error, Result};
 pub use event::{DomainEvent, EventId, LeanEvent, Metadata, NewEvent, RecordedEvent};
-pub use explore::{COUNT_CAP, CategorySummary, Explore, MAX_EXPLORE_PAGE, StreamSummary, category_range, explore_page};
+pub use explore::{
+    COUNT_CAP, CategorySummary, Explore, MAX_EXPLORE_PAGE, StreamSummary, category_range, explore_page, streams_page,
+};
 pub use idempotency::{IdempotencyKey, InvalidKey, MAX_KEY_LEN};
 pub use locks::{StreamGuard, StreamLocks};
 pub use personal::{Forgetting, KeyStore, Personal, PersonalError, Subject};

@@ -32,7 +32,7 @@ use eslab_core::{
     AppendCondition, AppendResult, CategorySummary, Checkpoint, CheckpointStore, Error, EventAppender, EventId,
     EventReader, Explore, FeedFilter, FeedHead, InvalidQuery, NewEvent, Position, Query, QueryRead, ReadPosition,
     RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamRetention, StreamSummary, Version,
-    WakeUpStream, WakeUps, explore_page,
+    WakeUpStream, WakeUps, explore_page, streams_page,
 };
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -291,22 +291,14 @@ impl Explore for MemoryStore {
 
     async fn streams(&self, category: &str, after: Option<&StreamId>, limit: usize) -> Result<Vec<StreamSummary>> {
         let inner = self.read();
-        let mut streams: Vec<StreamSummary> = inner
-            .streams
-            .iter()
-            .filter(|(stream, indexes)| {
-                !indexes.is_empty()
-                    && stream.category() == category
-                    && after.is_none_or(|after| stream.as_str() > after.as_str())
-            })
-            .map(|(stream, indexes)| StreamSummary {
-                stream_id: stream.clone(),
-                version: Version::new(indexes.len() as u64),
-            })
-            .collect();
-        streams.sort_by(|a, b| a.stream_id.as_str().cmp(b.stream_id.as_str()));
-        streams.truncate(explore_page(limit));
-        Ok(streams)
+        let streams =
+            inner.streams.iter().filter(|(stream, indexes)| !indexes.is_empty() && stream.category() == category).map(
+                |(stream, indexes)| StreamSummary {
+                    stream_id: stream.clone(),
+                    version: Version::new(indexes.len() as u64),
+                },
+            );
+        Ok(streams_page(streams, after, limit))
     }
 
     async fn correlated(

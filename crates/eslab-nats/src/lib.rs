@@ -69,7 +69,7 @@ use eslab_core::{
     AppendCondition, AppendResult, CategorySummary, Checkpoint, Error, EventAppender, EventReader, ExpectedVersion,
     Explore, FeedFilter, FeedHead, InvalidQuery, Metadata, NewEvent, Position, Query, QueryRead, ReadPosition,
     RecordedEvent, Result, Snapshot, SnapshotStore, StreamAppend, StreamId, StreamSummary, Version, WakeUpStream,
-    WakeUps, explore_page,
+    WakeUps, explore_page, streams_page,
 };
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -978,18 +978,12 @@ impl Explore for NatsStore {
     async fn streams(&self, category: &str, after: Option<&StreamId>, limit: usize) -> Result<Vec<StreamSummary>> {
         FeedFilter::category(category)?;
         let counts = self.subject_counts(&self.inner.subjects.category(category)).await?;
-        let mut streams: Vec<StreamSummary> = counts
-            .into_iter()
-            .filter_map(|(subject, n)| {
-                let token = subject.rsplit_once('.')?.1;
-                let stream = StreamId::new(category, &subject::decode_id(token)?).ok()?;
-                Some(StreamSummary { stream_id: stream, version: Version::new(n) })
-            })
-            .filter(|s| after.is_none_or(|after| s.stream_id.as_str() > after.as_str()))
-            .collect();
-        streams.sort_by(|a, b| a.stream_id.as_str().cmp(b.stream_id.as_str()));
-        streams.truncate(explore_page(limit));
-        Ok(streams)
+        let streams = counts.into_iter().filter_map(|(subject, n)| {
+            let token = subject.rsplit_once('.')?.1;
+            let stream = StreamId::new(category, &subject::decode_id(token)?).ok()?;
+            Some(StreamSummary { stream_id: stream, version: Version::new(n) })
+        });
+        Ok(streams_page(streams, after, limit))
     }
 
     async fn correlated(
