@@ -42,7 +42,10 @@
 //!   boundaries) check the query up to the leader's head and commit expecting
 //!   the whole stream's last sequence to be that head: correct, but they
 //!   contend with every writer of the stream, not only with overlapping
-//!   queries. [`EventReader::read_query`] scans the feed.
+//!   queries. JetStream has no index of types and tags: a handle reads the
+//!   whole stream at its first query or condition, keeps every event's type
+//!   and tags in memory (a few dozen bytes per event, plus its tags), and
+//!   later reads only what was appended since.
 //!
 //! ```no_run
 //! use eslab_core::{EventAppender, ExpectedVersion, Metadata, NewEvent, StreamId};
@@ -55,10 +58,11 @@
 //! # Ok(()) }
 //! ```
 
+mod index;
 mod subject;
 mod wire;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -76,6 +80,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::watch;
 
+use crate::index::QueryIndex;
 use crate::subject::Subjects;
 use crate::wire::{DirectGet, Outgoing, Stored, WireError, code, header};
 
@@ -88,6 +93,9 @@ pub const MAX_APPEND_EVENTS: usize = 1000;
 
 /// How many messages one direct get asks for.
 const READ_PAGE: usize = 1024;
+
+/// How many single-message gets `read_query` has in flight at once.
+const FETCH_CONCURRENCY: usize = 32;
 
 /// How many times an append retries after another writer moved a stream it
 /// appends to with [`ExpectedVersion::Any`].
@@ -210,6 +218,8 @@ struct Inner {
     /// known: appends expecting that version need no read, and reads from a
     /// later version start past it.
     tails: moka::sync::Cache<StreamId, (u64, u64)>,
+    /// Every event's type and tags read so far, for `read_query`.
+    query_index: std::sync::Mutex<QueryIndex>,
     snapshots: kv::Store,
     appended: Arc<watch::Sender<()>>,
     listener: tokio::task::AbortHandle,
@@ -330,6 +340,7 @@ impl NatsStore {
                 subjects,
                 seen,
                 tails: moka::sync::Cache::new(100_000),
+                query_index: std::sync::Mutex::default(),
                 snapshots,
                 appended,
                 listener,
@@ -440,6 +451,81 @@ impl NatsStore {
             start = last_seen + 1;
         }
         Ok((out, last_seen))
+    }
+
+    /// Reads what was appended since the query index's end into it, page
+    /// by page; returns the sequence the index now answers up to (everything
+    /// up to it is in it) and the events read that `keep` matches.
+    async fn refresh_index(&self, keep: Option<&Query>) -> Result<(u64, Vec<RecordedEvent>)> {
+        let from = self.query_index().upto();
+        let mut kept = Vec::new();
+        let mut next = from + 1;
+        loop {
+            let request = DirectGet {
+                seq: Some(next),
+                next_by_subj: Some(self.inner.subjects.all()),
+                batch: Some(READ_PAGE),
+                min_last_seq: self.min_last_seq(),
+                ..DirectGet::default()
+            };
+            let page = wire::direct_get_batch(&self.inner.client, &self.inner.options.stream, &request, self.timeout())
+                .await
+                .map_err(wire_error)?;
+            let short = page.len() < READ_PAGE;
+            let events = page.into_iter().map(|stored| self.decode(stored)).collect::<Result<Vec<_>>>()?;
+            if let Some(last) = events.last() {
+                next = last.position.get() + 1;
+            }
+            {
+                let mut index = self.query_index();
+                // The scan holds every sequence from `from + 1` on; what
+                // another refresh indexed meanwhile is skipped.
+                if !index.extend(&events) {
+                    return Err(Error::backend(format!(
+                        "the stream's sequences have a hole after {}: was it purged?",
+                        index.upto()
+                    )));
+                }
+            }
+            if let Some(query) = keep {
+                kept.extend(events.into_iter().filter(|e| query.matches(&e.event_type, &e.metadata.tags)));
+            }
+            if short {
+                return Ok((next - 1, kept));
+            }
+        }
+    }
+
+    fn query_index(&self) -> std::sync::MutexGuard<'_, QueryIndex> {
+        self.inner.query_index.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The events at `seqs` (each known to exist, the highest at most
+    /// `upto`), fetched by direct gets, a few at a time.
+    async fn events_at(&self, seqs: &[u64], upto: u64) -> Result<HashMap<u64, RecordedEvent>> {
+        let fetches: Vec<_> = seqs.iter().map(|&seq| self.event_at(seq, upto)).collect();
+        futures_util::stream::iter(fetches)
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect::<Vec<Result<_>>>()
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// The event at `seq` (known to exist, at most `upto`).
+    async fn event_at(&self, seq: u64, upto: u64) -> Result<(u64, RecordedEvent)> {
+        let request = DirectGet { seq: Some(seq), min_last_seq: Some(upto), ..DirectGet::default() };
+        for _ in 0..MAX_ATTEMPTS {
+            match wire::direct_get(&self.inner.client, &self.inner.options.stream, &request)
+                .await
+                .map_err(wire_error)?
+            {
+                Some(stored) => return Ok((seq, self.decode(stored)?)),
+                // A follower behind `upto` answered in spite of `min_last_seq`.
+                None => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        Err(Error::Unavailable(format!("no server caught up with sequence {seq}").into()))
     }
 
     fn timeout(&self) -> Duration {
@@ -705,20 +791,29 @@ impl NatsStore {
         if after > head {
             return Err(InvalidQuery::PositionAhead { position: after.to_string(), head: head.to_string() }.into());
         }
-        let matches = |e: &RecordedEvent| condition.query.matches(&e.event_type, &e.metadata.tags);
+        if head == after {
+            return Ok(());
+        }
         for _ in 0..MAX_ATTEMPTS {
-            let (found, last_seen) = self.scan(&self.inner.subjects.all(), after + 1, 1, Some(&matches)).await?;
-            if let Some(e) = found.first() {
-                return Err(Error::ConditionFailed {
-                    event_id: e.event_id,
-                    event_type: e.event_type.clone(),
-                    position: e.position,
-                });
-            }
-            // Every sequence up to the head holds a message: a scan that did
-            // not reach it was answered by a server behind the leader.
-            if head == after || last_seen >= head {
-                return Ok(());
+            // Every sequence up to the head holds a message: an index that
+            // did not reach it was read from a server behind the leader.
+            if self.refresh_index(None).await?.0 >= head {
+                let first = self.query_index().matching(&condition.query, head).into_iter().find(|&seq| seq > after);
+                return match first {
+                    None => Ok(()),
+                    Some(seq) => {
+                        let e = self
+                            .events_at(&[seq], head)
+                            .await?
+                            .remove(&seq)
+                            .ok_or_else(|| Error::backend(format!("event at sequence {seq} vanished")))?;
+                        Err(Error::ConditionFailed {
+                            event_id: e.event_id,
+                            event_type: e.event_type,
+                            position: e.position,
+                        })
+                    }
+                };
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -933,11 +1028,21 @@ impl EventReader for NatsStore {
         Ok(Version::new(self.tail(stream).await?.0))
     }
 
-    /// A scan of the whole feed: keep boundaries small.
+    /// Reads what was appended since this handle's last query (the first
+    /// query reads the whole stream), keeping every event's type and tags in
+    /// the handle's index; then fetches the events the index says match.
     async fn read_query(&self, query: &Query) -> Result<QueryRead> {
-        let matches = |e: &RecordedEvent| query.matches(&e.event_type, &e.metadata.tags);
-        let (events, last_seen) = self.scan(&self.inner.subjects.all(), 1, usize::MAX, Some(&matches)).await?;
-        Ok(QueryRead { events, position: ReadPosition::at(Position::new(last_seen)) })
+        let (upto, new) = self.refresh_index(Some(query)).await?;
+        let seqs = self.query_index().matching(query, upto);
+        let mut scanned: HashMap<u64, RecordedEvent> = new.into_iter().map(|e| (e.position.get(), e)).collect();
+        let missing: Vec<u64> = seqs.iter().copied().filter(|seq| !scanned.contains_key(seq)).collect();
+        let mut fetched = self.events_at(&missing, upto).await?;
+        let mut events = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            let event = scanned.remove(&seq).or_else(|| fetched.remove(&seq));
+            events.push(event.ok_or_else(|| Error::backend(format!("event at sequence {seq} vanished")))?);
+        }
+        Ok(QueryRead { events, position: ReadPosition::at(Position::new(upto)) })
     }
 
     async fn feed_head(&self, filter: &FeedFilter) -> Result<Option<FeedHead>> {

@@ -85,12 +85,14 @@ macro_rules! sql_backend {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: $pool,
+            /// The statement that opens a transaction.
+            begin: &'static str,
         }
 
         impl $name {
             /// A backend over `pool`. Call [`ensure_schema`](Self::ensure_schema) once.
             pub fn new(pool: $pool) -> Self {
-                $name { pool }
+                $name { pool, begin: "BEGIN" }
             }
 
             /// The pool it writes through.
@@ -118,7 +120,8 @@ macro_rules! sql_backend {
                 // completes; if our caller is gone, the finished transaction is
                 // dropped and rolled back properly.
                 let pool = self.pool.clone();
-                tokio::spawn(async move { pool.begin().await })
+                let begin = self.begin;
+                tokio::spawn(async move { pool.begin_with(begin).await })
                     .await
                     .map_err(|e| Error::Backend(Box::new(e)))?
                     .map_err(backend_err)
@@ -305,3 +308,20 @@ sql_backend!(
     sqlx::Sqlite,
     sqlx::SqlitePool
 );
+
+impl SqliteBackend {
+    /// Opens its transactions with `BEGIN IMMEDIATE`, taking the write lock
+    /// at once. Use it for a backend on the store's writer pool when another
+    /// process may write the same file (e.g. `eslab forget` beside a running
+    /// service): a deferred transaction that reads before it writes cannot
+    /// take the write lock once another connection committed since its read,
+    /// and SQLite then answers `SQLITE_BUSY` at once instead of waiting out
+    /// the busy timeout. Not for a backend whose handlers append to the
+    /// store through another connection inside the transaction (they would
+    /// wait for the lock it holds).
+    #[must_use]
+    pub fn immediate(mut self) -> Self {
+        self.begin = "BEGIN IMMEDIATE";
+        self
+    }
+}

@@ -68,7 +68,7 @@ impl Store for SqliteStore {
     const DURABLE: bool = true;
 
     async fn backends(&self) -> Result<Backends<Self>, Error> {
-        let views = SqliteBackend::new(self.writer_pool().clone());
+        let views = SqliteBackend::new(self.writer_pool().clone()).immediate();
         views.ensure_schema().await?;
         let options = (*self.writer_pool().connect_options()).clone().busy_timeout(Duration::from_secs(10));
         // Connected on first use: most programs never append from a projection.

@@ -133,23 +133,27 @@ fn bad_options_and_a_missing_cluster_are_typed_errors() {
     });
 }
 
-/// Conditional appends: 8 racers read one boundary, then all append on it;
-/// exactly one commits per round, the others fail the condition; a position
-/// from no read is refused.
+/// Conditional appends from two handles (as two processes: each keeps its
+/// own index of types and tags): 8 racers, alternating handles, read one
+/// boundary, then all append on it; exactly one commits per round, the
+/// others fail the condition, whichever handle wrote; a handle that wrote
+/// nothing reads every event; a position from no read is refused.
 #[test]
-fn racers_on_one_boundary_one_commits() {
+fn racers_on_one_boundary_through_two_handles_one_commits() {
     use eslab_core::{Query, QueryItem, StreamAppend, Tag};
     block_on(async {
         let store = JetStreamStore::new().await;
+        let other = NatsStore::connect(store.options().clone()).await.unwrap();
+        let handle = |i: usize| if i.is_multiple_of(2) { store.store.clone() } else { other.clone() };
         for round in 0..20 {
             let tag: Tag = format!("seat:{round}").parse().unwrap();
             let query = Query::new([QueryItem::tagged([tag.clone()])]).unwrap();
             let mut reads = Vec::new();
-            for _ in 0..8 {
-                reads.push(store.read_query(&query).await.unwrap());
+            for i in 0..8 {
+                reads.push(handle(i).read_query(&query).await.unwrap());
             }
             let racers = reads.into_iter().enumerate().map(|(i, read)| {
-                let store = store.clone();
+                let store = handle(i);
                 let condition = read.condition(query.clone());
                 let stream = StreamId::new("seat", &format!("{round}-{i}")).unwrap();
                 let event = NewEvent::new("Booked", 1, json!({ "racer": i }), Metadata::now().with_tags([tag.clone()]));
@@ -169,6 +173,9 @@ fn racers_on_one_boundary_one_commits() {
             }
             assert_eq!(committed, 1, "round {round}");
         }
+        let fresh = NatsStore::connect(store.options().clone()).await.unwrap();
+        let booked = Query::new([QueryItem::of_types(["Booked"])]).unwrap();
+        assert_eq!(fresh.read_query(&booked).await.unwrap().events.len(), 20, "a new handle indexes the whole stream");
         let query = Query::new([QueryItem::of_types(["Booked"])]).unwrap();
         let read = store.read_query(&query).await.unwrap();
         assert_eq!(read.events.len(), 20);

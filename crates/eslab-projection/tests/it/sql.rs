@@ -220,3 +220,34 @@ macro_rules! sql_runner_tests {
 
 sql_runner_tests!(postgres, PgBackend, pg_backend);
 sql_runner_tests!(sqlite, SqliteBackend, sqlite_backend);
+
+/// Two backends on one SQLite file (as a service and `eslab forget` in
+/// another process): a transaction that reads before it writes, while the
+/// other commits a write, still commits; the other waits for it instead of
+/// either meeting `SQLITE_BUSY` (a deferred transaction cannot upgrade its
+/// read once another connection has committed since).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_then_write_transaction_survives_another_process_s_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (service, _) = sqlite_backend(&dir).await;
+    let service = service.immediate();
+    let url = format!("sqlite://{}", dir.path().join("views.db").display());
+    let cli =
+        SqliteBackend::new(eslab_sqlite::SqliteStore::connect(&url).await.unwrap().writer_pool().clone()).immediate();
+    let mut tx = cli.begin().await.unwrap();
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM tally").fetch_one(&mut *tx).await.unwrap();
+    let other = tokio::spawn(async move {
+        let mut tx = service.begin().await?;
+        sqlx::query("INSERT INTO tally VALUES ('service', 1, 1)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| eslab_projection::Error::Backend(Box::new(e)))?;
+        service.commit(tx).await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sqlx::query("INSERT INTO tally VALUES ('cli', 1, 1)").execute(&mut *tx).await.unwrap();
+    cli.commit(tx).await.unwrap();
+    other.await.unwrap().unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM tally").fetch_one(cli.pool()).await.unwrap();
+    assert_eq!((before, after), (0, 2));
+}
