@@ -424,16 +424,7 @@ impl NatsStore {
         while out.len() < limit {
             // Unfiltered, ask for what is wanted; filtered, for a full page.
             let batch = if keep.is_some() { READ_PAGE } else { READ_PAGE.min(limit - out.len()) };
-            let request = DirectGet {
-                seq: Some(start),
-                next_by_subj: Some(subject.to_owned()),
-                batch: Some(batch),
-                min_last_seq: self.min_last_seq(),
-                ..DirectGet::default()
-            };
-            let page = wire::direct_get_batch(&self.inner.client, &self.inner.options.stream, &request, self.timeout())
-                .await
-                .map_err(wire_error)?;
+            let page = self.page(subject, start, batch).await?;
             let short = page.len() < batch;
             for stored in page {
                 last_seen = stored.seq;
@@ -461,16 +452,7 @@ impl NatsStore {
         let mut kept = Vec::new();
         let mut next = from + 1;
         loop {
-            let request = DirectGet {
-                seq: Some(next),
-                next_by_subj: Some(self.inner.subjects.all()),
-                batch: Some(READ_PAGE),
-                min_last_seq: self.min_last_seq(),
-                ..DirectGet::default()
-            };
-            let page = wire::direct_get_batch(&self.inner.client, &self.inner.options.stream, &request, self.timeout())
-                .await
-                .map_err(wire_error)?;
+            let page = self.page(&self.inner.subjects.all(), next, READ_PAGE).await?;
             let short = page.len() < READ_PAGE;
             let events = page.into_iter().map(|stored| self.decode(stored)).collect::<Result<Vec<_>>>()?;
             if let Some(last) = events.last() {
@@ -526,6 +508,21 @@ impl NatsStore {
             }
         }
         Err(Error::Unavailable(format!("no server caught up with sequence {seq}").into()))
+    }
+
+    /// Up to `batch` messages on `subject` from sequence `start`, from a
+    /// server that reached this handle's `min_last_seq`.
+    async fn page(&self, subject: &str, start: u64, batch: usize) -> Result<Vec<Stored>> {
+        let request = DirectGet {
+            seq: Some(start),
+            next_by_subj: Some(subject.to_owned()),
+            batch: Some(batch),
+            min_last_seq: self.min_last_seq(),
+            ..DirectGet::default()
+        };
+        wire::direct_get_batch(&self.inner.client, &self.inner.options.stream, &request, self.timeout())
+            .await
+            .map_err(wire_error)
     }
 
     fn timeout(&self) -> Duration {
