@@ -82,6 +82,8 @@ http_load_deposits_lua "$port" "$accounts" "$work/deposits.lua"
 echo "== deposits: $connections connections, ${duration}s (wrk)" >&2
 # Let the read models and the saga catch up with the account openings first.
 sleep 1
+commits() { psql -tA "$url" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"; }
+commits_before=$(commits)
 http_load_postgres_snapshot "$work/pg-before"
 eslab_before=$(http_load_cpu_ticks "$server_pid")
 read -r busy_before total_before < <(http_load_machine_ticks)
@@ -89,6 +91,9 @@ wrk -t"$threads" -c"$connections" -d"${duration}s" --latency -s "$work/deposits.
 # What the deposits left to do in the background (read models, saga) counts too.
 sleep 1
 pg_ticks=$(http_load_postgres_ticks_since "$work/pg-before")
+# PostgreSQL publishes a backend's counters within a second of its commits.
+sleep 1
+commits_after=$(commits)
 read -r busy_after total_after < <(http_load_machine_ticks)
 eslab_ticks=$(( $(http_load_cpu_ticks "$server_pid") - eslab_before ))
 http_rps=$(awk '/^Requests\/sec:/ { print $2 }' "$work/wrk.txt")
@@ -104,6 +109,8 @@ echo "raw INSERT+COMMIT, one-index row   (pgbench, $connections conns): ${raw1_t
 echo "raw INSERT+COMMIT, event-shaped row (pgbench, $connections conns): ${raw2_tps} tx/s (mean latency ${raw2_lat} ms), PostgreSQL CPU ${raw2_pg_us} µs/tx"
 echo "HTTP deposits (wrk, $connections conns): ${http_rps} req/s, p50 $(http_load_field "$work/wrk.txt" p50_ms) ms, p99 $(http_load_field "$work/wrk.txt" p99_ms) ms, non-2xx: ${errors}"
 echo "CPU per deposit: eslab ${eslab_us} µs + PostgreSQL ${pg_us} µs = $((eslab_us + pg_us)) µs ($requests deposits; /proc, read models and saga included)"
+awk -v c=$((commits_after - commits_before)) -v n="$requests" \
+  'BEGIN { printf "commits per deposit (pg_stat_database, the whole database, read models and saga included): %.2f\n", c / n }'
 awk -v b=$((busy_after - busy_before)) -v t=$((total_after - total_before)) -v e="$eslab_ticks" -v p="$pg_ticks" \
   'BEGIN { printf "machine busy during the deposits (and the second after): %.0f%% of %d cores (eslab %.0f%%, PostgreSQL %.0f%%, the rest: wrk, kernel, others %.0f%%)\n", 100 * b / t, '"$(nproc)"', 100 * e / t, 100 * p / t, 100 * (b - e - p) / t }'
 awk -v h="$http_rps" -v r="$raw2_tps" 'BEGIN { printf "ratio HTTP deposits / event-shaped raw commits: %.2f×\n", h / r }'

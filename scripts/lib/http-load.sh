@@ -43,13 +43,13 @@ http_load_ensure_wrk() {
 }
 
 # http_load_start_serve URL SCHEMA PORT LOG: starts `eslab serve` (ESLAB_BIN,
-# default ./target/release/eslab) on PostgreSQL URL in SCHEMA, listening on
+# default $CARGO_TARGET_DIR/release/eslab, else ./target/release/eslab) on PostgreSQL URL in SCHEMA, listening on
 # PORT, logging to LOG; sets HTTP_LOAD_PID and waits until it answers (fails
 # with its log if it does not).
 http_load_start_serve() {
   local url="$1" schema="$2" port="$3" log="$4"
   DATABASE_URL="$url" ESLAB_SCHEMA="$schema" ESLAB_BIND="127.0.0.1:$port" RUST_LOG=warn \
-    "${ESLAB_BIN:-./target/release/eslab}" serve > "$log" 2>&1 &
+    "${ESLAB_BIN:-${CARGO_TARGET_DIR:-./target}/release/eslab}" serve > "$log" 2>&1 &
   HTTP_LOAD_PID=$!
   for _ in $(seq 1 100); do
     curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && return 0

@@ -142,6 +142,11 @@ struct ServeArgs {
     /// index.md, else `docs/lab-results/`).
     #[arg(long, env = "ESLAB_LAB_REPORT")]
     lab_report: Option<std::path::PathBuf>,
+    /// Milliseconds the read models and the saga wait after a wake-up, so that
+    /// the appends of that interval reach them in one batch (fewer statements
+    /// and commits per command under load, at most this much more staleness).
+    #[arg(long, env = "ESLAB_PROJECTION_LINGER_MS", default_value_t = eslab::serve::DEFAULT_PROJECTION_LINGER_MS)]
+    projection_linger_ms: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -322,6 +327,7 @@ async fn serve(store: StoreSettings, args: ServeArgs) -> anyhow::Result<()> {
         idempotency_retention: args.idempotency_retention,
         transfer_mode: args.transfer_mode,
         lab_report: lab_report(args.lab_report),
+        projection_linger: std::time::Duration::from_millis(args.projection_linger_ms),
         ..eslab::serve::Config::new(store)
     };
     // Refuse a bad configuration before opening (and migrating) the store.

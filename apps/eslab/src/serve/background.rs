@@ -58,8 +58,9 @@ pub struct Background {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-fn options(name: &str) -> RunnerOptions {
+fn options(name: &str, linger: Duration) -> RunnerOptions {
     RunnerOptions {
+        linger,
         // Unique to this process (host, pid, random): several services may
         // share a store, and two runners with one owner would both lead. A
         // graceful stop releases the lease, so a successor takes over at once.
@@ -103,14 +104,16 @@ pub async fn start(
     store: &AnyStore,
     bank: &Bank<AnyStore>,
     shutdown: &watch::Receiver<bool>,
+    linger: Duration,
 ) -> anyhow::Result<Background> {
-    store.visit(Start { bank, shutdown }).await
+    store.visit(Start { bank, shutdown, linger }).await
 }
 
 /// [`start`] on the concrete store.
 struct Start<'a> {
     bank: &'a Bank<AnyStore>,
     shutdown: &'a watch::Receiver<bool>,
+    linger: Duration,
 }
 
 impl<S: Store> StoreVisitor<S> for Start<'_>
@@ -128,10 +131,10 @@ where
         let (events, shutdown) = (self.bank.store(), self.shutdown);
         let saga = TransferProcess::with_bank(self.bank.clone());
         let read_models = ReadModels::from(backends.reader).with_eraser(backends.views.clone());
-        let views =
-            Runner::new(events.clone(), Arc::new(backends.views), Arc::new(BankViews)).with_options(options("views"));
-        let process =
-            Runner::new(events.clone(), Arc::new(backends.appending), Arc::new(saga)).with_options(options("saga"));
+        let views = Runner::new(events.clone(), Arc::new(backends.views), Arc::new(BankViews))
+            .with_options(options("views", self.linger));
+        let process = Runner::new(events.clone(), Arc::new(backends.appending), Arc::new(saga))
+            .with_options(options("saga", self.linger));
         let tracked =
             vec![track(&views, FeedFilter::All), track(&process, FeedFilter::Category("transfer".to_owned()))];
         let tasks = vec![

@@ -49,6 +49,10 @@ use read::ReadModels;
 pub const BODY_LIMIT: usize = 64 * 1024;
 /// The default address: loopback only.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+/// The default [`Config::projection_linger`], in milliseconds (`--projection-linger-ms`).
+pub const DEFAULT_PROJECTION_LINGER_MS: u64 = 5;
+/// The default [`Config::projection_linger`].
+pub const DEFAULT_PROJECTION_LINGER: Duration = Duration::from_millis(DEFAULT_PROJECTION_LINGER_MS);
 /// Stripes of the in-process per-aggregate command lock.
 const LOCK_STRIPES: usize = 256;
 /// Aggregate states kept after commands, per aggregate type (see [`commands`]).
@@ -83,6 +87,10 @@ pub struct Config {
     pub transfer_mode: dto::TransferMode,
     /// The lab report the console shows (the directory `eslab lab run --out` wrote).
     pub lab_report: Option<std::path::PathBuf>,
+    /// How long the read models and the saga wait after a wake-up for more
+    /// appends to read in the same batch ([`eslab_projection::RunnerOptions::linger`];
+    /// default [`DEFAULT_PROJECTION_LINGER`]).
+    pub projection_linger: Duration,
 }
 
 /// A configuration the service refuses to start with.
@@ -152,6 +160,7 @@ impl Config {
             idempotency_retention: idempotency::DEFAULT_RETENTION,
             transfer_mode: dto::TransferMode::Saga,
             lab_report: None,
+            projection_linger: DEFAULT_PROJECTION_LINGER,
         }
     }
 
@@ -577,7 +586,7 @@ impl Prepared {
 pub async fn prepare(store: AnyStore, config: &Config) -> anyhow::Result<Prepared> {
     let (stop_projections, projections_stopped) = watch::channel(false);
     let bank = config.bank(store.clone());
-    let started = background::start(&store, &bank, &projections_stopped).await?;
+    let started = background::start(&store, &bank, &projections_stopped, config.projection_linger).await?;
     let console = console(&store, bank.store().clone(), config.api_token.clone(), config.lab_report.as_deref()).await?;
     let state = AppState::with_bank(bank, started.views, started.tracked, config).with_console(console);
     idempotency::spawn_compaction(state.clone(), projections_stopped.clone());

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use eslab_core::{EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId, Upcasters};
+use eslab_core::{
+    EventAppender, EventStore, ExpectedVersion, Metadata, NewEvent, RecordedEvent, StreamId, Upcasters, WakeUps,
+};
 
 #[cfg(all(feature = "postgres", feature = "sqlite"))]
 mod inline;
@@ -461,4 +463,89 @@ async fn handler_errors_keep_their_source() {
     let retried = r.retry(&stream(0)).await.unwrap_err();
     assert!(matches!(retried, eslab_projection::Error::RetryFailed { .. }), "{retried}");
     assert_eq!(cause_of(&retried).as_deref(), Some("disk on fire"));
+}
+
+/// Records the size of every batch it is given.
+#[derive(Clone, Default)]
+struct Batches(Arc<std::sync::Mutex<Vec<usize>>>);
+
+impl Batches {
+    fn sizes(&self) -> Vec<usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Projection<MemoryBackend> for Batches {
+    fn name(&self) -> &str {
+        "batches"
+    }
+
+    async fn apply(&self, _tx: &mut MemoryTx, _event: &RecordedEvent) -> Result<(), HandlerError> {
+        Ok(())
+    }
+
+    async fn apply_all(&self, _tx: &mut MemoryTx, events: &[&RecordedEvent]) -> Result<(), (usize, HandlerError)> {
+        self.0.lock().unwrap().push(events.len());
+        Ok(())
+    }
+}
+
+fn lingering(
+    store: &MemoryStore,
+    batches: &Batches,
+    batch_size: usize,
+    linger: Duration,
+) -> Runner<EventStore<MemoryStore>, MemoryBackend, Batches> {
+    Runner::new(EventStore::new(store.clone()), Arc::new(MemoryBackend::new()), Arc::new(batches.clone())).with_options(
+        RunnerOptions { batch_size, linger, max_idle_poll: HOUR, lease_ttl: HOUR, ..RunnerOptions::default() },
+    )
+}
+
+/// `RunnerOptions::linger`: appends that arrive one by one, each waking the
+/// runner, within the linger after the first wake-up reach the projection
+/// as one batch (without lingering, each would be a batch of its own; one
+/// more batch is allowed for a poll that found the first append alone).
+#[tokio::test]
+async fn a_lingering_runner_reads_appends_that_arrive_one_by_one_in_one_batch() {
+    let store = MemoryStore::new();
+    let batches = Batches::default();
+    let running = lingering(&store, &batches, 100, Duration::from_secs(3)).spawn(store.wake_ups().await);
+    tokio::time::sleep(Duration::from_millis(50)).await; // the runner has seen an empty feed and waits
+    for s in 0..10 {
+        let e = NewEvent::new("Counted", 1, json!({ "n": 1 }), Metadata::now());
+        store.append(&stream(s), ExpectedVersion::Any, vec![e]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await; // the runner wakes up in between
+    }
+    for _ in 0..200 {
+        if batches.sizes().iter().sum::<usize>() == 10 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sizes = batches.sizes();
+    assert_eq!(sizes.iter().sum::<usize>(), 10, "every append applied once: {sizes:?}");
+    assert!(sizes.len() <= 2, "the appends of the linger were read together: {sizes:?}");
+    assert_eq!(running.stop().await.unwrap(), 0);
+}
+
+/// A backlog never lingers: full batches follow each other at once (only the
+/// last, partial one waits), and a stop cuts a linger short, draining first.
+#[tokio::test]
+async fn a_lingering_runner_follows_a_backlog_at_once_and_stops_without_waiting_out_its_linger() {
+    let store = MemoryStore::new();
+    seed(&store, 3, 4).await; // 12 events
+    let batches = Batches::default();
+    let running = lingering(&store, &batches, 5, HOUR).spawn(store.wake_ups().await);
+    for _ in 0..200 {
+        if batches.sizes().iter().sum::<usize>() == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(batches.sizes(), vec![5, 5, 2], "the full batches did not wait an hour");
+    // Now lingering for an hour after its partial batch: an append wakes it into another hour's linger.
+    seed_rounds(&store, 1, 4..5).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), running.stop()).await;
+    assert_eq!(stopped.expect("the stop did not wait out the linger").unwrap(), 1, "the stop drained the append");
+    assert_eq!(batches.sizes(), vec![5, 5, 2, 1]);
 }
