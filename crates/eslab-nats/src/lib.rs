@@ -251,7 +251,7 @@ fn unavailable(e: impl std::fmt::Display) -> Error {
 
 fn wire_error(e: WireError) -> Error {
     match e {
-        WireError::Unavailable(_) => Error::Unavailable(Box::new(e)),
+        WireError::Unavailable(_) | WireError::NoResponders(_) => Error::Unavailable(Box::new(e)),
         WireError::Api { err_code: code::STREAM_NOT_FOUND, .. } => Error::Unavailable(Box::new(e)),
         other => Error::backend(other),
     }

@@ -55,6 +55,11 @@ pub(crate) enum WireError {
     /// the outcome of a write is unknown.
     #[error("JetStream did not answer: {0}")]
     Unavailable(String),
+    /// Nobody listens on the API subject (a server still recovering its
+    /// streams after a restart, no leader yet): the request reached no
+    /// stream, so a read can be sent again.
+    #[error("JetStream did not answer: no responders: {0}")]
+    NoResponders(String),
     /// An answer that is not what the protocol says.
     #[error("unexpected JetStream answer: {0}")]
     Protocol(String),
@@ -85,9 +90,8 @@ impl WireError {
 impl From<async_nats::RequestError> for WireError {
     fn from(e: async_nats::RequestError) -> Self {
         match e.kind() {
-            RequestErrorKind::TimedOut | RequestErrorKind::NoResponders | RequestErrorKind::Other => {
-                WireError::Unavailable(e.to_string())
-            }
+            RequestErrorKind::NoResponders => WireError::NoResponders(e.to_string()),
+            RequestErrorKind::TimedOut | RequestErrorKind::Other => WireError::Unavailable(e.to_string()),
             RequestErrorKind::InvalidSubject | RequestErrorKind::MaxPayloadExceeded => {
                 WireError::Protocol(e.to_string())
             }
@@ -138,7 +142,7 @@ struct Reply<T> {
 /// Parses a JSON API reply: the body, or the error it carries.
 fn parse<T: for<'de> Deserialize<'de>>(message: &Message) -> Result<T, WireError> {
     if message.status.is_some_and(|status| status.as_u16() == 503) {
-        return Err(WireError::Unavailable("no responders (no stream leader?)".into()));
+        return Err(WireError::NoResponders("no stream leader?".into()));
     }
     let reply: Reply<T> = serde_json::from_slice(&message.payload)
         .map_err(|e| WireError::Protocol(format!("{e}: {}", String::from_utf8_lossy(&message.payload))))?;
@@ -158,18 +162,25 @@ pub(crate) struct Outgoing {
 }
 
 /// Publishes one message and waits for its acknowledgement.
-pub(crate) async fn publish(client: &Client, message: Outgoing) -> Result<PubAck, WireError> {
+async fn publish_once(client: &Client, message: Outgoing) -> Result<PubAck, WireError> {
     let reply = client.request_with_headers(message.subject, message.headers, message.payload).await?;
     parse(&reply)
 }
 
 /// Publishes `messages` as one atomic batch: all are stored, or none.
 /// The acknowledgement is the commit's (its `seq` is the last message's).
+/// On "no responders" the whole batch is sent again under a new batch id (see
+/// [`patiently`]): the request that met nobody stored nothing, and a batch
+/// whose commit met nobody is never committed (the server drops it).
 pub(crate) async fn publish_batch(client: &Client, messages: Vec<Outgoing>) -> Result<PubAck, WireError> {
+    patiently(|| publish_batch_once(client, messages.clone())).await
+}
+
+async fn publish_batch_once(client: &Client, messages: Vec<Outgoing>) -> Result<PubAck, WireError> {
     let last = messages.len();
     if last < 2 {
         return match messages.into_iter().next() {
-            Some(m) => publish(client, m).await,
+            Some(m) => publish_once(client, m).await,
             None => Err(WireError::Protocol("an empty batch".into())),
         };
     }
@@ -194,6 +205,35 @@ pub(crate) async fn publish_batch(client: &Client, messages: Vec<Outgoing>) -> R
         }
     }
     Err(WireError::Protocol("batch ended without a commit".into()))
+}
+
+/// How long a request waits out "no responders" (see [`patiently`]).
+const NO_RESPONDERS_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Sends a request again while JetStream answers "no responders": right
+/// after a server restarts, or while a stream elects a leader, the subject
+/// has no listener for a moment. Such a request reached no stream: a read
+/// changed nothing, and a publish stored nothing, so both are safe to send
+/// again ([`direct_get`], [`leader_last`], [`publish_batch`]).
+/// Backs off from 5 ms to 250 ms, for at most [`NO_RESPONDERS_PATIENCE`];
+/// any other outcome is returned at once.
+async fn patiently<T, Fut>(request: impl FnMut() -> Fut) -> Result<T, WireError>
+where
+    Fut: Future<Output = Result<T, WireError>>,
+{
+    use backon::Retryable as _;
+    request
+        .retry(
+            backon::ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(5))
+                .with_max_delay(Duration::from_millis(250))
+                .with_jitter()
+                .with_total_delay(Some(NO_RESPONDERS_PATIENCE))
+                .without_max_times(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|e| matches!(e, WireError::NoResponders(_)))
+        .await
 }
 
 /// A direct-get request (ADR-31).
@@ -252,7 +292,7 @@ fn status_error(message: &Message) -> Option<WireError> {
     Some(match status {
         404 => WireError::Api { code: 404, err_code: code::NO_MESSAGE, description },
         412 => WireError::Api { code: 412, err_code: code::MIN_LAST_SEQ, description },
-        503 => WireError::Unavailable(format!("no responders: {description}")),
+        503 => WireError::NoResponders(description),
         408 => WireError::Unavailable(format!("request timeout: {description}")),
         code => WireError::Api { code, err_code: 0, description },
     })
@@ -264,6 +304,10 @@ pub(crate) async fn direct_get(
     stream: &str,
     request: &DirectGet,
 ) -> Result<Option<Stored>, WireError> {
+    patiently(|| direct_get_once(client, stream, request)).await
+}
+
+async fn direct_get_once(client: &Client, stream: &str, request: &DirectGet) -> Result<Option<Stored>, WireError> {
     let body = serde_json::to_vec(request).map_err(|e| WireError::Protocol(e.to_string()))?;
     let reply = client.request(format!("$JS.API.DIRECT.GET.{stream}"), body.into()).await?;
     match status_error(&reply) {
@@ -275,6 +319,15 @@ pub(crate) async fn direct_get(
 
 /// A batch of messages by direct get, in sequence order.
 pub(crate) async fn direct_get_batch(
+    client: &Client,
+    stream: &str,
+    request: &DirectGet,
+    timeout: Duration,
+) -> Result<Vec<Stored>, WireError> {
+    patiently(|| direct_get_batch_once(client, stream, request, timeout)).await
+}
+
+async fn direct_get_batch_once(
     client: &Client,
     stream: &str,
     request: &DirectGet,
@@ -313,6 +366,10 @@ pub(crate) async fn leader_last(
     stream: &str,
     subject: &str,
 ) -> Result<Option<(u64, HeaderMap)>, WireError> {
+    patiently(|| leader_last_once(client, stream, subject)).await
+}
+
+async fn leader_last_once(client: &Client, stream: &str, subject: &str) -> Result<Option<(u64, HeaderMap)>, WireError> {
     #[derive(Deserialize)]
     struct Got {
         message: RawMessage,
