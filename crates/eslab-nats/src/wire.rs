@@ -55,9 +55,10 @@ pub(crate) enum WireError {
     /// the outcome of a write is unknown.
     #[error("JetStream did not answer: {0}")]
     Unavailable(String),
-    /// Nobody listens on the API subject (a server still recovering its
-    /// streams after a restart, no leader yet): the request reached no
-    /// stream, so a read can be sent again.
+    /// Nobody listens on the subject (a server still recovering its streams
+    /// after a restart, no leader yet): the request reached no stream, so
+    /// it can be sent again (reads and publishes are, for a while: see
+    /// [`patiently`]).
     #[error("JetStream did not answer: no responders: {0}")]
     NoResponders(String),
     /// An answer that is not what the protocol says.

@@ -532,7 +532,8 @@ where
 
     /// Runs until `shutdown` resolves: processes batches while there are any,
     /// then waits for a wake-up or the polling interval (backing off from
-    /// 10 ms to `max_idle_poll`). Errors are logged and retried with backoff.
+    /// 10 ms to `max_idle_poll`); after a wake-up or a batch that was not
+    /// full it first waits [`RunnerOptions::linger`], if any. Errors are logged and retried with backoff.
     /// The lag gauges are updated at most once a second while busy, and when
     /// the runner goes idle. While another owner holds the lease, checks it
     /// every `max_idle_poll` (at most every half `lease_ttl`). Finishes the
