@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use eslab_postgres::{GroupCommitOptions, PostgresStore};
+use eslab_postgres::{AppendStrategy, GroupCommitOptions, PostgresStore};
 use futures_util::future::LocalBoxFuture;
 
 use super::measure::{Budget, Latencies, per_second};
@@ -27,6 +27,9 @@ enum Variant {
     Raw,
     /// eslab's store: one statement and one commit per append.
     Store,
+    /// The same with [`AppendStrategy::UniqueIndex`] (in a schema of its own):
+    /// no version row, the unique index arbitrates.
+    StoreUnique,
     /// eslab's group commit.
     Group,
     /// Group commit with four callers per stream: conflicts, each failing
@@ -39,6 +42,7 @@ impl Variant {
         match self {
             Variant::Raw => "raw INSERT + COMMIT",
             Variant::Store => "store (one commit each)",
+            Variant::StoreUnique => "store, UniqueIndex (one commit each)",
             Variant::Group => "GroupCommit",
             Variant::GroupShared => "GroupCommit, 4 callers per stream",
         }
@@ -72,9 +76,24 @@ impl Measured {
     }
 }
 
+/// The stores the variants append through: the default strategy's, and
+/// [`AppendStrategy::UniqueIndex`]'s in a schema of its own.
+struct Stores {
+    version_row: PostgresStore,
+    unique: PostgresStore,
+}
+
+/// Connections of each of the two stores' pools: both stay open through the
+/// run, within PostgreSQL's default 100 (`max_connections`, 3 reserved).
+const POOL: u32 = 44;
+
+/// Every variant, in the order a round runs them.
+const VARIANTS: [Variant; 5] =
+    [Variant::Raw, Variant::Store, Variant::StoreUnique, Variant::Group, Variant::GroupShared];
+
 async fn measure(
     lab: &Lab,
-    store: &PostgresStore,
+    stores: &Stores,
     variant: Variant,
     callers: u64,
     budget: Budget,
@@ -85,9 +104,11 @@ async fn measure(
     // Own streams, as the raw baseline; or four callers per stream, so that
     // conflicts happen and must stay per caller.
     let streams = if variant == Variant::GroupShared { callers.div_ceil(4) } else { callers };
+    let store = &stores.version_row;
     let appender = match variant {
         Variant::Raw => Appender::Raw(store.pool().clone()),
         Variant::Store => Appender::Store { store: store.clone(), prefix, streams },
+        Variant::StoreUnique => Appender::Store { store: stores.unique.clone(), prefix, streams },
         Variant::Group | Variant::GroupShared => {
             Appender::Store { store: store.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
         }
@@ -131,16 +152,19 @@ impl Experiment for GroupCommitExperiment {
                 Budget::new(20, 10_000_000, Duration::from_secs(2)),
             );
             let rounds: usize = scale.pick(1, 3, 5);
-            let variants = [Variant::Raw, Variant::Store, Variant::Group, Variant::GroupShared];
+            let variants = VARIANTS;
             lab.steps(u64::try_from(callers.len() * variants.len() * rounds)?);
-            // 64 connections: the raw and store callers share them beyond that.
-            let store = lab.pg_store(|o| o.max_connections(64)).await?;
+            // Callers share the connections beyond the pool size.
+            let store = lab.pg_store(|o| o.max_connections(POOL)).await?;
+            // One strategy per schema.
+            let unique = lab.pg_store(|o| o.max_connections(POOL).append_strategy(AppendStrategy::UniqueIndex)).await?;
+            let stores = Stores { version_row: store, unique };
             let mut measured: Vec<Measured> = Vec::new();
             for &n in &callers {
                 let first = measured.len();
                 for _ in 0..rounds {
-                    for (i, variant) in variants.into_iter().enumerate() {
-                        let round = measure(lab, &store, variant, n, budget).await?;
+                    for (i, variant) in variants.iter().copied().enumerate() {
+                        let round = measure(lab, &stores, variant, n, budget).await?;
                         match measured.get_mut(first + i) {
                             Some(total) => total.absorb(round)?,
                             None => measured.push(round),
@@ -192,7 +216,7 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
             },
         ]);
     }
-    let series = [Variant::Raw, Variant::Store, Variant::Group, Variant::GroupShared]
+    let series = VARIANTS
         .iter()
         .map(|&v| {
             let values = callers
@@ -208,21 +232,32 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
         .iter()
         .filter_map(|&n| {
             let at = |v| measured.iter().find(|m| m.callers == n && m.variant == v);
-            let (raw, store, group, shared) =
-                (at(Variant::Raw)?, at(Variant::Store)?, at(Variant::Group)?, at(Variant::GroupShared)?);
-            let stored_once = [store, group, shared].iter().all(|m| m.stored == m.appends);
+            let (raw, store, unique, group, shared) = (
+                at(Variant::Raw)?,
+                at(Variant::Store)?,
+                at(Variant::StoreUnique)?,
+                at(Variant::Group)?,
+                at(Variant::GroupShared)?,
+            );
+            let stored_once = [store, unique, group, shared].iter().all(|m| m.stored == m.appends);
             let (lo, hi) = round_ratios(group, raw);
+            let (store_lo, store_hi) = round_ratios(store, raw);
+            let (unique_lo, unique_hi) = round_ratios(unique, raw);
             Some(format!(
                 "{n} callers: GroupCommit {:.0} appends/s = {:.2}× raw one-commit-per-row ({:.0}/s; {lo:.2}-{hi:.2}× \
                  round by round) and {:.2}× \
-                 the store committing each append ({:.0}/s); p99 {:.2} ms vs {:.2} ms; with 4 callers per stream \
-                 {:.0} appends/s and {} conflicts, each failing only its own caller; every acknowledged append \
-                 stored once: {}",
+                 the store committing each append ({:.0}/s = {:.2}× raw, {store_lo:.2}-{store_hi:.2}; with \
+                 UniqueIndex {:.0}/s = {:.2}× raw, {unique_lo:.2}-{unique_hi:.2}); p99 {:.2} ms vs {:.2} ms; with 4 \
+                 callers per stream {:.0} appends/s and {} conflicts, each failing only its own caller; every \
+                 acknowledged append stored once: {}",
                 group.per_s,
                 ratio(group.per_s, raw.per_s),
                 raw.per_s,
                 ratio(group.per_s, store.per_s),
                 store.per_s,
+                ratio(store.per_s, raw.per_s),
+                unique.per_s,
+                ratio(unique.per_s, raw.per_s),
                 group.latency.p99_ms(),
                 store.latency.p99_ms(),
                 shared.per_s,
@@ -242,11 +277,14 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
             budget.min,
             budget.time.as_secs_f64()
         ),
-        "Baseline: a raw one-row INSERT into the same events table, autocommit (one commit per row), each caller \
-         on its own stream. Store: PostgresStore::append (one statement, one commit; the default coalesced NOTIFY after the commit). \
+        format!(
+            "Baseline: a raw one-row INSERT into the same events table, autocommit (one commit per row), each caller \
+         on its own stream. Store: PostgresStore::append (one statement, one commit; the default coalesced NOTIFY after the commit), \
+         with the default AppendStrategy::VersionRow and, in a schema of its own, AppendStrategy::UniqueIndex. \
          GroupCommit: PostgresStore::with_group_commit with default options (up to 512 appends per statement, two \
-         statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pool of 64."
-            .to_owned(),
+         statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pools of {POOL} connections \
+         (the store's, which the raw baseline uses too, and the UniqueIndex store's)."
+        ),
     ];
     Report { table, chart, findings, method }
 }
@@ -288,7 +326,7 @@ mod tests {
 
     #[test]
     fn the_first_finding_is_the_one_at_32_callers() {
-        let variants = [Variant::Raw, Variant::Store, Variant::Group, Variant::GroupShared];
+        let variants = VARIANTS;
         let callers = [1, 8, 32, 128];
         let measured: Vec<Measured> = callers
             .iter()

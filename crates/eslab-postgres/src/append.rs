@@ -141,62 +141,101 @@ FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || string_agg(DIS
       FROM inserted HAVING $13::bool AND count(*) > 0) n
 "#;
 
-/// The fast path of [`AppendStrategy::VersionRow`]
-/// for one stream with events: one row write claims the versions, instead of
-/// the general statement's lock plus update. `$claim` is either
+/// The fast path for one stream with events. Under
+/// [`AppendStrategy::VersionRow`] one row write claims the versions, instead of
+/// the general statement's lock plus update: `$claim` is either
 /// [`APPEND_UPSERT_SQL`] (expectations that accept a missing stream) or
 /// [`APPEND_UPDATE_SQL`] (expectations that need an existing one). Both check the
 /// expectation against the row's latest committed version (READ COMMITTED
 /// re-evaluates the `WHERE` after waiting for a concurrent writer, and the
-/// upsert waits for a concurrent creator, then checks its row). A refused
-/// claim returns no `s` row and inserts nothing; the caller re-reads the
-/// version to report the conflict.
+/// upsert waits for a concurrent creator, then checks its row). Under
+/// [`AppendStrategy::UniqueIndex`] the claim is [`APPEND_UNIQUE_ONE_SQL`]. The result
+/// is the inserted events, one row each (their stream versions tell the
+/// version the claim saw); a refused claim inserts nothing and returns no
+/// row, and the caller re-reads the version to report the conflict. Under
+/// [`Notify::InTransaction`](crate::Notify::InTransaction) the `RETURNING`
+/// list sends the NOTIFY (PostgreSQL delivers identical notifications of a
+/// transaction once), so the statement needs no result rows of other kinds.
 ///
 /// Parameters: `$1` stream id, `$2` expectation kind, `$3` expected version,
 /// `$4` event count, `$5` category, `$6`..`$11` per-event offset, id, type,
-/// schema version, payload, metadata; `$12` whether to NOTIFY.
+/// schema version, payload, metadata (arrays; scalars in
+/// [`OneStreamSql::one_event`]); `$12` whether to NOTIFY.
 macro_rules! one_stream_sql {
     ($claim:literal) => {
-        concat!(
-            "WITH claimed AS (",
-            $claim,
-            r#"),
-inserted AS (
-    INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
-    SELECT $1, $5, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
-    FROM claimed c
-    CROSS JOIN unnest($6::bigint[], $7::uuid[], $8::text[], $9::int[], $10::jsonb[], $11::jsonb[])
-        WITH ORDINALITY AS e(offset_in_stream, event_id, event_type, schema_version, payload, metadata, ord)
-    ORDER BY e.ord
-    RETURNING global_position, transaction_id, event_id, stream_version, recorded_at
-)
-SELECT 's' AS row_kind, $1::text AS stream_id, c.actual AS version, true AS ok, NULL::bigint AS global_position,
-       NULL::text AS transaction_id, NULL::uuid AS event_id, NULL::timestamptz AS recorded_at
+        OneStreamSql {
+            events: concat!(
+                "WITH claimed AS (",
+                $claim,
+                r#")
+INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
+SELECT $1, $5, c.actual + e.offset_in_stream, e.event_id, e.event_type, e.schema_version, e.payload, e.metadata
 FROM claimed c
-UNION ALL
-SELECT 'e', NULL, i.stream_version, NULL, i.global_position, i.transaction_id::text, i.event_id, i.recorded_at
-FROM inserted i
-UNION ALL
-SELECT 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL
-FROM (SELECT pg_notify('eslab_events', current_schema() || ':' || $5::text)
-      WHERE $12::bool AND EXISTS (SELECT 1 FROM inserted)) n
-"#
-        )
+CROSS JOIN unnest($6::bigint[], $7::uuid[], $8::text[], $9::int[], $10::jsonb[], $11::jsonb[])
+    WITH ORDINALITY AS e(offset_in_stream, event_id, event_type, schema_version, payload, metadata, ord)
+ORDER BY e.ord
+"#,
+                one_stream_returning!()
+            ),
+            one_event: concat!(
+                "WITH claimed AS (",
+                $claim,
+                r#")
+INSERT INTO events (stream_id, category, stream_version, event_id, event_type, schema_version, payload, metadata)
+SELECT $1, $5, c.actual + $6::bigint, $7::uuid, $8::text, $9::int, $10::jsonb, $11::jsonb
+FROM claimed c
+"#,
+                one_stream_returning!()
+            ),
+        }
     };
+}
+
+/// The result of the one-stream statements (see [`one_stream_sql!`]).
+macro_rules! one_stream_returning {
+    () => {
+        r#"RETURNING stream_version AS version, global_position, transaction_id::text AS transaction_id, event_id,
+    recorded_at,
+    CASE WHEN $12::bool THEN pg_notify('eslab_events', current_schema() || ':' || $5::text)::text END AS notified
+"#
+    };
+}
+
+/// The two texts of a one-stream statement: the one-event append (the usual
+/// command) binds its event's columns as scalars, which spares PostgreSQL
+/// the `unnest` scan, the sort and the join that `events` needs.
+pub(crate) struct OneStreamSql {
+    /// Any number of events, as arrays.
+    events: &'static str,
+    /// Exactly one event, as scalars.
+    one_event: &'static str,
 }
 
 /// Claim for `Any`, `NoStream`, `Exact(0)`: create the row at `n`, or bump it
 /// if the expectation accepts its version (`NoStream`/`Exact(0)` never do).
-pub(crate) const APPEND_UPSERT_SQL: &str = one_stream_sql!(
+pub(crate) const APPEND_UPSERT_SQL: OneStreamSql = one_stream_sql!(
     "INSERT INTO streams AS s (stream_id, version) VALUES ($1, $4::bigint)
     ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $4::bigint
     WHERE CASE $2::int WHEN 0 THEN true WHEN 1 THEN false ELSE s.version = $3::bigint END
     RETURNING s.version - $4::bigint AS actual"
 );
 
+/// The one-stream claim of [`AppendStrategy::UniqueIndex`]: the stream's
+/// highest version in the statement's snapshot (one index probe), if the
+/// expectation accepts it; the unique index on `(stream_id, stream_version)`
+/// refuses the insert if another append took those versions since (see
+/// [`APPEND_UNIQUE_SQL`]). No row to write but the events themselves.
+pub(crate) const APPEND_UNIQUE_ONE_SQL: OneStreamSql = one_stream_sql!(
+    "SELECT c.version AS actual
+    FROM (SELECT coalesce(max(e.stream_version), 0) AS version FROM events e WHERE e.stream_id = $1) c
+    WHERE $4::bigint > 0
+      AND CASE $2::int WHEN 0 THEN true WHEN 1 THEN c.version = 0 WHEN 2 THEN c.version > 0
+          ELSE c.version = $3::bigint END"
+);
+
 /// Claim for `StreamExists`, `Exact(v > 0)`: bump the existing row if the
 /// expectation accepts its version (a missing row is refused).
-pub(crate) const APPEND_UPDATE_SQL: &str = one_stream_sql!(
+pub(crate) const APPEND_UPDATE_SQL: OneStreamSql = one_stream_sql!(
     "UPDATE streams AS s SET version = s.version + $4::bigint
     WHERE s.stream_id = $1 AND CASE $2::int WHEN 2 THEN true ELSE s.version = $3::bigint END
     RETURNING s.version - $4::bigint AS actual"
@@ -432,27 +471,46 @@ impl Batch {
         self.stream_ids.len() == 1 && self.counts.first().is_some_and(|&n| n > 0)
     }
 
-    /// Runs the one-stream fast path (see [`Batch::is_one_stream`]).
-    pub(crate) async fn execute_one_stream(&self, conn: &mut PgConnection, notify: bool) -> sqlx::Result<Vec<PgRow>> {
+    /// Runs the one-stream fast path of `strategy` (see [`Batch::is_one_stream`]).
+    pub(crate) async fn execute_one_stream(
+        &self,
+        conn: &mut PgConnection,
+        strategy: AppendStrategy,
+        notify: bool,
+    ) -> sqlx::Result<Vec<PgRow>> {
         // Any (0), no stream (1) and exact (3) version 0 accept a missing stream.
         let accepts_missing =
             matches!((self.kinds.first(), self.expected.first()), (Some(0 | 1), _) | (Some(3), Some(0)));
+        let sql = match strategy {
+            AppendStrategy::UniqueIndex => APPEND_UNIQUE_ONE_SQL,
+            AppendStrategy::VersionRow if accepts_missing => APPEND_UPSERT_SQL,
+            AppendStrategy::VersionRow => APPEND_UPDATE_SQL,
+        };
         let rows = self.event_rows();
-        sqlx::query(if accepts_missing { APPEND_UPSERT_SQL } else { APPEND_UPDATE_SQL })
+        let query = sqlx::query(if self.ev_ids.len() == 1 { sql.one_event } else { sql.events })
             .bind(self.stream_ids.first())
             .bind(self.kinds.first())
             .bind(self.expected.first())
             .bind(self.counts.first())
-            .bind(rows.categories.first())
-            .bind(&self.ev_offsets)
-            .bind(&self.ev_ids)
-            .bind(&rows.types)
-            .bind(&self.ev_schema_versions)
-            .bind(&rows.payloads)
-            .bind(&rows.metadata)
-            .bind(notify)
-            .fetch_all(conn)
-            .await
+            .bind(rows.categories.first());
+        let query = if self.ev_ids.len() == 1 {
+            query
+                .bind(self.ev_offsets.first())
+                .bind(self.ev_ids.first())
+                .bind(rows.types.first())
+                .bind(self.ev_schema_versions.first())
+                .bind(rows.payloads.first())
+                .bind(rows.metadata.first())
+        } else {
+            query
+                .bind(&self.ev_offsets)
+                .bind(&self.ev_ids)
+                .bind(&rows.types)
+                .bind(&self.ev_schema_versions)
+                .bind(&rows.payloads)
+                .bind(&rows.metadata)
+        };
+        query.bind(notify).fetch_all(conn).await
     }
 
     /// Runs the statement of `strategy` on `conn`.
@@ -605,15 +663,19 @@ impl Batch {
                 });
                 continue;
             }
-            let StreamAppend { stream_id, events, .. } = append;
-            let events =
-                events.into_iter().map(|e| into_recorded(&stream_id, e, &recorded)).collect::<Result<Vec<_>>>()?;
-            let Some(version) = events.last().map(|e| e.stream_version) else {
-                return Err(Error::backend(format!("stream {stream_id} missing from the group's result")));
-            };
-            outcomes.push(GroupOutcome::Appended(AppendResult { stream_id, version, events }));
+            outcomes.push(GroupOutcome::Appended(appended(append, &recorded)?));
         }
         Ok(outcomes)
+    }
+
+    /// Turns the rows of a granted one-stream claim (the inserted events, see
+    /// [`APPEND_UPSERT_SQL`]) into the append's result.
+    pub(crate) fn one_stream_results(self, rows: &[PgRow]) -> Result<Vec<AppendResult>> {
+        let recorded = rows
+            .iter()
+            .map(|row| Ok((row.try_get("event_id").map_err(db)?, recorded_row(row)?)))
+            .collect::<Result<HashMap<Uuid, _>>>()?;
+        self.appends.into_iter().map(|append| appended(append, &recorded)).collect()
     }
 
     /// Gives the request back (to run its appends one by one).
@@ -634,6 +696,19 @@ fn recorded_row(row: &PgRow) -> Result<(Version, Position, u64, OffsetDateTime)>
         parse_xid(&tx)?,
         at,
     ))
+}
+
+/// A written append with events: each event as recorded, the stream at its last event's version.
+fn appended(
+    append: StreamAppend,
+    recorded: &HashMap<Uuid, (Version, Position, u64, OffsetDateTime)>,
+) -> Result<AppendResult> {
+    let StreamAppend { stream_id, events, .. } = append;
+    let events = events.into_iter().map(|e| into_recorded(&stream_id, e, recorded)).collect::<Result<Vec<_>>>()?;
+    let Some(version) = events.last().map(|e| e.stream_version) else {
+        return Err(Error::backend(format!("stream {stream_id} missing from the append's result")));
+    };
+    Ok(AppendResult { stream_id, version, events })
 }
 
 fn into_recorded(

@@ -524,21 +524,22 @@ impl PostgresStore {
         };
         let batch = Batch::new(appends)?;
         let notify = self.options.notify == Notify::InTransaction;
-        let one_stream = self.options.strategy == AppendStrategy::VersionRow && batch.is_one_stream();
+        let one_stream = batch.is_one_stream();
         let mut attempt = 0_u32;
         loop {
             let mut conn = self.pool.acquire().await.map_err(db)?;
             let outcome = if one_stream {
-                batch.execute_one_stream(&mut conn, notify).await
+                batch.execute_one_stream(&mut conn, self.options.strategy, notify).await
             } else {
                 batch.execute(&mut conn, self.options.strategy, notify).await
             };
             drop(conn);
             let failure = match outcome {
-                Ok(rows) if one_stream && !rows.iter().any(is_stream_row) => append::refused(&self.pool, &batch).await,
+                // A refused one-stream claim inserts nothing.
+                Ok(rows) if one_stream && rows.is_empty() => append::refused(&self.pool, &batch).await,
                 Ok(rows) => {
                     self.poke_notifier();
-                    return batch.results(&rows);
+                    return if one_stream { batch.one_stream_results(&rows) } else { batch.results(&rows) };
                 }
                 Err(e) => classify(&self.pool, &batch, e).await,
             };
@@ -556,11 +557,6 @@ impl PostgresStore {
             }
         }
     }
-}
-
-/// Whether an append statement's row reports a stream (a claim it granted).
-fn is_stream_row(row: &sqlx::postgres::PgRow) -> bool {
-    sqlx::Row::try_get::<String, _>(row, "row_kind").is_ok_and(|k| k == "s")
 }
 
 impl EventAppender for PostgresStore {
