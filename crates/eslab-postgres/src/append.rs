@@ -243,9 +243,13 @@ pub(crate) const APPEND_UPDATE_SQL: OneStreamSql = one_stream_sql!(
 
 /// The group-commit statement ([`GroupCommitOptions`](crate::GroupCommitOptions)): the
 /// single-stream appends of many callers in one statement and one commit,
-/// each judged on its own, as the one-stream statements judge theirs: one
-/// `UPDATE` bumps every stream whose version its expectation accepts (the
-/// row lock and the check in one step, in stream order), one `INSERT ... ON
+/// each judged on its own, as the one-stream statements judge theirs: the
+/// existing stream rows are locked first, in `stream_id` order (`locked`: two
+/// statements naming the same streams cannot deadlock; an `UPDATE .. FROM`
+/// alone locks in whatever order its join produces, and concurrent group
+/// statements did deadlock, each costing `deadlock_timeout`), one `UPDATE`
+/// bumps every stream whose version its expectation accepts (checked on the
+/// row's latest committed version), one `INSERT ... ON
 /// CONFLICT DO NOTHING` creates the new streams that may be created, and
 /// the events of the streams so claimed are inserted. A stream neither
 /// bumped nor created drops only its own events and gets an `s` row with its
@@ -258,9 +262,15 @@ WITH input AS (
     SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[])
         AS i(stream_id, expect_kind, expect_version, n)
 ),
+locked AS (
+    SELECT s.stream_id FROM streams s
+    WHERE s.stream_id = ANY($1::text[])
+    ORDER BY s.stream_id
+    FOR UPDATE
+),
 bumped AS (
     UPDATE streams s SET version = s.version + i.n
-    FROM (SELECT * FROM input ORDER BY stream_id) i
+    FROM input i JOIN locked l ON l.stream_id = i.stream_id
     WHERE s.stream_id = i.stream_id AND i.n > 0
       AND CASE i.expect_kind WHEN 0 THEN true WHEN 2 THEN true WHEN 3 THEN s.version = i.expect_version ELSE false END
     RETURNING s.stream_id, s.version - i.n AS actual
