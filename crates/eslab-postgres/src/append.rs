@@ -368,6 +368,9 @@ pub(crate) enum GroupOutcome {
     Retry(StreamAppend),
 }
 
+/// A statement with its parameters bound so far.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// Per-event parameters borrowed from a [`Batch`]'s request.
 struct EventRows<'a> {
     streams: Vec<&'a str>,
@@ -512,15 +515,22 @@ impl Batch {
                 .bind(rows.payloads.first())
                 .bind(rows.metadata.first())
         } else {
-            query
-                .bind(&self.ev_offsets)
-                .bind(&self.ev_ids)
-                .bind(&rows.types)
-                .bind(&self.ev_schema_versions)
-                .bind(&rows.payloads)
-                .bind(&rows.metadata)
+            self.bind_event_arrays(query, &rows)
         };
         query.bind(notify).fetch_all(conn).await
+    }
+
+    /// Binds the per-event arrays: offsets, ids, types, schema versions,
+    /// payloads, metadata (`$6`..`$11` of the one-stream statements, `$7`..`$12`
+    /// of the others).
+    fn bind_event_arrays<'q>(&'q self, query: PgQuery<'q>, rows: &'q EventRows<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ev_offsets)
+            .bind(&self.ev_ids)
+            .bind(&rows.types)
+            .bind(&self.ev_schema_versions)
+            .bind(&rows.payloads)
+            .bind(&rows.metadata)
     }
 
     /// Runs the statement of `strategy` on `conn`.
@@ -554,22 +564,14 @@ impl Batch {
 
     async fn execute_sql(&self, conn: &mut PgConnection, sql: &str, notify: bool) -> sqlx::Result<Vec<PgRow>> {
         let rows = self.event_rows();
-        sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(&self.stream_ids)
             .bind(&self.kinds)
             .bind(&self.expected)
             .bind(&self.counts)
             .bind(&rows.streams)
-            .bind(&rows.categories)
-            .bind(&self.ev_offsets)
-            .bind(&self.ev_ids)
-            .bind(&rows.types)
-            .bind(&self.ev_schema_versions)
-            .bind(&rows.payloads)
-            .bind(&rows.metadata)
-            .bind(notify)
-            .fetch_all(conn)
-            .await
+            .bind(&rows.categories);
+        self.bind_event_arrays(query, &rows).bind(notify).fetch_all(conn).await
     }
 
     /// The first stream (in request order) whose expectation `versions` fails.
