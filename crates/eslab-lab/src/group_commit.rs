@@ -152,8 +152,7 @@ impl Experiment for GroupCommitExperiment {
                 Budget::new(20, 10_000_000, Duration::from_secs(2)),
             );
             let rounds: usize = scale.pick(1, 3, 5);
-            let variants = VARIANTS;
-            lab.steps(u64::try_from(callers.len() * variants.len() * rounds)?);
+            lab.steps(u64::try_from(callers.len() * VARIANTS.len() * rounds)?);
             // Callers share the connections beyond the pool size.
             let store = lab.pg_store(|o| o.max_connections(POOL)).await?;
             // One strategy per schema.
@@ -163,7 +162,7 @@ impl Experiment for GroupCommitExperiment {
             for &n in &callers {
                 let first = measured.len();
                 for _ in 0..rounds {
-                    for (i, variant) in variants.iter().copied().enumerate() {
+                    for (i, variant) in VARIANTS.into_iter().enumerate() {
                         let round = measure(lab, &stores, variant, n, budget).await?;
                         match measured.get_mut(first + i) {
                             Some(total) => total.absorb(round)?,

@@ -499,14 +499,15 @@ impl Batch {
             AppendStrategy::VersionRow if accepts_missing => APPEND_UPSERT_SQL,
             AppendStrategy::VersionRow => APPEND_UPDATE_SQL,
         };
+        let one_event = self.ev_ids.len() == 1;
         let rows = self.event_rows();
-        let query = sqlx::query(if self.ev_ids.len() == 1 { sql.one_event } else { sql.events })
+        let query = sqlx::query(if one_event { sql.one_event } else { sql.events })
             .bind(self.stream_ids.first())
             .bind(self.kinds.first())
             .bind(self.expected.first())
             .bind(self.counts.first())
             .bind(rows.categories.first());
-        let query = if self.ev_ids.len() == 1 {
+        let query = if one_event {
             query
                 .bind(self.ev_offsets.first())
                 .bind(self.ev_ids.first())
