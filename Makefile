@@ -82,6 +82,11 @@ bench-http: ensure-postgres
 bench-append-sql: ensure-postgres
 	bash scripts/bench-append-sql.sh
 
+## bench-append-instructions: server instructions per one-event append, each of the store's statements beside the raw INSERT (valgrind callgrind on a scratch cluster: repeatable on a busy machine)
+.PHONY: bench-append-instructions
+bench-append-instructions:
+	bash scripts/bench-append-instructions.sh
+
 ## browser: headless Chromium and chromedriver for the console's browser tests (Debian packages; installed if missing)
 .PHONY: browser
 browser:

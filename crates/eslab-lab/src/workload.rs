@@ -131,9 +131,6 @@ pub(super) fn event(n: u64) -> NewEvent {
     NewEvent::new("Deposited", 1, serde_json::json!({ "amount": 100, "n": n }), Metadata::now())
 }
 
-const RAW_INSERT: &str = "INSERT INTO events (stream_id, category, stream_version, event_id, event_type, \
-     schema_version, payload, metadata) VALUES ($1, 'raw', $2, $3, 'Deposited', 1, $4, $5)";
-
 /// `callers` concurrent callers appending single events through `appender`,
 /// each within `budget`.
 pub(super) async fn single_appends(appender: &Appender, callers: u64, budget: Budget) -> anyhow::Result<Appended> {
@@ -205,7 +202,7 @@ async fn raw_caller(pool: PgPool, caller: u64, budget: Budget) -> anyhow::Result
     let started = Instant::now();
     while budget.more(done, started) {
         let t = Instant::now();
-        sqlx::query(RAW_INSERT)
+        sqlx::query(eslab_postgres::statements::RAW_INSERT)
             .bind(&stream)
             .bind(i64::try_from(done + 1)?)
             .bind(uuid::Uuid::now_v7())

@@ -121,6 +121,8 @@ mod notifier;
 mod retention;
 mod rows;
 mod side;
+#[doc(hidden)]
+pub mod statements;
 mod url;
 
 use std::str::FromStr;

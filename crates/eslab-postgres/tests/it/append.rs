@@ -76,3 +76,39 @@ async fn an_unreachable_server_is_unavailable() {
     let err = PostgresStore::connect_with(options).await.unwrap_err();
     assert!(err.is_unavailable(), "got {err:?}");
 }
+
+/// The statements `make bench-append-instructions` measures run as it runs
+/// them: each, prepared with the parameter types it declares and executed
+/// with its expectation kind, appends one event to a stream at version 1.
+#[tokio::test]
+async fn bench_statements_append_as_the_instruction_count_runs_them() {
+    use eslab_postgres::statements::{ONE_EVENT, ONE_EVENT_PARAMS, RAW_INSERT};
+    let store = SchemaStore::new().await;
+    let mut conn = store.pool().acquire().await.unwrap();
+    for (i, s) in ONE_EVENT.iter().enumerate() {
+        let id = stream(&format!("bench{i}"));
+        store.append(&id, ExpectedVersion::NoStream, vec![event(0)]).await.unwrap();
+        let params = ONE_EVENT_PARAMS.join(", ");
+        sqlx::raw_sql(&format!("PREPARE q{i}({params}) AS {}", s.sql)).execute(&mut *conn).await.unwrap();
+        let event_id = uuid::Uuid::now_v7();
+        let appended = sqlx::raw_sql(&format!(
+            "EXECUTE q{i}('{}', {}, 1, 1, 'test', 1, '{event_id}', 'Counted', 1, '{{}}', '{{}}', false)",
+            id.as_str(),
+            s.kind
+        ))
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+        assert_eq!(appended.rows_affected(), 1, "{}", s.name);
+        assert_eq!(store.stream_version(&id).await.unwrap(), Version::new(2), "{}", s.name);
+    }
+    sqlx::query(RAW_INSERT)
+        .bind("raw-1")
+        .bind(1_i64)
+        .bind(uuid::Uuid::now_v7())
+        .bind(serde_json::json!({}))
+        .bind(serde_json::json!({}))
+        .execute(store.pool())
+        .await
+        .unwrap();
+}
