@@ -12,6 +12,7 @@ use std::time::Duration;
 use eslab_postgres::{AppendStrategy, GroupCommitOptions, PostgresStore};
 use futures_util::future::LocalBoxFuture;
 
+use super::cpu::{CpuMeter, CpuUse};
 use super::measure::{Budget, Latencies, per_second};
 use super::report::{Cell, Report, Table, ratio, ratio_range};
 use super::workload::{self, Appended, Appender, single_appends};
@@ -60,6 +61,8 @@ struct Measured {
     stored: u64,
     /// Appends per second of each round, in round order.
     rounds: Vec<f64>,
+    /// CPU spent while the callers ran.
+    cpu: CpuUse,
 }
 
 impl Measured {
@@ -72,6 +75,7 @@ impl Measured {
         self.latency.merge(&round.latency)?;
         self.stored += round.stored;
         self.rounds.extend(round.rounds);
+        self.cpu.add(round.cpu);
         Ok(())
     }
 }
@@ -113,11 +117,13 @@ async fn measure(
             Appender::Store { store: store.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
         }
     };
+    let meter = CpuMeter::start();
     let Appended { appends, conflicts, latency, elapsed } = single_appends(&appender, callers, budget).await?;
+    let cpu = meter.map(CpuMeter::finish).unwrap_or_default();
     let per_s = per_second(appends, elapsed);
     // Every acknowledged append is stored exactly once.
     let stored = appender.stored().await?.unwrap_or(0);
-    Ok(Measured { variant, callers, appends, conflicts, elapsed, per_s, latency, stored, rounds: vec![per_s] })
+    Ok(Measured { variant, callers, appends, conflicts, elapsed, per_s, latency, stored, rounds: vec![per_s], cpu })
 }
 
 impl Experiment for GroupCommitExperiment {
@@ -194,6 +200,9 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
         "p99 (ms)",
         "conflicts",
         "stored (= appends)",
+        "client CPU µs/append",
+        "PostgreSQL CPU µs/append",
+        "machine busy %",
     ]);
     let raw_at = |n: u64| measured.iter().find(|m| m.callers == n && m.variant == Variant::Raw);
     for m in measured {
@@ -213,6 +222,9 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
                 Variant::Raw => Cell::text("n/a"),
                 _ => Cell::text(if m.stored == m.appends { "yes".to_owned() } else { format!("NO: {}", m.stored) }),
             },
+            Cell::num(m.cpu.client_us(m.appends), 0),
+            Cell::num(m.cpu.postgres_us(m.appends), 0),
+            Cell::num(m.cpu.busy_percent(), 0),
         ]);
     }
     let series = VARIANTS
@@ -248,7 +260,8 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
                  the store committing each append ({:.0}/s = {:.2}× raw, {store_lo:.2}-{store_hi:.2}; with \
                  UniqueIndex {:.0}/s = {:.2}× raw, {unique_lo:.2}-{unique_hi:.2}); p99 {:.2} ms vs {:.2} ms; with 4 \
                  callers per stream {:.0} appends/s and {} conflicts, each failing only its own caller; every \
-                 acknowledged append stored once: {}",
+                 acknowledged append stored once: {}; CPU per append (client + PostgreSQL) {:.0} + {:.0} µs with \
+                 the machine {:.0}% busy, vs {:.0} + {:.0} µs and {:.0}% for raw",
                 group.per_s,
                 ratio(group.per_s, raw.per_s),
                 raw.per_s,
@@ -262,6 +275,12 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
                 shared.per_s,
                 shared.conflicts,
                 if stored_once { "yes" } else { "NO" },
+                group.cpu.client_us(group.appends),
+                group.cpu.postgres_us(group.appends),
+                group.cpu.busy_percent(),
+                raw.cpu.client_us(raw.appends),
+                raw.cpu.postgres_us(raw.appends),
+                raw.cpu.busy_percent(),
             ))
         })
         .collect();
@@ -284,6 +303,12 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
          statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pools of {POOL} connections \
          (the store's, which the raw baseline uses too, and the UniqueIndex store's)."
         ),
+        "CPU: this process's CPU time while the callers ran (the client: eslab, sqlx, tokio and the lab's \
+         bookkeeping) and that of the processes named postgres on this machine (none when the server is \
+         elsewhere), each divided by the appends; machine busy: the share of all cores in use over the same \
+         window (sysinfo; 10 ms ticks). A variant whose machine is far from 100% busy is waiting (for commits, for \
+         its callers), not computing."
+            .to_owned(),
     ];
     Report { table, chart, findings, method }
 }
@@ -305,6 +330,7 @@ mod tests {
             latency: Latencies::new().unwrap(),
             stored: appends,
             rounds: vec![per_s],
+            cpu: CpuUse::default(),
         }
     }
 

@@ -10,6 +10,7 @@ mod append;
 pub mod chart;
 mod codecs;
 mod concurrency;
+mod cpu;
 mod crossstream;
 mod group_commit;
 #[cfg(feature = "kafka")]

@@ -575,16 +575,6 @@ impl Measured {
     }
 }
 
-/// This process's CPU time so far (user and system, all threads), from
-/// `/proc/self/stat` in clock ticks of 10 ms; `None` where there is no such file.
-fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command name (in parentheses): state is field 3, utime 14, stime 15.
-    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
-    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// One writer: `budget` commands of `times` events, on account
 /// `{prefix}{account(n)}` for its n-th command.
 async fn writer(
@@ -613,7 +603,7 @@ async fn writer(
 async fn commands(library: &Arc<Library>, kind: Kind, workload: Workload, budget: Budget) -> anyhow::Result<Measured> {
     static RUN: AtomicU64 = AtomicU64::new(0);
     let prefix: Arc<str> = format!("r{}", RUN.fetch_add(1, Ordering::Relaxed)).into();
-    let cpu = process_cpu();
+    let cpu = crate::cpu::process_cpu();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workload.writers() {
@@ -627,7 +617,7 @@ async fn commands(library: &Arc<Library>, kind: Kind, workload: Workload, budget
         latency.merge(&l)?;
     }
     let elapsed = started.elapsed();
-    let cpu = process_cpu().zip(cpu).map(|(after, before)| after.saturating_sub(before));
+    let cpu = crate::cpu::process_cpu().zip(cpu).map(|(after, before)| after.saturating_sub(before));
     let rounds = vec![per_second(ops, elapsed)];
     Ok(Measured { kind, workload, ops, retries, elapsed, latency, rounds, cannot: None, cpu })
 }
@@ -643,7 +633,7 @@ async fn loads(
 ) -> anyhow::Result<Measured> {
     let mut latency = Latencies::new()?;
     let mut ops = 0;
-    let cpu = process_cpu();
+    let cpu = crate::cpu::process_cpu();
     let started = Instant::now();
     while budget.more(ops, started) {
         let t = Instant::now();
@@ -674,7 +664,7 @@ async fn loads(
         ops += 1;
     }
     let elapsed = started.elapsed();
-    let cpu = process_cpu().zip(cpu).map(|(after, before)| after.saturating_sub(before));
+    let cpu = crate::cpu::process_cpu().zip(cpu).map(|(after, before)| after.saturating_sub(before));
     Ok(Measured {
         kind,
         workload,
@@ -1210,7 +1200,7 @@ fn report(measured: &[Measured], wire: &HashMap<Kind, HashMap<&'static str, PerO
             setup.load_budget.min,
             setup.load_budget.time.as_secs_f64()
         ),
-        "Client CPU µs/op: this process's CPU time (user and system, all threads, from /proc/self/stat in 10 ms \
+        "Client CPU µs/op: this process's CPU time (user and system, all threads, read through sysinfo in the kernel's 10 ms \
          ticks) while the library ran the row's operations, divided by them: the library's client side, not \
          PostgreSQL's. Statements and round trips per operation: after the timed rounds, each library is opened again on its own \
          schema through a TCP proxy that reads the PostgreSQL frontend messages (no TLS): statements are simple \

@@ -1,0 +1,152 @@
+//! CPU time spent while a measurement runs: this process's (the client:
+//! eslab, sqlx, tokio and the lab's own bookkeeping), PostgreSQL's (its
+//! processes on this machine; nothing when the server is elsewhere) and how
+//! busy the whole machine was, read through `sysinfo`.
+
+use std::time::{Duration, Instant};
+
+use sysinfo::{CpuRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
+
+/// This process's CPU time so far (user and system, all threads); `None`
+/// where the platform does not tell.
+#[cfg(feature = "peers")]
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut system = System::new_with_specifics(RefreshKind::nothing()).ok()?;
+    own_cpu(&mut system, pid)
+}
+
+fn own_cpu(system: &mut System, pid: Pid) -> Option<Duration> {
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        false,
+        ProcessRefreshKind::nothing().with_cpu(),
+    );
+    system.process(pid).map(|p| Duration::from_millis(p.accumulated_cpu_time()))
+}
+
+/// The CPU time of the processes named `postgres` (PostgreSQL's backends
+/// and helpers). A process that exits between two readings takes its time
+/// with it: measure with pools that stay connected.
+fn postgres_cpu(system: &mut System) -> Duration {
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing().with_cpu());
+    let millis = system.processes().values().filter(|p| p.name() == "postgres").map(|p| p.accumulated_cpu_time()).sum();
+    Duration::from_millis(millis)
+}
+
+/// What [`CpuMeter::finish`] measured; adds up over rounds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct CpuUse {
+    /// This process's CPU time.
+    pub(crate) client: Duration,
+    /// PostgreSQL's processes' CPU time.
+    pub(crate) postgres: Duration,
+    /// Wall time times the machine's average busy share of all its cores.
+    pub(crate) busy: Duration,
+    /// Wall time times the number of cores.
+    pub(crate) capacity: Duration,
+}
+
+impl CpuUse {
+    /// Adds a later measurement.
+    pub(crate) fn add(&mut self, other: CpuUse) {
+        self.client += other.client;
+        self.postgres += other.postgres;
+        self.busy += other.busy;
+        self.capacity += other.capacity;
+    }
+
+    /// Client CPU per operation, in microseconds (NaN for no operations).
+    pub(crate) fn client_us(&self, ops: u64) -> f64 {
+        per_op_us(self.client, ops)
+    }
+
+    /// PostgreSQL CPU per operation, in microseconds (NaN for no operations).
+    pub(crate) fn postgres_us(&self, ops: u64) -> f64 {
+        per_op_us(self.postgres, ops)
+    }
+
+    /// The machine's busy share of all its cores, in percent.
+    pub(crate) fn busy_percent(&self) -> f64 {
+        if self.capacity.is_zero() { f64::NAN } else { 100.0 * self.busy.as_secs_f64() / self.capacity.as_secs_f64() }
+    }
+}
+
+fn per_op_us(cpu: Duration, ops: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // counts far below 2^52
+    if ops == 0 { f64::NAN } else { cpu.as_secs_f64() * 1e6 / ops as f64 }
+}
+
+/// Measures [`CpuUse`] from [`CpuMeter::start`] to [`CpuMeter::finish`].
+pub(crate) struct CpuMeter {
+    system: System,
+    pid: Option<Pid>,
+    client: Option<Duration>,
+    postgres: Duration,
+    started: Instant,
+}
+
+impl CpuMeter {
+    /// Starts measuring (`None` where the platform does not tell CPU times).
+    pub(crate) fn start() -> Option<CpuMeter> {
+        let mut system =
+            System::new_with_specifics(RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing().with_usage())).ok()?;
+        let postgres = postgres_cpu(&mut system);
+        system.refresh_cpu_usage();
+        let pid = sysinfo::get_current_pid().ok();
+        // Last, so that reading the other processes counts before the window.
+        let client = pid.and_then(|pid| own_cpu(&mut system, pid));
+        Some(CpuMeter { system, pid, client, postgres, started: Instant::now() })
+    }
+
+    /// What was spent since [`CpuMeter::start`].
+    pub(crate) fn finish(mut self) -> CpuUse {
+        // First, so that reading the other processes counts after the window.
+        let client = self.pid.and_then(|pid| own_cpu(&mut self.system, pid));
+        let wall = self.started.elapsed();
+        self.system.refresh_cpu_usage();
+        let busy_share = f64::from(self.system.global_cpu_usage()) / 100.0;
+        let cores = u32::try_from(self.system.cpus().len()).unwrap_or(u32::MAX).max(1);
+        let postgres = postgres_cpu(&mut self.system).saturating_sub(self.postgres);
+        CpuUse {
+            client: client.zip(self.client).map_or(Duration::ZERO, |(after, before)| after.saturating_sub(before)),
+            postgres,
+            busy: (wall * cores).mul_f64(busy_share.clamp(0.0, 1.0)),
+            capacity: wall * cores,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_loop_shows_as_client_cpu_and_machine_load() {
+        let meter = CpuMeter::start().unwrap();
+        let until = Instant::now() + Duration::from_millis(300);
+        let mut x = 0_u64;
+        while Instant::now() < until {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = meter.finish();
+        assert!(used.client >= Duration::from_millis(150), "{used:?}");
+        assert!(used.busy_percent() > 0.0 && used.busy_percent() <= 100.0, "{used:?}");
+        assert!((used.client_us(1_000) - used.client.as_secs_f64() * 1e3).abs() < 1e-6);
+        assert!(used.postgres_us(0).is_nan());
+    }
+
+    #[test]
+    fn uses_add_up() {
+        let one = CpuUse {
+            client: Duration::from_millis(10),
+            postgres: Duration::from_millis(20),
+            busy: Duration::from_millis(30),
+            capacity: Duration::from_millis(60),
+        };
+        let mut total = one;
+        total.add(one);
+        assert_eq!(total.postgres, Duration::from_millis(40));
+        assert!((total.busy_percent() - 50.0).abs() < 1e-9);
+    }
+}
