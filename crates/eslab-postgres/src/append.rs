@@ -517,16 +517,16 @@ impl Batch {
         strategy: AppendStrategy,
         notify: bool,
     ) -> sqlx::Result<Vec<PgRow>> {
-        // Any (0), no stream (1) and exact (3) version 0 accept a missing stream.
-        let accepts_missing =
-            matches!((self.kinds.first(), self.expected.first()), (Some(0 | 1), _) | (Some(3), Some(0)));
-        // No stream (1) and exact (3) name the version they expect.
-        let names_version = matches!(self.kinds.first(), Some(1 | 3));
-        let sql = match strategy {
-            AppendStrategy::UniqueIndex if names_version => APPEND_UNIQUE_EXACT_SQL,
-            AppendStrategy::UniqueIndex => APPEND_UNIQUE_ONE_SQL,
-            AppendStrategy::VersionRow if accepts_missing => APPEND_UPSERT_SQL,
-            AppendStrategy::VersionRow => APPEND_UPDATE_SQL,
+        // Kinds: any (0), no stream (1), stream exists (2), exact (3).
+        let sql = match (strategy, self.kinds.first(), self.expected.first()) {
+            // No stream and exact name the version they expect.
+            (AppendStrategy::UniqueIndex, Some(1 | 3), _) => APPEND_UNIQUE_EXACT_SQL,
+            (AppendStrategy::UniqueIndex, ..) => APPEND_UNIQUE_ONE_SQL,
+            // Any, no stream and exact version 0 accept a missing stream.
+            (AppendStrategy::VersionRow, Some(0 | 1), _) | (AppendStrategy::VersionRow, Some(3), Some(0)) => {
+                APPEND_UPSERT_SQL
+            }
+            (AppendStrategy::VersionRow, ..) => APPEND_UPDATE_SQL,
         };
         let one_event = self.ev_ids.len() == 1;
         let rows = self.event_rows();
