@@ -33,6 +33,8 @@ enum Variant {
     StoreUnique,
     /// eslab's group commit.
     Group,
+    /// Group commit on the [`AppendStrategy::UniqueIndex`] store.
+    GroupUnique,
     /// Group commit with four callers per stream: conflicts, each failing
     /// only its own caller.
     GroupShared,
@@ -45,6 +47,7 @@ impl Variant {
             Variant::Store => "store (one commit each)",
             Variant::StoreUnique => "store, UniqueIndex (one commit each)",
             Variant::Group => "GroupCommit",
+            Variant::GroupUnique => "GroupCommit, UniqueIndex",
             Variant::GroupShared => "GroupCommit, 4 callers per stream",
         }
     }
@@ -92,8 +95,8 @@ struct Stores {
 const POOL: u32 = 44;
 
 /// Every variant, in the order a round runs them.
-const VARIANTS: [Variant; 5] =
-    [Variant::Raw, Variant::Store, Variant::StoreUnique, Variant::Group, Variant::GroupShared];
+const VARIANTS: [Variant; 6] =
+    [Variant::Raw, Variant::Store, Variant::StoreUnique, Variant::Group, Variant::GroupUnique, Variant::GroupShared];
 
 async fn measure(
     lab: &Lab,
@@ -115,6 +118,9 @@ async fn measure(
         Variant::StoreUnique => Appender::Store { store: stores.unique.clone(), prefix, streams },
         Variant::Group | Variant::GroupShared => {
             Appender::Store { store: store.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
+        }
+        Variant::GroupUnique => {
+            Appender::Store { store: stores.unique.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
         }
     };
     let meter = CpuMeter::start();
@@ -243,20 +249,23 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
         .iter()
         .filter_map(|&n| {
             let at = |v| measured.iter().find(|m| m.callers == n && m.variant == v);
-            let (raw, store, unique, group, shared) = (
+            let (raw, store, unique, group, group_unique, shared) = (
                 at(Variant::Raw)?,
                 at(Variant::Store)?,
                 at(Variant::StoreUnique)?,
                 at(Variant::Group)?,
+                at(Variant::GroupUnique)?,
                 at(Variant::GroupShared)?,
             );
-            let stored_once = [store, unique, group, shared].iter().all(|m| m.stored == m.appends);
+            let stored_once = [store, unique, group, group_unique, shared].iter().all(|m| m.stored == m.appends);
+            let (group_unique_lo, group_unique_hi) = round_ratios(group_unique, raw);
             let (lo, hi) = round_ratios(group, raw);
             let (store_lo, store_hi) = round_ratios(store, raw);
             let (unique_lo, unique_hi) = round_ratios(unique, raw);
             Some(format!(
                 "{n} callers: GroupCommit {:.0} appends/s = {:.2}× raw one-commit-per-row ({:.0}/s; {lo:.2}-{hi:.2}× \
-                 round by round) and {:.2}× \
+                 round by round; with UniqueIndex {:.0}/s = {:.2}× raw, {group_unique_lo:.2}-{group_unique_hi:.2}, \
+                 CPU {:.0} + {:.0} µs, machine {:.0}% busy) and {:.2}× \
                  the store committing each append ({:.0}/s = {:.2}× raw, {store_lo:.2}-{store_hi:.2}; with \
                  UniqueIndex {:.0}/s = {:.2}× raw, {unique_lo:.2}-{unique_hi:.2}); p99 {:.2} ms vs {:.2} ms; with 4 \
                  callers per stream {:.0} appends/s and {} conflicts, each failing only its own caller; every \
@@ -265,6 +274,11 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
                 group.per_s,
                 ratio(group.per_s, raw.per_s),
                 raw.per_s,
+                group_unique.per_s,
+                ratio(group_unique.per_s, raw.per_s),
+                group_unique.cpu.client_us(group_unique.appends),
+                group_unique.cpu.postgres_us(group_unique.appends),
+                group_unique.cpu.busy_percent(),
                 ratio(group.per_s, store.per_s),
                 store.per_s,
                 ratio(store.per_s, raw.per_s),
@@ -300,7 +314,7 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
          on its own stream. Store: PostgresStore::append (one statement, one commit; the default coalesced NOTIFY after the commit), \
          with the default AppendStrategy::VersionRow and, in a schema of its own, AppendStrategy::UniqueIndex. \
          GroupCommit: PostgresStore::with_group_commit with default options (up to 512 appends per statement, two \
-         statements in flight). PostgreSQL default settings (fsync on, synchronous_commit on); pools of {POOL} connections \
+         statements in flight), on each of the two stores. PostgreSQL default settings (fsync on, synchronous_commit on); pools of {POOL} connections \
          (the store's, which the raw baseline uses too, and the UniqueIndex store's)."
         ),
         "CPU: this process's CPU time while the callers ran (the client: eslab, sqlx, tokio and the lab's \

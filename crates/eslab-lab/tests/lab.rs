@@ -125,8 +125,8 @@ async fn ordering_eslab_feed_misses_nothing_and_counts_add_up() {
 async fn group_commit_keeps_every_acknowledged_append_once() {
     let r = report_of("group-commit").await;
     let t = &r.table;
-    // 2 caller counts × raw, store (both strategies), group, group with shared streams.
-    assert_eq!(t.rows.len(), 2 * 5, "{t:?}");
+    // 2 caller counts × raw, store (both strategies), group (both strategies), group with shared streams.
+    assert_eq!(t.rows.len(), 2 * 6, "{t:?}");
     for row in &t.rows {
         // Each caller does at least 5 appends at the tiny scale.
         assert!(num(t, row, "appends") >= 5.0 * num(t, row, "callers"), "{row:?}");

@@ -15,13 +15,26 @@ pub(crate) fn db(e: sqlx::Error) -> Error {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
-        // sqlx has no error kind for these; class 08 (connection exception) and
-        // 57P01..57P03 (admin shutdown, crash shutdown, cannot connect now) mean
-        // "the server went away", which callers should treat as a retryable 503.
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+        // Callers should treat these as a retryable 503.
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| server_gone(&c)),
         _ => false,
     };
     if unavailable { Error::Unavailable(Box::new(e)) } else { Error::Backend(Box::new(e)) }
+}
+
+/// Whether a SQLSTATE means "the server went away": class 08 (connection
+/// exception) and 57P01..57P03 (admin shutdown, crash shutdown, cannot
+/// connect now). sqlx has no error kind for these.
+fn server_gone(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57P0")
+}
+
+/// Whether a connection is still usable after a statement failed on it with
+/// `e`: the server refused the statement (a constraint, a deadlock, …), not
+/// the session. Anything else (I/O, protocol, the server going away) may
+/// have left it broken or out of step.
+pub(crate) fn connection_survives(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if !d.code().is_some_and(|c| server_gone(&c)))
 }
 
 /// Whether the server aborted the statement so that it can simply be retried:

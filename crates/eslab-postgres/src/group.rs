@@ -20,10 +20,12 @@ use std::time::Instant;
 
 use eslab_core::{AppendResult, Error, EventAppender, Result, StreamAppend};
 use futures_util::future::join_all;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::append::{Batch, GroupOutcome};
-use crate::error::db;
+use crate::error::{connection_survives, db};
 use crate::{Notify, PostgresStore};
 
 /// Settings of group commit ([`PostgresOptions::group_commit`](crate::PostgresOptions::group_commit),
@@ -72,6 +74,17 @@ impl GroupCommitOptions {
     /// concurrent callers go out as that many statements side by side rather
     /// than as one large statement executed by one PostgreSQL backend while
     /// the others wait.
+    ///
+    /// Each flusher keeps one connection of its own, outside the store's
+    /// pool, named `eslab-group-<schema>` (`application_name`): opened with
+    /// the pool's settings for its first statement (within the pool's
+    /// acquire timeout) and again after a failure that may have broken it,
+    /// closed when the flushers stop. So the server sees up to
+    /// `max_connections` plus this many connections from the store. Taking a
+    /// pooled connection per statement instead spreads the statements over
+    /// every backend the pool has open, each with cold caches: at 32 callers
+    /// that cost about 40% more server CPU per append (see
+    /// `docs/lab.md`, experiment 4).
     #[must_use]
     pub fn flushers(mut self, n: usize) -> Self {
         self.flushers = n.max(1);
@@ -90,7 +103,7 @@ impl GroupCommitOptions {
 pub(crate) const BATCH_APPENDS: &str = "eslab_group_commit_appends";
 /// Histogram: seconds the oldest append of a group waited in the queue before its statement was sent.
 pub(crate) const QUEUED_SECONDS: &str = "eslab_group_commit_queued_seconds";
-/// Histogram: seconds from taking a connection to the committed statement's rows, per group.
+/// Histogram: seconds from the flusher's connection (opened first when it has none) to the committed statement's rows, per group.
 pub(crate) const STATEMENT_SECONDS: &str = "eslab_group_commit_statement_seconds";
 
 /// One caller's append, waiting for its statement.
@@ -116,8 +129,12 @@ pub(crate) fn spawn(direct: PostgresStore, options: &GroupCommitOptions) -> Resu
         .map_err(|_| Error::InvalidRequest("group commit must be started inside a Tokio runtime".into()))?;
     let (queue, rx) = mpsc::channel(options.queue);
     let shared = Arc::new(Shared { rx: Mutex::new(rx), flushers: options.flushers, sending: AtomicUsize::new(0) });
+    // Named, so operators (and tests) can find the flushers' backends.
+    let mut name = format!("eslab-group-{}", direct.schema());
+    name.truncate(63);
+    let connect = direct.pool().connect_options().as_ref().clone().application_name(&name);
     for _ in 0..options.flushers {
-        runtime.spawn(flusher(direct.clone(), Arc::clone(&shared), options.max_batch));
+        runtime.spawn(flusher(direct.clone(), connect.clone(), Arc::clone(&shared), options.max_batch));
     }
     Ok(queue)
 }
@@ -180,10 +197,13 @@ impl Drop for Sending<'_> {
 
 /// Takes batches off the shared queue and commits them, until every sender
 /// is gone and nothing is left.
-async fn flusher(store: PostgresStore, shared: Arc<Shared>, max_batch: usize) {
+async fn flusher(store: PostgresStore, connect: PgConnectOptions, shared: Arc<Shared>, max_batch: usize) {
     // Appends to a stream already in the batch wait for the next one: the
     // statement judges each stream once.
     let mut carried: VecDeque<Request> = VecDeque::new();
+    // The flusher's own connection, kept from one statement to the next (see
+    // [`GroupCommitOptions::flushers`]).
+    let mut conn: Option<PgConnection> = None;
     loop {
         // With appends carried over, never wait for the queue: another
         // flusher may hold it while waiting for new work, and the carried
@@ -196,7 +216,12 @@ async fn flusher(store: PostgresStore, shared: Arc<Shared>, max_batch: usize) {
                 if carried.is_empty() {
                     match queue.recv().await {
                         Some(request) => carried.push_back(request),
-                        None => return,
+                        None => {
+                            if let Some(conn) = conn.take() {
+                                let _ = conn.close().await;
+                            }
+                            return;
+                        }
                     }
                 }
                 gather(&mut queue, &mut carried, max_batch, || shared.idle()).await;
@@ -215,7 +240,7 @@ async fn flusher(store: PostgresStore, shared: Arc<Shared>, max_batch: usize) {
             }
         }
         carried = later;
-        flush(&store, batch).await;
+        flush(&store, &mut conn, &connect, batch).await;
         drop(sending);
     }
 }
@@ -264,8 +289,15 @@ async fn gather(
     }
 }
 
-/// Commits `requests` in one statement and answers each caller.
-async fn flush(store: &PostgresStore, requests: Vec<Request>) {
+/// Commits `requests` in one statement on the flusher's connection `held`
+/// (opened with `connect` the first time, and again after an error that may
+/// have broken it) and answers each caller.
+async fn flush(
+    store: &PostgresStore,
+    held: &mut Option<PgConnection>,
+    connect: &PgConnectOptions,
+    requests: Vec<Request>,
+) {
     let started = Instant::now();
     if let Some(oldest) = requests.iter().map(|r| r.queued).min() {
         metrics::histogram!(QUEUED_SECONDS).record(started.duration_since(oldest).as_secs_f64());
@@ -283,8 +315,22 @@ async fn flush(store: &PostgresStore, requests: Vec<Request>) {
         Err((_, appends)) => return alone(store, appends, replies).await,
     };
     let notify = store.options().notify == Notify::InTransaction;
-    let executed = match store.pool().acquire().await {
-        Ok(mut conn) => batch.execute_group(&mut conn, store.options().strategy, notify).await,
+    let conn = match held {
+        Some(conn) => Ok(conn),
+        None => tokio::time::timeout(store.options().acquire_timeout, PgConnection::connect_with(connect))
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .map(|conn| held.insert(conn)),
+    };
+    let executed = match conn {
+        Ok(conn) => {
+            let executed = batch.execute_group(conn, store.options().strategy, notify).await;
+            if executed.as_ref().is_err_and(|e| !connection_survives(e)) {
+                // The next statement opens a new one.
+                *held = None;
+            }
+            executed
+        }
         Err(e) => {
             let e = db(e);
             let unavailable = e.is_unavailable();

@@ -181,6 +181,72 @@ fn every_expectation_gets_its_lone_verdict_inside_a_group() {
     });
 }
 
+/// The backends of the group-commit flushers of the store in `schema`, by pid.
+async fn flusher_backends(pool: &sqlx::PgPool, schema: &str) -> Vec<i32> {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid")
+        .bind(format!("eslab-group-{schema}"))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// `callers` concurrent callers, each appending `appends` single events to a
+/// stream of its own (`<tag><caller>`): every append lands at the version
+/// after the one its caller saw.
+async fn burst(store: &PostgresStore, tag: &str, callers: u64, appends: u64) {
+    let tasks: Vec<_> = (0..callers)
+        .map(|c| {
+            let store = store.clone();
+            let s = stream(&format!("{tag}{c}"));
+            tokio::spawn(async move {
+                for n in 0..appends {
+                    let r = store.append(&s, ExpectedVersion::Exact(Version::new(n)), vec![event(n)]).await;
+                    assert_eq!(r.unwrap().version, Version::new(n + 1), "{s}");
+                }
+                assert_eq!(store.stream_version(&s).await.unwrap(), Version::new(appends), "{s}");
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+/// Each flusher sends its statements on one connection of its own, named
+/// for the store's schema (not on whichever pooled connection is free); a
+/// flusher whose connection was killed answers its callers through the
+/// store's own path and opens a new one; the connections close with the
+/// flushers.
+#[test]
+fn flushers_keep_their_own_connections_and_replace_a_killed_one() {
+    eslab_testing::block_on(async {
+        let schema = SchemaStore::new().await;
+        let (pool, name) = (schema.store.pool().clone(), schema.store.schema().to_owned());
+        let group = schema.store.with_group_commit(GroupCommitOptions::default().flushers(2)).unwrap();
+        burst(&group, "before", 16, 10).await;
+        let before = flusher_backends(&pool, &name).await;
+        assert!((1..=2).contains(&before.len()), "at most one connection per flusher: {before:?}");
+
+        let killed: Vec<bool> = sqlx::query_scalar("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+            .bind(&before)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(killed.iter().all(|k| *k), "{killed:?}");
+        burst(&group, "after", 16, 10).await;
+        let after = flusher_backends(&pool, &name).await;
+        assert!((1..=2).contains(&after.len()), "the flushers connected again: {after:?}");
+        assert!(after.iter().all(|pid| !before.contains(pid)), "new backends: {before:?} then {after:?}");
+
+        drop(group);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !flusher_backends(&pool, &name).await.is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the flushers' connections outlived the store");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+}
+
 /// The suite again, grouping over the unique-index append strategy.
 mod unique_index {
     use eslab_postgres::{AppendStrategy, GroupCommitOptions};
