@@ -3,6 +3,7 @@
 //! processes on this machine; nothing when the server is elsewhere) and how
 //! busy the whole machine was, read through `sysinfo`.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sysinfo::{CpuRefreshKind, Pid, ProcessRefreshKind, ProcessesToUpdate, RefreshKind, System};
@@ -25,16 +26,27 @@ fn own_cpu(system: &mut System, pid: Pid) -> Option<Duration> {
     system.process(pid).map(|p| Duration::from_millis(p.accumulated_cpu_time()))
 }
 
-/// The CPU time of the processes named `postgres` (PostgreSQL's backends
-/// and helpers). A process that exits between two readings takes its time
-/// with it: measure with pools that stay connected.
-fn postgres_cpu(system: &mut System) -> Duration {
+/// The CPU time of each process named `postgres` (PostgreSQL's backends
+/// and helpers), by pid.
+fn postgres_cpu(system: &mut System) -> HashMap<Pid, Duration> {
     system.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing().with_cpu());
-    let millis = system.processes().values().filter(|p| p.name() == "postgres").map(|p| p.accumulated_cpu_time()).sum();
-    Duration::from_millis(millis)
+    system
+        .processes()
+        .iter()
+        .filter(|(_, p)| p.name() == "postgres")
+        .map(|(pid, p)| (*pid, Duration::from_millis(p.accumulated_cpu_time())))
+        .collect()
 }
 
-/// What [`CpuMeter::finish`] measured; adds up over rounds.
+/// The CPU the `postgres` processes alive at `after` spent since `before`
+/// (a process started in between counts from zero). A process that exited
+/// in between is left out: what it spent in the window is gone with it, and
+/// subtracting what it had spent before would charge the window for a
+/// connection that merely closed (as a previous variant's pool does).
+fn postgres_spent(before: &HashMap<Pid, Duration>, after: &HashMap<Pid, Duration>) -> Duration {
+    after.iter().map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or_default())).sum()
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub(crate) struct CpuUse {
     /// This process's CPU time.
@@ -82,7 +94,7 @@ pub(crate) struct CpuMeter {
     system: System,
     pid: Option<Pid>,
     client: Option<Duration>,
-    postgres: Duration,
+    postgres: HashMap<Pid, Duration>,
     started: Instant,
 }
 
@@ -107,7 +119,7 @@ impl CpuMeter {
         self.system.refresh_cpu_usage();
         let busy_share = f64::from(self.system.global_cpu_usage()) / 100.0;
         let cores = u32::try_from(self.system.cpus().len()).unwrap_or(u32::MAX).max(1);
-        let postgres = postgres_cpu(&mut self.system).saturating_sub(self.postgres);
+        let postgres = postgres_spent(&self.postgres, &postgres_cpu(&mut self.system));
         CpuUse {
             client: client.zip(self.client).map_or(Duration::ZERO, |(after, before)| after.saturating_sub(before)),
             postgres,
@@ -137,6 +149,15 @@ mod tests {
         assert!(used.busy_percent() > 0.0 && used.busy_percent() <= 100.0, "{used:?}");
         assert!((used.client_us(1_000) - used.client.as_secs_f64() * 1e3).abs() < 1e-6);
         assert!(used.postgres_us(0).is_nan());
+    }
+
+    #[test]
+    fn a_closed_connection_does_not_take_cpu_off_the_window() {
+        let before = HashMap::from([(Pid::from(1), Duration::from_secs(5)), (Pid::from(2), Duration::from_millis(10))]);
+        // 1 exited (a closed connection), 2 spent 30 ms, 3 started and spent 7 ms.
+        let after =
+            HashMap::from([(Pid::from(2), Duration::from_millis(40)), (Pid::from(3), Duration::from_millis(7))]);
+        assert_eq!(postgres_spent(&before, &after), Duration::from_millis(37));
     }
 
     #[test]

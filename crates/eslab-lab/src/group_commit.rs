@@ -319,7 +319,8 @@ fn report(measured: &[Measured], callers: &[u64], budget: Budget, rounds: usize)
         ),
         "CPU: this process's CPU time while the callers ran (the client: eslab, sqlx, tokio and the lab's \
          bookkeeping) and that of the processes named postgres on this machine (none when the server is \
-         elsewhere), each divided by the appends; machine busy: the share of all cores in use over the same \
+         elsewhere; a backend that exits during the window, such as a previous variant's connection closing, is \
+         left out), each divided by the appends; machine busy: the share of all cores in use over the same \
          window (sysinfo; 10 ms ticks). A variant whose machine is far from 100% busy is waiting (for commits, for \
          its callers), not computing."
             .to_owned(),
