@@ -16,7 +16,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use eslab_core::{AppendResult, Error, EventAppender, Result, StreamAppend};
 use futures_util::future::join_all;
@@ -25,7 +25,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::append::{Batch, GroupOutcome};
-use crate::error::{connection_survives, db};
+use crate::error::connection_survives;
 use crate::{Notify, PostgresStore};
 
 /// Settings of group commit ([`PostgresOptions::group_commit`](crate::PostgresOptions::group_commit),
@@ -54,9 +54,12 @@ pub struct GroupCommitOptions {
     queue: usize,
 }
 
+/// The default [`GroupCommitOptions::flushers`].
+pub const DEFAULT_GROUP_FLUSHERS: usize = 2;
+
 impl Default for GroupCommitOptions {
     fn default() -> Self {
-        GroupCommitOptions { max_batch: 512, flushers: 2, queue: 8192 }
+        GroupCommitOptions { max_batch: 512, flushers: DEFAULT_GROUP_FLUSHERS, queue: 8192 }
     }
 }
 
@@ -80,7 +83,11 @@ impl GroupCommitOptions {
     /// the pool's settings for its first statement (within the pool's
     /// acquire timeout) and again after a failure that may have broken it,
     /// closed when the flushers stop. So the server sees up to
-    /// `max_connections` plus this many connections from the store. Taking a
+    /// `max_connections` plus this many connections from the store. A
+    /// flusher that cannot open its connection (the server or the role at
+    /// its connection limit) sends its batches through the pool instead, one
+    /// append per statement, logs a warning, and tries again a second later.
+    /// Taking a
     /// pooled connection per statement instead spreads the statements over
     /// every backend the pool has open, each with cold caches: at 32 callers
     /// that cost about 40% more server CPU per append (see
@@ -204,6 +211,8 @@ async fn flusher(store: PostgresStore, connect: PgConnectOptions, shared: Arc<Sh
     // The flusher's own connection, kept from one statement to the next (see
     // [`GroupCommitOptions::flushers`]).
     let mut conn: Option<PgConnection> = None;
+    // When the last attempt to open it failed (warned once, until one succeeds).
+    let mut refused: Option<Instant> = None;
     loop {
         // With appends carried over, never wait for the queue: another
         // flusher may hold it while waiting for new work, and the carried
@@ -240,7 +249,7 @@ async fn flusher(store: PostgresStore, connect: PgConnectOptions, shared: Arc<Sh
             }
         }
         carried = later;
-        flush(&store, &mut conn, &connect, batch).await;
+        flush(&store, &mut conn, &connect, &mut refused, batch).await;
         drop(sending);
     }
 }
@@ -289,13 +298,21 @@ async fn gather(
     }
 }
 
+/// How long a flusher whose connection was refused sends its batches
+/// through the pool before it tries to open one again.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+
 /// Commits `requests` in one statement on the flusher's connection `held`
 /// (opened with `connect` the first time, and again after an error that may
-/// have broken it) and answers each caller.
+/// have broken it) and answers each caller. When it cannot be opened
+/// (`refused`: when the last attempt failed), batches go through the pool,
+/// and the next attempt waits [`RECONNECT_AFTER`]: a refused connection
+/// still costs the server a process.
 async fn flush(
     store: &PostgresStore,
     held: &mut Option<PgConnection>,
     connect: &PgConnectOptions,
+    refused: &mut Option<Instant>,
     requests: Vec<Request>,
 ) {
     let started = Instant::now();
@@ -317,6 +334,9 @@ async fn flush(
     let notify = store.options().notify == Notify::InTransaction;
     let conn = match held {
         Some(conn) => Ok(conn),
+        None if refused.is_some_and(|at| at.elapsed() < RECONNECT_AFTER) => {
+            return alone(store, batch.into_appends(), replies).await;
+        }
         None => tokio::time::timeout(store.options().acquire_timeout, PgConnection::connect_with(connect))
             .await
             .unwrap_or(Err(sqlx::Error::PoolTimedOut))
@@ -332,20 +352,17 @@ async fn flush(
             executed
         }
         Err(e) => {
-            let e = db(e);
-            let unavailable = e.is_unavailable();
-            let message =
-                format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
-            for reply in replies {
-                let _ = reply.send(Err(if unavailable {
-                    Error::Unavailable(message.clone().into())
-                } else {
-                    Error::backend(message.clone())
-                }));
+            // The server or the role may be at its connection limit while
+            // the pool holds connections of its own: the pool still serves.
+            if refused.replace(Instant::now()).is_none() {
+                tracing::warn!(error = %e, "group commit: a flusher cannot open its connection; its batches go through the pool until it can");
             }
-            return;
+            return alone(store, batch.into_appends(), replies).await;
         }
     };
+    if refused.take().is_some() {
+        tracing::info!("group commit: the flusher has its own connection again");
+    }
     metrics::histogram!(STATEMENT_SECONDS).record(started.elapsed().as_secs_f64());
     match executed {
         Ok(rows) => {

@@ -137,7 +137,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 
-pub use group::GroupCommitOptions;
+pub use group::{DEFAULT_GROUP_FLUSHERS, GroupCommitOptions};
 pub use listener::{Listener, Wake};
 pub use url::redact_url;
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use eslab_core::{Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, StreamId, Version};
-use eslab_postgres::{GroupCommitOptions, PostgresStore};
+use eslab_postgres::{GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
 use eslab_testing::pg::SchemaStore;
 use futures_util::StreamExt;
 
@@ -243,6 +243,53 @@ fn flushers_keep_their_own_connections_and_replace_a_killed_one() {
         while !flusher_backends(&pool, &name).await.is_empty() {
             assert!(tokio::time::Instant::now() < deadline, "the flushers' connections outlived the store");
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+}
+
+/// A flusher that cannot open a connection of its own (here the store's
+/// role is at its connection limit, with both of the pool's connections
+/// open) sends its batch through the pool's connections, one append at a
+/// time, instead of failing its callers.
+#[test]
+fn a_flusher_without_a_connection_of_its_own_goes_through_the_pool() {
+    eslab_testing::block_on(async {
+        let schema = SchemaStore::new().await;
+        let (pool, name) = (schema.store.pool().clone(), schema.store.schema().to_owned());
+        let role = format!("{name}_limited");
+        // sql-ident: `name` comes from eslab_testing::pg::unique_name ([a-z0-9_] only).
+        let grants = format!(
+            "CREATE ROLE \"{role}\" LOGIN; GRANT USAGE ON SCHEMA \"{name}\" TO \"{role}\"; \
+             GRANT ALL ON ALL TABLES IN SCHEMA \"{name}\" TO \"{role}\"; \
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA \"{name}\" TO \"{role}\""
+        );
+        sqlx::raw_sql(&grants).execute(&pool).await.unwrap();
+
+        let mut url = url::Url::parse(schema.fresh_schema().url()).unwrap();
+        url.set_username(&role).unwrap();
+        let options = PostgresOptions::new(url.as_str(), &name).max_connections(2).notify(Notify::Off);
+        let limited = PostgresStore::connect_lazy(options).unwrap();
+        // Both pooled connections open, then the role may open no more.
+        let (a, b) = tokio::join!(limited.pool().acquire(), limited.pool().acquire());
+        drop((a.unwrap(), b.unwrap()));
+        // sql-ident: as above.
+        let limit = format!("ALTER ROLE \"{role}\" CONNECTION LIMIT 2");
+        sqlx::raw_sql(&limit).execute(&pool).await.unwrap();
+
+        let group = limited.with_group_commit(GroupCommitOptions::default().flushers(2)).unwrap();
+        burst(&group, "limited", 8, 5).await;
+        assert_eq!(flusher_backends(&pool, &name).await, Vec::<i32>::new(), "no flusher could connect");
+        drop((group, limited));
+
+        // sql-ident: as above.
+        let cleanup = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'; \
+             DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
+        );
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while let Err(e) = sqlx::raw_sql(&cleanup).execute(&pool).await {
+            assert!(tokio::time::Instant::now() < deadline, "cannot drop role {role}: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     });
 }
