@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use eslab_memory::MemoryStore;
 use eslab_nats::{NatsOptions, NatsStore};
-use eslab_postgres::{GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
+use eslab_postgres::{DEFAULT_GROUP_FLUSHERS, GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
 use eslab_sqlite::SqliteStore;
 
 use crate::{AnyStore, Error, OnNats, redact};
@@ -193,6 +193,18 @@ pub struct PostgresSettings {
         action = clap::ArgAction::Set
     )]
     pub group_commit: bool,
+    /// With group commit, how many group statements may be in flight at
+    /// once, each on a connection of its own besides the pool
+    /// ([`GroupCommitOptions::flushers`]).
+    #[arg(
+        id = "pg_group_flushers",
+        long = "pg-group-flushers",
+        value_name = "PG_GROUP_FLUSHERS",
+        env = "ESLAB_PG_GROUP_FLUSHERS",
+        default_value_t = DEFAULT_GROUP_FLUSHERS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..1024)
+    )]
+    pub group_flushers: usize,
     /// How long, in milliseconds, appends are gathered before the NOTIFY
     /// that wakes other processes' readers (the wake-up delay it adds is at
     /// most this plus one round trip).
@@ -207,12 +219,14 @@ pub struct PostgresSettings {
 }
 
 impl Default for PostgresSettings {
-    /// [`DEFAULT_PG_MAX_CONNECTIONS`] connections, group commit on, a NOTIFY
-    /// window of [`DEFAULT_PG_NOTIFY_WINDOW_MS`].
+    /// [`DEFAULT_PG_MAX_CONNECTIONS`] connections, group commit on with
+    /// [`DEFAULT_GROUP_FLUSHERS`] flushers, a NOTIFY window of
+    /// [`DEFAULT_PG_NOTIFY_WINDOW_MS`].
     fn default() -> Self {
         PostgresSettings {
             max_connections: DEFAULT_PG_MAX_CONNECTIONS,
             group_commit: true,
+            group_flushers: DEFAULT_GROUP_FLUSHERS,
             notify_window_ms: DEFAULT_PG_NOTIFY_WINDOW_MS,
         }
     }
@@ -227,7 +241,11 @@ impl PostgresSettings {
             .max_connections(self.max_connections.max(2))
             .notify(Notify::AfterCommit)
             .notify_window(Duration::from_millis(self.notify_window_ms));
-        if self.group_commit { options.group_commit(GroupCommitOptions::default()) } else { options }
+        if self.group_commit {
+            options.group_commit(GroupCommitOptions::default().flushers(self.group_flushers))
+        } else {
+            options
+        }
     }
 }
 

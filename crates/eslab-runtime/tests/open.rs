@@ -59,7 +59,7 @@ async fn postgres_in_the_schema_with_the_pool_asked_for() {
     let schema = FreshSchema::new("eslab_runtime");
     let settings = StoreSettings {
         schema: Some(schema.name().to_owned()),
-        postgres: PostgresSettings { max_connections: 3, group_commit: false, notify_window_ms: 2 },
+        postgres: PostgresSettings { max_connections: 3, group_commit: false, group_flushers: 2, notify_window_ms: 2 },
         ..StoreSettings::new(schema.url())
     };
     let store = settings.open().await.unwrap();
@@ -122,15 +122,22 @@ fn flags_fill_the_settings() {
         "7",
         "--pg-group-commit",
         "false",
+        "--pg-group-flushers",
+        "3",
         "--pg-notify-window-ms",
         "5",
     ])
     .unwrap();
     assert_eq!(cli.store.database_url, "memory:");
     assert_eq!(cli.store.schema(), "mine");
-    assert_eq!(cli.postgres, PostgresSettings { max_connections: 7, group_commit: false, notify_window_ms: 5 });
+    assert_eq!(
+        cli.postgres,
+        PostgresSettings { max_connections: 7, group_commit: false, group_flushers: 3, notify_window_ms: 5 }
+    );
     assert_eq!(StoreSettings::new("memory:").schema(), "eslab");
     assert_eq!(StoreSettings::new("memory:").postgres, PostgresSettings::default());
+    let none = Cli::try_parse_from(["test", "--pg-group-flushers", "0"]).unwrap_err();
+    assert!(none.to_string().contains("--pg-group-flushers"), "{none}");
 }
 
 /// `nats://` opens the events on JetStream (a stream of the test's own on the
