@@ -43,15 +43,9 @@ async fn writer(store: NatsStore, w: usize, errors: Arc<AtomicUsize>) -> Tally {
     while tally.acked.len() < PER_WRITER {
         n += 1;
         let stream = &streams[(n % 3) as usize];
-        let version = match store.stream_version(stream).await {
-            Ok(v) => v,
-            Err(e) if e.is_unavailable() => {
-                tally.unavailable += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-            Err(e) => panic!("writer {w}: read failed with {e:?}"),
-        };
+        let (version, unavailable) = retry_unavailable(Duration::from_secs(240), || store.stream_version(stream)).await;
+        tally.unavailable += unavailable;
+        let version = version.unwrap_or_else(|e| panic!("writer {w}: read failed with {e:?}"));
         let event = NewEvent::new("Tick", 1, json!({ "w": w, "n": n }), Metadata::now());
         let id = event.event_id;
         match store.append(stream, ExpectedVersion::Exact(version), vec![event]).await {
@@ -71,6 +65,47 @@ async fn writer(store: NatsStore, w: usize, errors: Arc<AtomicUsize>) -> Tally {
         }
     }
     tally
+}
+
+/// Runs `op` until it answers anything but `Unavailable` (a server killed or
+/// just restarted, a leader being elected), 50 ms apart, for at most
+/// `within`; its last answer, and how many answers were `Unavailable`.
+async fn retry_unavailable<T, F: Future<Output = Result<T, Error>>>(
+    within: Duration,
+    mut op: impl FnMut() -> F,
+) -> (Result<T, Error>, usize) {
+    let deadline = Instant::now() + within;
+    let mut unavailable = 0;
+    loop {
+        match op().await {
+            Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                unavailable += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answer => return (answer, unavailable),
+        }
+    }
+}
+
+/// Appends `events` to `stream` at `expected`, retried while the cluster is
+/// unavailable (within 30 s). A try whose answer was lost may have landed, so
+/// each try reads the stream first and stops when it is at `landed`.
+async fn append_once(
+    store: &NatsStore,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    events: Vec<NewEvent>,
+    landed: Version,
+) {
+    let events = &events;
+    let (answer, _) = retry_unavailable(Duration::from_secs(30), || async move {
+        if store.stream_version(stream).await? == landed {
+            return Ok(());
+        }
+        store.append(stream, expected, events.clone()).await.map(drop)
+    })
+    .await;
+    answer.unwrap_or_else(|e| panic!("append to {stream} at {expected:?}: {e:?}"));
 }
 
 /// Waits until the cluster names a leader for `stream`.
@@ -149,18 +184,7 @@ fn leader_killed_under_load_loses_no_acknowledged_append() {
     // back, not yet answering for it) is retried, within a bound.
     let stream = StreamId::new("fault", "after").unwrap();
     let event = NewEvent::new("Tick", 1, json!({}), Metadata::now());
-    runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match store.append(&stream, ExpectedVersion::NoStream, vec![event.clone()]).await {
-                Ok(_) => break,
-                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("append after the failover: {e:?}"),
-            }
-        }
-    });
+    runtime.block_on(append_once(&store, &stream, ExpectedVersion::NoStream, vec![event], Version::new(1)));
 }
 
 #[test]
@@ -176,11 +200,11 @@ fn a_killed_follower_catches_up_after_restart() {
         let batch = |from: u64| (from..from + 50).map(|n| NewEvent::new("Tick", 1, json!({ "n": n }), Metadata::now()));
         store.append(&stream, ExpectedVersion::NoStream, batch(0).collect()).await.unwrap();
         cluster.kill(follower);
+        // The client may have been connected to the killed server: its
+        // requests time out until it reconnects, so appends are retried.
         for round in 1..5u64 {
-            store
-                .append(&stream, ExpectedVersion::Exact(Version::new(round * 50)), batch(round * 50).collect())
-                .await
-                .unwrap();
+            let (from, to) = (Version::new(round * 50), Version::new(round * 50 + 50));
+            append_once(&store, &stream, ExpectedVersion::Exact(from), batch(round * 50).collect(), to).await;
         }
         cluster.restart(follower);
         let deadline = Instant::now() + Duration::from_secs(60);
