@@ -111,16 +111,16 @@ async fn measure(
     // Own streams, as the raw baseline; or four callers per stream, so that
     // conflicts happen and must stay per caller.
     let streams = if variant == Variant::GroupShared { callers.div_ceil(4) } else { callers };
-    let store = &stores.version_row;
+    // The store of the variant's append strategy, one schema each.
+    let store = match variant {
+        Variant::StoreUnique | Variant::GroupUnique => &stores.unique,
+        Variant::Raw | Variant::Store | Variant::Group | Variant::GroupShared => &stores.version_row,
+    };
     let appender = match variant {
         Variant::Raw => Appender::Raw(store.pool().clone()),
-        Variant::Store => Appender::Store { store: store.clone(), prefix, streams },
-        Variant::StoreUnique => Appender::Store { store: stores.unique.clone(), prefix, streams },
-        Variant::Group | Variant::GroupShared => {
+        Variant::Store | Variant::StoreUnique => Appender::Store { store: store.clone(), prefix, streams },
+        Variant::Group | Variant::GroupUnique | Variant::GroupShared => {
             Appender::Store { store: store.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
-        }
-        Variant::GroupUnique => {
-            Appender::Store { store: stores.unique.with_group_commit(GroupCommitOptions::default())?, prefix, streams }
         }
     };
     let meter = CpuMeter::start();
