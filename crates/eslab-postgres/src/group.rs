@@ -87,11 +87,15 @@ impl GroupCommitOptions {
     /// flusher that cannot open its connection (the server or the role at
     /// its connection limit) sends its batches through the pool instead, one
     /// append per statement, logs a warning, and tries again a second later.
-    /// Taking a
-    /// pooled connection per statement instead spreads the statements over
-    /// every backend the pool has open, each with cold caches: at 32 callers
-    /// that cost about 40% more server CPU per append (see
-    /// `docs/lab.md`, experiment 4).
+    /// Taking a pooled connection per statement instead spreads the
+    /// statements over every backend the pool has open, each with cold
+    /// caches: at 32 callers that cost about 40% more server CPU per append
+    /// (see `docs/lab.md`, experiment 4).
+    ///
+    /// More flushers cut the same callers' appends into smaller statements,
+    /// each paying the statement's fixed cost: at 32 HTTP connections, 3 or
+    /// 4 flushers cost about 28% more CPU per deposit than 2 and served
+    /// fewer (`docs/patterns/http-api.md`).
     #[must_use]
     pub fn flushers(mut self, n: usize) -> Self {
         self.flushers = n.max(1);
