@@ -523,16 +523,17 @@ impl<A: Aggregate, S: EventStorage> Repository<A, S> {
                         Some(first) if !events.is_empty() => first.events,
                         _ => Vec::new(),
                     };
-                    if !events.is_empty() {
-                        if let Some(hook) = &self.snapshots
-                            && hook.policy().should_snapshot(version, new_version)
-                        {
-                            self.save_snapshot_logged(hook.as_ref(), &stream, &state, new_version).await;
-                        }
-                        #[cfg(feature = "cache")]
-                        if let Some(cache) = &self.cache {
-                            cache.offer(&stream, &state, new_version);
-                        }
+                    if !events.is_empty()
+                        && let Some(hook) = &self.snapshots
+                        && hook.policy().should_snapshot(version, new_version)
+                    {
+                        self.save_snapshot_logged(hook.as_ref(), &stream, &state, new_version).await;
+                    }
+                    #[cfg(feature = "cache")]
+                    if !events.is_empty()
+                        && let Some(cache) = &self.cache
+                    {
+                        cache.offer(&stream, &state, new_version);
                     }
                     return Ok(Outcome::Executed(Executed {
                         events,
