@@ -8,7 +8,7 @@ use std::sync::Arc;
 use eslab_core::{Error, EventAppender, EventReader, EventReaderExt, ExpectedVersion, StreamId, Version};
 use eslab_postgres::{GroupCommitOptions, Notify, PostgresOptions, PostgresStore};
 use eslab_testing::pg::SchemaStore;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use crate::helpers::{event, stream};
 
@@ -264,22 +264,26 @@ fn a_flusher_without_a_connection_of_its_own_goes_through_the_pool() {
              GRANT ALL ON ALL SEQUENCES IN SCHEMA \"{name}\" TO \"{role}\""
         );
         sqlx::raw_sql(&grants).execute(&pool).await.unwrap();
+        // The role is the cluster's, not the schema's: dropped even if the test fails.
+        let tried = std::panic::AssertUnwindSafe(async {
+            let mut url = url::Url::parse(schema.fresh_schema().url()).unwrap();
+            url.set_username(&role).unwrap();
+            let options = PostgresOptions::new(url.as_str(), &name).max_connections(2).notify(Notify::Off);
+            let limited = PostgresStore::connect_lazy(options).unwrap();
+            // Both pooled connections open, then the role may open no more.
+            let (a, b) = tokio::join!(limited.pool().acquire(), limited.pool().acquire());
+            drop((a.unwrap(), b.unwrap()));
+            // sql-ident: as above.
+            let limit = format!("ALTER ROLE \"{role}\" CONNECTION LIMIT 2");
+            sqlx::raw_sql(&limit).execute(&pool).await.unwrap();
 
-        let mut url = url::Url::parse(schema.fresh_schema().url()).unwrap();
-        url.set_username(&role).unwrap();
-        let options = PostgresOptions::new(url.as_str(), &name).max_connections(2).notify(Notify::Off);
-        let limited = PostgresStore::connect_lazy(options).unwrap();
-        // Both pooled connections open, then the role may open no more.
-        let (a, b) = tokio::join!(limited.pool().acquire(), limited.pool().acquire());
-        drop((a.unwrap(), b.unwrap()));
-        // sql-ident: as above.
-        let limit = format!("ALTER ROLE \"{role}\" CONNECTION LIMIT 2");
-        sqlx::raw_sql(&limit).execute(&pool).await.unwrap();
-
-        let group = limited.with_group_commit(GroupCommitOptions::default().flushers(2)).unwrap();
-        burst(&group, "limited", 8, 5).await;
-        assert_eq!(flusher_backends(&pool, &name).await, Vec::<i32>::new(), "no flusher could connect");
-        drop((group, limited));
+            let group = limited.with_group_commit(GroupCommitOptions::default().flushers(2)).unwrap();
+            burst(&group, "limited", 8, 5).await;
+            assert_eq!(flusher_backends(&pool, &name).await, Vec::<i32>::new(), "no flusher could connect");
+            drop((group, limited));
+        })
+        .catch_unwind()
+        .await;
 
         // sql-ident: as above.
         let cleanup = format!(
@@ -290,6 +294,9 @@ fn a_flusher_without_a_connection_of_its_own_goes_through_the_pool() {
         while let Err(e) = sqlx::raw_sql(&cleanup).execute(&pool).await {
             assert!(tokio::time::Instant::now() < deadline, "cannot drop role {role}: {e}");
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if let Err(panic) = tried {
+            std::panic::resume_unwind(panic);
         }
     });
 }
