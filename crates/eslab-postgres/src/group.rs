@@ -212,11 +212,7 @@ async fn flusher(store: PostgresStore, connect: PgConnectOptions, shared: Arc<Sh
     // Appends to a stream already in the batch wait for the next one: the
     // statement judges each stream once.
     let mut carried: VecDeque<Request> = VecDeque::new();
-    // The flusher's own connection, kept from one statement to the next (see
-    // [`GroupCommitOptions::flushers`]).
-    let mut conn: Option<PgConnection> = None;
-    // When the last attempt to open it failed (warned once, until one succeeds).
-    let mut refused: Option<Instant> = None;
+    let mut own = OwnConnection { conn: None, connect, refused: None };
     loop {
         // With appends carried over, never wait for the queue: another
         // flusher may hold it while waiting for new work, and the carried
@@ -229,12 +225,7 @@ async fn flusher(store: PostgresStore, connect: PgConnectOptions, shared: Arc<Sh
                 if carried.is_empty() {
                     match queue.recv().await {
                         Some(request) => carried.push_back(request),
-                        None => {
-                            if let Some(conn) = conn.take() {
-                                let _ = conn.close().await;
-                            }
-                            return;
-                        }
+                        None => return own.close().await,
                     }
                 }
                 gather(&mut queue, &mut carried, max_batch, || shared.idle()).await;
@@ -253,7 +244,7 @@ async fn flusher(store: PostgresStore, connect: PgConnectOptions, shared: Arc<Sh
             }
         }
         carried = later;
-        flush(&store, &mut conn, &connect, &mut refused, batch).await;
+        flush(&store, &mut own, batch).await;
         drop(sending);
     }
 }
@@ -306,19 +297,67 @@ async fn gather(
 /// through the pool before it tries to open one again.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// Commits `requests` in one statement on the flusher's connection `held`
-/// (opened with `connect` the first time, and again after an error that may
-/// have broken it) and answers each caller. When it cannot be opened
-/// (`refused`: when the last attempt failed), batches go through the pool,
-/// and the next attempt waits [`RECONNECT_AFTER`]: a refused connection
-/// still costs the server a process.
-async fn flush(
-    store: &PostgresStore,
-    held: &mut Option<PgConnection>,
-    connect: &PgConnectOptions,
-    refused: &mut Option<Instant>,
-    requests: Vec<Request>,
-) {
+/// A flusher's own connection, kept from one statement to the next (see
+/// [`GroupCommitOptions::flushers`]).
+struct OwnConnection {
+    /// Open, or `None` before the first statement and after one broke it.
+    conn: Option<PgConnection>,
+    connect: PgConnectOptions,
+    /// When the last attempt to open it failed (warned once, until one succeeds).
+    refused: Option<Instant>,
+}
+
+impl OwnConnection {
+    /// The connection, opened first if needed (within `timeout`); `None`
+    /// when it cannot be opened, or was refused less than
+    /// [`RECONNECT_AFTER`] ago: a refused connection still costs the server
+    /// a process, so it is not tried for every batch.
+    async fn get(&mut self, timeout: Duration) -> Option<&mut PgConnection> {
+        if self.conn.is_none() {
+            if self.refused.is_some_and(|at| at.elapsed() < RECONNECT_AFTER) {
+                return None;
+            }
+            let opened = tokio::time::timeout(timeout, PgConnection::connect_with(&self.connect))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+            match opened {
+                Ok(conn) => {
+                    if self.refused.take().is_some() {
+                        tracing::info!("group commit: the flusher has its own connection again");
+                    }
+                    self.conn = Some(conn);
+                }
+                Err(e) => {
+                    // The server or the role may be at its connection limit
+                    // while the pool holds connections of its own.
+                    if self.refused.replace(Instant::now()).is_none() {
+                        tracing::warn!(error = %e, "group commit: a flusher cannot open its connection; its batches go through the pool until it can");
+                    }
+                    return None;
+                }
+            }
+        }
+        self.conn.as_mut()
+    }
+
+    /// After an error that may have broken the connection: the next
+    /// statement opens a new one.
+    fn broken(&mut self) {
+        self.conn = None;
+    }
+
+    /// Closes the connection, if open (the flusher stops).
+    async fn close(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Commits `requests` in one statement on the flusher's own connection and
+/// answers each caller; without that connection, through the pool (each
+/// append alone).
+async fn flush(store: &PostgresStore, own: &mut OwnConnection, requests: Vec<Request>) {
     let started = Instant::now();
     if let Some(oldest) = requests.iter().map(|r| r.queued).min() {
         metrics::histogram!(QUEUED_SECONDS).record(started.duration_since(oldest).as_secs_f64());
@@ -336,36 +375,12 @@ async fn flush(
         Err((_, appends)) => return alone(store, appends, replies).await,
     };
     let notify = store.options().notify == Notify::InTransaction;
-    let conn = match held {
-        Some(conn) => Ok(conn),
-        None if refused.is_some_and(|at| at.elapsed() < RECONNECT_AFTER) => {
-            return alone(store, batch.into_appends(), replies).await;
-        }
-        None => tokio::time::timeout(store.options().acquire_timeout, PgConnection::connect_with(connect))
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-            .map(|conn| held.insert(conn)),
+    let Some(conn) = own.get(store.options().acquire_timeout).await else {
+        return alone(store, batch.into_appends(), replies).await;
     };
-    let executed = match conn {
-        Ok(conn) => {
-            let executed = batch.execute_group(conn, store.options().strategy, notify).await;
-            if executed.as_ref().is_err_and(|e| !connection_survives(e)) {
-                // The next statement opens a new one.
-                *held = None;
-            }
-            executed
-        }
-        Err(e) => {
-            // The server or the role may be at its connection limit while
-            // the pool holds connections of its own: the pool still serves.
-            if refused.replace(Instant::now()).is_none() {
-                tracing::warn!(error = %e, "group commit: a flusher cannot open its connection; its batches go through the pool until it can");
-            }
-            return alone(store, batch.into_appends(), replies).await;
-        }
-    };
-    if refused.take().is_some() {
-        tracing::info!("group commit: the flusher has its own connection again");
+    let executed = batch.execute_group(conn, store.options().strategy, notify).await;
+    if executed.as_ref().is_err_and(|e| !connection_survives(e)) {
+        own.broken();
     }
     metrics::histogram!(STATEMENT_SECONDS).record(started.elapsed().as_secs_f64());
     match executed {
