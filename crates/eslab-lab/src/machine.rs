@@ -1,8 +1,10 @@
 //! The machine a report was measured on: CPU, cores, memory, OS, PostgreSQL,
-//! eslab's commit. Read from `/proc` and `/etc/os-release` (Linux); what
-//! cannot be read is reported as `unknown`.
+//! eslab's commit. The machine's facts come from `sysinfo`; what cannot be
+//! read is reported as `unknown`.
 
 use std::fmt::Write as _;
+
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
 
 /// Facts about this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,31 +27,27 @@ pub struct Machine {
 
 const UNKNOWN: &str = "unknown";
 
-fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
-fn cpu_model() -> Option<String> {
-    let info = read("/proc/cpuinfo")?;
-    info.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_owned())
-}
-
-fn memory() -> Option<String> {
-    let info = read("/proc/meminfo")?;
-    let kib: u64 = info.lines().find(|l| l.starts_with("MemTotal:"))?.split_whitespace().nth(1)?.parse().ok()?;
+/// The CPU's model name and the total memory, read through `sysinfo`.
+fn cpu_and_memory() -> (Option<String>, Option<String>) {
+    let refresh =
+        RefreshKind::nothing().with_cpu(CpuRefreshKind::nothing()).with_memory(MemoryRefreshKind::nothing().with_ram());
+    let Ok(system) = System::new_with_specifics(refresh) else {
+        return (None, None);
+    };
+    let cpu = system.cpus().first().map(|c| c.brand().trim().to_owned()).filter(|b| !b.is_empty());
     #[allow(clippy::cast_precision_loss)] // memory sizes far below 2^52
-    let gib = kib as f64 / 1024.0 / 1024.0;
-    Some(format!("{gib:.1} GiB"))
+    let memory =
+        Some(system.total_memory()).filter(|&b| b > 0).map(|b| format!("{:.1} GiB", b as f64 / 1024f64.powi(3)));
+    (cpu, memory)
 }
 
+/// The OS (distribution and version) and its kernel, e.g. "Linux (Debian
+/// GNU/Linux 12), kernel 6.1.0".
 fn os() -> String {
-    let name = read("/etc/os-release")
-        .and_then(|r| r.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_owned())));
-    let kernel = read("/proc/sys/kernel/osrelease").map(|k| k.trim().to_owned());
-    match (name, kernel) {
-        (Some(n), Some(k)) => format!("{n}, Linux {k}"),
+    match (System::long_os_version().ok(), System::kernel_version().ok()) {
+        (Some(n), Some(k)) => format!("{n}, kernel {k}"),
         (Some(n), None) => n,
-        (None, Some(k)) => format!("Linux {k}"),
+        (None, Some(k)) => format!("{}, kernel {k}", std::env::consts::OS),
         (None, None) => std::env::consts::OS.to_owned(),
     }
 }
@@ -76,10 +74,11 @@ impl Machine {
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| UNKNOWN.to_owned());
+        let (cpu, memory) = cpu_and_memory();
         Machine {
-            cpu: cpu_model().unwrap_or_else(|| UNKNOWN.to_owned()),
+            cpu: cpu.unwrap_or_else(|| UNKNOWN.to_owned()),
             cores: std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
-            memory: memory().unwrap_or_else(|| UNKNOWN.to_owned()),
+            memory: memory.unwrap_or_else(|| UNKNOWN.to_owned()),
             os: os(),
             postgres: postgres.map_or_else(|| "not reachable".to_owned(), str::to_owned),
             eslab: tokio::task::spawn_blocking(eslab_version).await.unwrap_or_else(|_| UNKNOWN.to_owned()),
@@ -103,5 +102,24 @@ impl Machine {
             let _ = writeln!(md, "| {k} | {} |", v.replace('|', "\\|"));
         }
         md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn detects_this_machine() {
+        let machine = Machine::detect(None).await;
+        if cfg!(target_os = "linux") {
+            assert_ne!(machine.cpu, UNKNOWN, "{machine:?}");
+            assert!(machine.memory.ends_with(" GiB") && machine.memory != "0.0 GiB", "{machine:?}");
+            assert!(machine.os.starts_with("Linux") && machine.os.contains(", kernel "), "{machine:?}");
+        }
+        assert!(machine.cores >= 1);
+        assert_eq!(machine.postgres, "not reachable");
+        let md = machine.to_markdown();
+        assert!(md.contains(&format!("| CPU | {} |", machine.cpu.replace('|', "\\|"))), "{md}");
     }
 }
