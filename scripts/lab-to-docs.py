@@ -27,6 +27,9 @@ pages = {
 }
 # Experiments that ran later, on another machine of the kind (see the notes in lab-results/index.md).
 machines = {'cross-stream': '2 vCPU Intel Xeon, 23.5 GiB, PostgreSQL 15.20', 'personal-data': '2 vCPU AMD EPYC, 23.5 GiB, PostgreSQL 15.20'}
+# Experiments whose committed report is not a quick run of the machine above: a line before their table says which run it is.
+runs = {'group-commit': 'Full scale (`eslab lab run group-commit`, 5 rounds of 2 s), 2026-12-03 21:28 UTC, release build of commit\n'
+                        '6445455, a quiet 2 vCPU AMD EPYC (PostgreSQL 15.20):'}
 for page, exps in pages.items():
     missing = [e for e, _ in exps if not os.path.exists(root + f'lab-results/{e}.md')]
     if missing:
@@ -41,6 +44,8 @@ for page, exps in pages.items():
     for e, t in exps:
         if len(exps) > 1:
             s += f'\n{t[0].upper() + t[1:]}:\n'
+        if e in runs:
+            s += '\n' + runs[e] + '\n'
         s += '\n' + table(e) + '\n'
         f = finding(e)
         if f:
