@@ -326,10 +326,37 @@ impl AppState {
 struct ApiDoc;
 
 /// The OpenAPI document served at `/openapi.json`.
-pub fn api_doc() -> utoipa::openapi::OpenApi {
+pub fn api_doc() -> Result<serde_json::Value, serde_json::Error> {
     let mut doc = ApiDoc::openapi();
     doc.paths.add_path_operation(eslab_console::sse::PATH, vec![HttpMethod::Get], events_stream_operation());
-    doc
+    let mut doc = serde_json::to_value(doc)?;
+    let account = ["get_account", "deposit", "withdraw", "close", "account_events", "account_state", "forget_owner"];
+    link_created(&mut doc, "/accounts", &["201"], &account);
+    link_created(&mut doc, "/transfers", &["201", "202"], &["get_transfer"]);
+    Ok(doc)
+}
+
+/// Links each of `statuses` of `POST path` (a response whose body's `id`
+/// names what it created) to the operations that take that id as their
+/// `{id}`, so that clients, and schemathesis's stateful phase, can follow
+/// them (OpenAPI links). Written into the JSON: utoipa 5.5's `Link`
+/// serializes its fields in snake case (`operation_id`), which no OpenAPI
+/// tool reads.
+fn link_created(doc: &mut serde_json::Value, path: &str, statuses: &[&str], operations: &[&str]) {
+    let links: serde_json::Map<_, _> = operations
+        .iter()
+        .map(|op| {
+            ((*op).to_owned(), serde_json::json!({ "operationId": op, "parameters": { "id": "$response.body#/id" } }))
+        })
+        .collect();
+    for status in statuses {
+        let response = doc
+            .pointer_mut(&format!("/paths/{}/post/responses/{status}", path.replace('~', "~0").replace('/', "~1")))
+            .and_then(serde_json::Value::as_object_mut);
+        if let Some(response) = response {
+            response.insert("links".to_owned(), serde_json::Value::Object(links.clone()));
+        }
+    }
 }
 
 /// `GET /events/stream` (served by the console crate) in the OpenAPI document.
