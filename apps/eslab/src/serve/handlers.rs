@@ -390,8 +390,17 @@ pub async fn metrics_text(State(state): State<AppState>) -> Response {
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1")))]
-pub async fn openapi() -> Result<Json<serde_json::Value>, ApiError> {
-    super::api_doc().map(Json).map_err(|e| ApiError::Internal(Box::new(e)))
+pub async fn openapi() -> Result<Response, ApiError> {
+    // The document never changes while the process runs: built and encoded once.
+    static DOC: std::sync::LazyLock<Result<axum::body::Bytes, String>> = std::sync::LazyLock::new(|| {
+        super::api_doc().and_then(|doc| serde_json::to_vec(&doc)).map(Into::into).map_err(|e| e.to_string())
+    });
+    match &*DOC {
+        Ok(body) => {
+            Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.clone()).into_response())
+        }
+        Err(e) => Err(ApiError::Internal(format!("the OpenAPI document: {e}").into())),
+    }
 }
 
 /// Any other path.
